@@ -1,0 +1,239 @@
+"""The ``logalyzer`` command: a thin click face over the library, one subcommand per stage.
+
+Errors a user can cause are :class:`~logalyzer.errors.LogalyzerError`s, printed as one line
+(``Error: ...``) plus a hint, with exit status 1; usage errors exit with 2 (click's rule).
+
+Environment: ``LOGALYZER_DSN`` (PostgreSQL URL; unset = embedded PostgreSQL under
+``LOGALYZER_HOME``, default ``~/.local/share/logalyzer``), ``LOGALYZER_TZ`` (the fleet's
+zone, default UTC), ``RAY_ADDRESS`` (a Ray cluster; unset = local Ray).
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from .errors import LogalyzerError
+from .settings import Settings, redact_dsn
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(message: str, hint: str = "") -> None:
+    click.secho(f"Error: {message}", fg="red", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+    sys.exit(1)
+
+
+def friendly(fn):
+    """Turn named errors into one line and a hint; let real bugs show their traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LogalyzerError as exc:
+            _fail(str(exc), exc.hint)
+        except KeyboardInterrupt:
+            _fail("interrupted", "re-run the same command: finished files are skipped")
+
+    return wrapper
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:  # pydantic's ValidationError: one line per bad field
+        errors = getattr(exc, "errors", lambda: [])()
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors) or str(exc)
+        raise LogalyzerError(f"bad configuration: {msg}",
+                             hint="see `logalyzer --help` for the environment variables") from exc
+
+
+def _open_db(settings: Settings):
+    from .db import open_database
+
+    return open_database(settings)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="logalyzer", message="%(prog)s %(version)s")
+def main() -> None:
+    """LOGalyzer: find playback problems in a fleet of Android-TV set-top boxes from their logs.
+
+    \b
+    Environment:
+      LOGALYZER_DSN   PostgreSQL URL (unset: embedded PostgreSQL under LOGALYZER_HOME)
+      LOGALYZER_HOME  embedded state (default ~/.local/share/logalyzer)
+      LOGALYZER_TZ    the fleet's local time zone (default UTC)
+      RAY_ADDRESS     a Ray cluster to run on (unset: a local Ray)
+    """
+
+
+# --------------------------------------------------------------------------- synth
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--devices", "-n", default=5, show_default=True, type=click.IntRange(1, 100_000),
+              help="Number of boxes.")
+@click.option("--hours", default=4.0, show_default=True, type=click.FloatRange(0.1, 24 * 365),
+              help="Hours of logs per box.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same files).")
+@click.option("--anomaly-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of playback sessions made anomalous.")
+@click.option("--noise", "noise", default=None, type=click.IntRange(0, 1_000_000),
+              help="Non-VAR lines per device-minute (sets the size).")
+@click.option("--tz", default=None, help="Zone the boxes write local time in (default LOGALYZER_TZ or UTC).")
+@friendly
+def synth(out: Path, devices: int, hours: float, seed: int, anomaly_rate: float,
+          noise: int | None, tz: str | None) -> None:
+    """Write a synthetic fleet of gzip logcat files and its ground truth into OUT."""
+    from tqdm import tqdm
+
+    from .synth import FleetSpec, generate_fleet
+
+    settings = _settings(tz=tz)
+    spec = FleetSpec(devices=devices, hours=hours, seed=seed, anomaly_rate=anomaly_rate, tz=settings.tz)
+    if noise is not None:
+        spec.noise_lines_per_minute = noise
+    with tqdm(unit="B", unit_scale=True, desc="synth", disable=not sys.stderr.isatty(),
+              file=sys.stderr) as bar:
+        res = generate_fleet(out, spec, progress=bar.update)
+    click.echo(f"wrote {len(res.files)} files, {res.lines:,} lines, "
+               f"{res.bytes_uncompressed / 1e6:,.1f} MB uncompressed, for {devices} devices into {out}")
+    click.echo(f"ground truth: {res.truth_path}")
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--rxid", default=None, help="Device id for files whose path names none (R + 10 digits).")
+@click.option("--tz", default=None, help="The fleet's time zone for lines without an offset (default UTC).")
+@click.option("--force", is_flag=True, help="Re-read files the ledger says are unchanged.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@friendly
+def ingest(paths: tuple[Path, ...], rxid: str | None, tz: str | None, force: bool,
+           progress: bool | None) -> None:
+    """Load logcat files or folders (gzip or text) into PostgreSQL, in parallel on Ray.
+
+    Re-running is safe: unchanged files are skipped and every line is stored once.
+    """
+    from .ingest import ingest as run_ingest
+
+    settings = _settings(tz=tz)
+    db = _open_db(settings)
+    summary = run_ingest(settings, db, list(paths), rxid=rxid.upper() if rxid else None,
+                         force=force, progress=progress)
+    print_ingest_summary(summary)
+
+
+def print_ingest_summary(summary) -> None:
+    """The table at the end of an ingest: files by outcome, line counts, throughput, problems."""
+    rows = [("status", "files", "lines read", "loaded", "duplicate", "unparsed", "truncated")]
+    for status in ("done", "partial", "unchanged", "failed", "refused"):
+        fs = [f for f in summary.files if f.status == status]
+        if fs:
+            rows.append((status, f"{len(fs):,}", *(f"{sum(getattr(f, a) for f in fs):,}" for a in (
+                "lines_read", "lines_loaded", "lines_duplicate", "lines_unparsed", "lines_truncated"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, r in enumerate(rows):
+        line = "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        click.echo(click.style(line, bold=True) if k == 0 else line)
+    read = summary.total("lines_read")
+    loaded_files = [f for f in summary.files if f.status in ("done", "partial")]
+    mb = sum(f.size for f in loaded_files) / 1e6
+    secs = max(summary.seconds, 1e-9)
+    click.echo(f"{len(summary.files):,} files, {mb:,.1f} MB read in {summary.seconds:,.1f} s "
+               f"({read / secs:,.0f} lines/s, {mb / secs:,.1f} MB/s)")
+    for f in summary.files:
+        if f.status in ("failed", "refused", "partial") or (f.error and f.status == "done"):
+            color = {"failed": "red", "refused": "yellow", "partial": "yellow"}.get(f.status)
+            click.secho(f"  {f.status}: {f.path}: {f.error}", fg=color)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--steps", default="ingest", show_default=True,
+              help="Comma-separated steps, run in order: ingest,sessionize,train,detect.")
+@click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
+@click.option("--rxids-file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Only the devices listed in this file (one RxID per line).")
+@click.option("--tz", default=None, help="The fleet's time zone (default UTC).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@friendly
+def run(paths: tuple[Path, ...], steps: str, rxids: str | None, rxids_file: str | None,
+        tz: str | None, progress: bool | None) -> None:
+    """Run pipeline steps over PATHS (the launcher for bulk reprocessing)."""
+    from .pipeline import parse_rxids, parse_steps, run_pipeline
+
+    step_list = parse_steps(steps)
+    if rxids and rxids_file:
+        raise LogalyzerError("give --rxids or --rxids-file, not both")
+    devices = parse_rxids(rxids, rxids_file)
+    if "ingest" in step_list and not paths:
+        raise LogalyzerError("the ingest step needs PATHS", hint="logalyzer run FLEET_DIR --steps ingest")
+    settings = _settings(tz=tz)
+    db = _open_db(settings)
+    results = run_pipeline(settings, db, [str(p) for p in paths], step_list, devices, progress)
+    if "ingest" in results:
+        print_ingest_summary(results["ingest"])
+
+
+# --------------------------------------------------------------------------- db
+
+
+@main.group(context_settings=CONTEXT)
+def db() -> None:
+    """Database housekeeping."""
+
+
+@db.command(context_settings=CONTEXT)
+@friendly
+def migrate() -> None:
+    """Apply the numbered SQL files in sql/ that are not applied yet."""
+    from .db import migrate as apply
+
+    settings = _settings()
+    database = _open_db_raw(settings)
+    with database.connect() as conn:
+        done = apply(conn)
+    click.echo(f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ' (up to date)'}")
+
+
+def _open_db_raw(settings: Settings):
+    from .db import open_database
+
+    return open_database(settings, migrate_schema=False)
+
+
+@db.command(context_settings=CONTEXT)
+@friendly
+def info() -> None:
+    """Where the database is, its schema version and what it holds."""
+    settings = _settings()
+    database = _open_db(settings)
+    with database.connect() as conn:
+        version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        parts = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'log_lines'::regclass").fetchone()[0]
+        files = conn.execute("SELECT status, count(*) FROM ingested_files GROUP BY 1 ORDER BY 1").fetchall()
+        lines = conn.execute("SELECT coalesce(sum(lines_loaded), 0) FROM ingested_files").fetchone()[0]
+    where = "embedded PostgreSQL in " + str(settings.home / "pgdata") if database.embedded else redact_dsn(database.dsn)
+    click.echo(f"database: {where}")
+    click.echo(f"schema version: {version}")
+    click.echo(f"devices (partitions): {parts:,}; lines loaded: {lines:,}")
+    click.echo("files: " + (", ".join(f"{s} {n:,}" for s, n in files) or "none"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

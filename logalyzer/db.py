@@ -1,0 +1,225 @@
+"""Storage: connections, the embedded server, migrations, device partitions, COPY.
+
+Every identifier built from input (a device's partition) goes through :func:`partition_name`,
+which validates the RxID, and is quoted by psycopg's ``sql.Identifier``; every value is a bound
+parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from psycopg import sql
+
+from .errors import DatabaseUnreachable, InvalidIdentifier, LogalyzerError
+from .files import is_valid_rxid
+from .settings import Settings
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_MIGRATION_RE = re.compile(r"(\d{4})_[\w-]+\.sql")
+_LOCK_MIGRATE = 7_301_001  # advisory lock keys (arbitrary, fixed)
+_LOCK_PARTITION = 7_301_002
+
+
+@dataclass
+class Database:
+    """A resolved DSN, plus the embedded server handle that keeps it alive (if any)."""
+
+    dsn: str
+    embedded: object | None = None
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return connect(self.dsn, **kwargs)
+
+
+def open_database(settings: Settings, migrate_schema: bool = True) -> Database:
+    """Resolve the database of ``settings``: ``LOGALYZER_DSN``, else the embedded server.
+
+    The embedded PostgreSQL (the ``pgserver`` package) lives in ``LOGALYZER_HOME/pgdata``; it
+    is started on first use and stopped when the last process using it exits. Applies the
+    migrations unless told not to.
+    """
+    if settings.dsn:
+        db = Database(settings.dsn)
+    else:
+        db = _embedded(settings.home)
+    if migrate_schema:
+        with db.connect() as conn:
+            migrate(conn)
+    return db
+
+
+def _embedded(home: Path) -> Database:
+    try:
+        import pgserver
+    except ImportError as exc:  # pragma: no cover - declared dependency
+        raise LogalyzerError("the embedded PostgreSQL needs the pgserver package",
+                             hint="pip install pgserver, or set LOGALYZER_DSN") from exc
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+    except Exception as exc:  # pgserver raises several kinds; all mean "could not start"
+        raise DatabaseUnreachable(
+            f"could not start the embedded PostgreSQL in {home / 'pgdata'}: {exc}",
+        ) from exc
+    return Database(server.get_uri(), embedded=server)
+
+
+def describe(dsn: str) -> str:
+    """'database X on host Y' for messages: never the password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the database given by LOGALYZER_DSN (unparsable URL)"
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"database {info.get('dbname') or info.get('user') or '?'} on {host}{port}"
+
+
+def connect(dsn: str, **kwargs) -> psycopg.Connection:
+    """A psycopg connection, or :class:`DatabaseUnreachable` naming host and database."""
+    try:
+        return psycopg.connect(dsn, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = reason.replace(psycopg.conninfo.conninfo_to_dict(dsn).get("password") or "\0", "***")
+        raise DatabaseUnreachable(f"cannot reach {describe(dsn)}: {reason}") from exc
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnreachable(f"LOGALYZER_DSN is not a valid PostgreSQL URL: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[str, Path]]:
+    """Numbered SQL files in order: [('0001', path), ...]."""
+    if not sql_dir.is_dir():
+        raise LogalyzerError(f"schema folder {sql_dir} not found",
+                             hint="run from a checkout of LOGalyzer (sql/ sits beside logalyzer/)")
+    found = []
+    for p in sorted(sql_dir.iterdir()):
+        m = _MIGRATION_RE.fullmatch(p.name)
+        if m:
+            found.append((m.group(1), p))
+    return found
+
+
+def migrate(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply the migrations not yet recorded in ``schema_migrations``; return their names.
+
+    Safe to run from many processes at once: an advisory lock serialises them, and each file
+    is applied in its own transaction together with its record.
+    """
+    applied_now: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, path in migrations(sql_dir):
+            if version in done:
+                continue
+            conn.execute(path.read_text())
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                         (version, path.name))
+            applied_now.append(path.name)
+    return applied_now
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+def partition_name(rxid: str) -> str:
+    """The partition of a device: ``R1234567890`` → ``r1234567890`` (validated)."""
+    if not is_valid_rxid(rxid):
+        raise InvalidIdentifier(f"not an RxID: {rxid!r}")
+    return rxid.lower()
+
+
+def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
+    """Create the device's ``log_lines`` partition if it does not exist; return its name.
+
+    Several workers may meet a new device at once: an advisory lock per device lets one of
+    them create it while the others wait and then find it. Runs in its own transaction, so
+    it must not be called inside one that has written to ``log_lines`` (the creation needs a
+    lock on the parent table).
+    """
+    name = partition_name(rxid)
+    if _exists(conn, name):
+        return name
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_PARTITION, rxid))
+        if not _exists(conn, name):
+            conn.execute(
+                sql.SQL("CREATE TABLE {} PARTITION OF log_lines FOR VALUES IN ({})").format(
+                    sql.Identifier(name), sql.Literal(rxid)
+                )
+            )
+            conn.execute(
+                sql.SQL("CREATE UNIQUE INDEX {} ON {} (line_md5)").format(
+                    sql.Identifier(f"{name}_md5"), sql.Identifier(name)
+                )
+            )
+    return name
+
+
+def _exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{name}",)).fetchone()
+    return bool(row and row[0])
+
+
+# --------------------------------------------------------------------------- loading
+
+#: Columns of the staging table = parser.SCHEMA (the COPY order) plus file_id.
+STAGE_COLUMNS = (
+    "line_md5", "line_no", "ts", "ts_inferred", "uptime_s", "pid", "tid", "uid", "level", "tag",
+    "message", "status", "truncated", "category", "function", "event_type", "data",
+)
+
+
+class LineLoader:
+    """Loads parsed chunks into a device partition: COPY into a temporary table, then one
+    ``INSERT ... ON CONFLICT DO NOTHING`` (COPY alone cannot skip duplicates).
+
+    The insert goes in ``line_md5`` order, so two loaders writing overlapping lines into the
+    same partition always take the index's row locks in the same order and cannot deadlock.
+    """
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        cols = sql.SQL(", ").join(map(sql.Identifier, STAGE_COLUMNS))
+        with conn.transaction():
+            conn.execute("DROP TABLE IF EXISTS pg_temp.stage_lines")
+            conn.execute(sql.SQL("CREATE TEMP TABLE stage_lines ON COMMIT DELETE ROWS AS"
+                                 " SELECT {} FROM log_lines WITH NO DATA").format(cols))
+        self._copy = sql.SQL("COPY stage_lines ({}) FROM STDIN (FORMAT csv)").format(cols)
+        self._cols = cols
+
+    def load(self, rxid: str, file_id: int, csv_bytes: bytes | memoryview) -> int:
+        """Load one chunk (CSV in :data:`STAGE_COLUMNS` order); return the rows inserted."""
+        part = sql.Identifier(partition_name(rxid))
+        insert = sql.SQL(
+            "INSERT INTO {part} (rxid, file_id, {cols})"
+            " SELECT %s, %s, {cols} FROM stage_lines ORDER BY line_md5"
+            " ON CONFLICT (line_md5) DO NOTHING"
+        ).format(part=part, cols=self._cols)
+        with self.conn.transaction():
+            with self.conn.cursor() as cur:
+                with cur.copy(self._copy) as cp:
+                    cp.write(csv_bytes)
+                cur.execute(insert, (rxid, file_id))
+                return cur.rowcount
+
+
+@contextmanager
+def cursor(db: Database) -> Iterator[psycopg.Cursor]:
+    with db.connect() as conn, conn.cursor() as cur:
+        yield cur

@@ -1,0 +1,35 @@
+"""Errors a user can cause, each shown by the CLI as one line with a hint (no traceback).
+
+Anything else that escapes is a bug, and the CLI lets its traceback through.
+"""
+
+
+class LogalyzerError(Exception):
+    """Base class: ``str(err)`` is the one-line message, ``err.hint`` what to do about it."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class DatabaseUnreachable(LogalyzerError):
+    hint = "check LOGALYZER_DSN (or unset it to use the embedded PostgreSQL) and that the server is up"
+
+
+class InvalidIdentifier(LogalyzerError):
+    hint = "an RxID is 'R' followed by 10 digits, e.g. R1234567890"
+
+
+class NoInputFiles(LogalyzerError):
+    hint = "give files or folders holding *.gz / *.log logcat files"
+
+
+class StepNotAvailable(LogalyzerError):
+    hint = "available steps: ingest"
+
+
+class ConfigError(LogalyzerError):
+    hint = "see `logalyzer --help` for the environment variables"

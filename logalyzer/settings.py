@@ -1,0 +1,49 @@
+"""One pydantic ``Settings`` object, read from the environment by the face that starts a process.
+
+``LOGALYZER_DSN`` selects a PostgreSQL server; when it is unset an embedded server (``pgserver``)
+is started under ``LOGALYZER_HOME`` and reused by later runs. ``RAY_ADDRESS`` (Ray's own
+variable) selects a Ray cluster; without it a local Ray starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOGALYZER_", extra="ignore")
+
+    dsn: str | None = Field(None, description="PostgreSQL URL; unset = embedded PostgreSQL")
+    home: Path = Field(Path("~/.local/share/logalyzer"), description="where embedded state lives")
+    tz: str = Field("UTC", description="the fleet's local time zone (IANA name)")
+    ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
+    batch_lines: int = Field(100_000, ge=1_000, le=5_000_000, description="lines per COPY batch")
+    ingest_concurrency: int | None = Field(None, ge=1, description="parallel file loaders (default: CPUs)")
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return Path(v).expanduser()
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***``: safe to print or log."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

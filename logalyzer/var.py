@@ -1,0 +1,141 @@
+"""VAR (Video/Audio Rendering) messages: both dialects, event-type normalisation, data.
+
+Current firmware writes ``CATEGORY|function|EventType|data``; legacy firmware writes
+``[CATEGORY] function: EVENT_TYPE data``. ``data`` is ``key=value`` pairs (values may be
+double-quoted and hold spaces) or one JSON object (LOG_FORMAT.md section 3).
+
+Nothing is thrown away: a message that is short of fields, has an extra ``|`` outside a quoted
+value, a broken JSON object or a key the spec does not list for its event type is still
+returned with what could be read, and flagged ``partial``. Decisions the spec leaves open:
+
+- values of the numeric keys (``dur_ms``, ``seq``, ...) become JSON numbers and of the boolean
+  keys (``connected``, ``ok``, ``fatal``) JSON booleans when they parse as such; every other
+  value stays a string, so ``cid=101`` and ``cid=ch101`` have the same JSON type;
+- text that could not be read as ``key=value`` is kept under ``_unparsed``, a broken JSON
+  object under ``_raw``;
+- an unknown event type is stored as given and is *not* partial (its keys cannot be checked).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, NamedTuple
+
+EVENT_KEYS: dict[str, frozenset[str]] = {
+    "ChangeContent": frozenset({"cid", "src", "prev_cid"}),
+    "FirstFrame": frozenset({"ttff_ms", "res", "codec"}),
+    "BlackScreen": frozenset({"state", "dur_ms", "reason"}),
+    "VideoFreeze": frozenset({"state", "dur_ms", "pos"}),
+    "DisplayDrop": frozenset({"dropped", "window_ms"}),
+    "BufferingStart": frozenset({"dur_ms"}),
+    "BufferingEnd": frozenset({"dur_ms"}),
+    "TrickMode": frozenset({"mode", "rate", "pos"}),
+    "HdmiHotplug": frozenset({"port", "connected"}),
+    "HdcpStatus": frozenset({"ok", "version"}),
+    "StandbyEnter": frozenset({"reason"}),
+    "StandbyExit": frozenset({"reason"}),
+    "PlaybackError": frozenset({"code", "fatal", "msg"}),
+    "ResolutionChange": frozenset({"from", "to"}),
+    "BootInfo": frozenset({"model", "fw", "app"}),
+}
+EVENT_TYPES = tuple(EVENT_KEYS)
+COMMON_KEYS = frozenset({"sid", "seq", "mono"})
+INT_KEYS = frozenset({"ttff_ms", "dur_ms", "dropped", "window_ms", "port", "sid", "seq", "mono"})
+FLOAT_KEYS = frozenset({"rate", "pos"})
+BOOL_KEYS = frozenset({"connected", "ok", "fatal"})
+
+_CANONICAL = {name.lower(): name for name in EVENT_TYPES}
+_LEGACY_RE = re.compile(r"\[(?P<cat>[^\]]*)\]\s*(?P<fn>[^:]*?)\s*:\s*(?P<rest>.*)", re.S)
+_KV_RE = re.compile(r'\s*([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class VarEvent(NamedTuple):
+    category: str | None
+    function: str | None
+    event_type: str | None
+    data: dict[str, Any]
+    partial: bool
+
+
+def canonical_event_type(name: str) -> str:
+    """``BLACK_SCREEN``, ``black-screen`` and ``BlackScreen`` all become ``BlackScreen``.
+
+    Unknown names come back unchanged.
+    """
+    return _CANONICAL.get(name.replace("_", "").replace("-", "").lower(), name)
+
+
+def _typed(key: str, value: str, quoted: bool) -> Any:
+    if quoted:
+        return value
+    if key in INT_KEYS and _INT_RE.fullmatch(value):
+        return int(value)
+    if (key in FLOAT_KEYS or key in INT_KEYS) and _FLOAT_RE.fullmatch(value):
+        return float(value)
+    if key in BOOL_KEYS and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def parse_data(text: str) -> tuple[dict[str, Any], bool]:
+    """``key=value`` pairs or a JSON object → (dict, fully_read)."""
+    text = text.strip()
+    if not text:
+        return {}, True
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return {"_raw": text}, False
+        if isinstance(obj, dict):
+            return obj, True
+        return {"_raw": text}, False
+    out: dict[str, Any] = {}
+    pos, end = 0, len(text)
+    while pos < end:
+        m = _KV_RE.match(text, pos)
+        if m is None:
+            out["_unparsed"] = text[pos:].strip()
+            return out, False
+        key, value = m.group(1), m.group(2)
+        quoted = value.startswith('"')
+        if quoted:
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out[key] = _typed(key, value, quoted)
+        pos = m.end()
+        if pos < end and not text[pos].isspace():
+            out["_unparsed"] = text[pos:].strip()
+            return out, False
+    return out, True
+
+
+def parse_var(message: str) -> VarEvent:
+    """Parse the message of a VAR line (either dialect). Never raises."""
+    msg = message.strip()
+    if msg.startswith("["):
+        m = _LEGACY_RE.match(msg)
+        if m is None:
+            return VarEvent(None, None, None, {"_unparsed": msg}, True)
+        category, function = m.group("cat").strip(), m.group("fn").strip()
+        head, _, data_text = m.group("rest").strip().partition(" ")
+        if head.startswith("{"):  # no event type, data straight away
+            head, data_text = "", m.group("rest")
+        complete = bool(head)
+    else:
+        parts = msg.split("|", 3)
+        if len(parts) < 3:
+            return VarEvent(parts[0].strip() or None, None, None, {"_unparsed": msg}, True)
+        category, function, head = (p.strip() for p in parts[:3])
+        data_text = parts[3] if len(parts) == 4 else ""
+        complete = len(parts) == 4 and bool(head)
+    event_type = canonical_event_type(head) if head else None
+    data, data_ok = parse_data(data_text)
+    known = EVENT_KEYS.get(event_type or "")
+    keys_ok = known is None or all(
+        k in known or k in COMMON_KEYS or k.startswith("_") for k in data
+    )
+    return VarEvent(category or None, function or None, event_type, data,
+                    not (complete and data_ok and keys_ok))
