@@ -146,12 +146,14 @@ def print_ingest_summary(summary) -> None:
     for k, r in enumerate(rows):
         line = "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         click.echo(click.style(line, bold=True) if k == 0 else line)
-    read = summary.total("lines_read")
     loaded_files = [f for f in summary.files if f.status in ("done", "partial")]
-    mb = sum(f.size for f in loaded_files) / 1e6
+    read = sum(f.lines_read for f in loaded_files)
+    mb = sum(f.bytes_text for f in loaded_files) / 1e6
+    gz = sum(f.size for f in loaded_files) / 1e6
     secs = max(summary.seconds, 1e-9)
-    click.echo(f"{len(summary.files):,} files, {mb:,.1f} MB read in {summary.seconds:,.1f} s "
-               f"({read / secs:,.0f} lines/s, {mb / secs:,.1f} MB/s)")
+    click.echo(f"{len(summary.files):,} files; read {read:,} lines, {mb:,.1f} MB of text "
+               f"({gz:,.1f} MB on disk) in {summary.seconds:,.1f} s: "
+               f"{read / secs:,.0f} lines/s, {mb / secs:,.1f} MB/s")
     for f in summary.files:
         if f.status in ("failed", "refused", "partial") or (f.error and f.status == "done"):
             color = {"failed": "red", "refused": "yellow", "partial": "yellow"}.get(f.status)

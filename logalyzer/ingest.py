@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .db import Database, LineLoader, connect, ensure_partition
@@ -39,6 +41,7 @@ class FileResult:
     rxid: str | None
     status: str  # done | partial | failed | refused | unchanged
     size: int = 0
+    bytes_text: int = 0  # decompressed bytes read
     lines_read: int = 0
     lines_loaded: int = 0
     lines_duplicate: int = 0
@@ -166,9 +169,7 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> F
         for chunk in reader:
             table = parser.parse(chunk.lines, chunk.truncated)
             if table.num_rows:
-                buf = io.BytesIO()
-                pacsv.write_csv(table, buf, _CSV)
-                res.lines_loaded += loader.load(rxid, file_id, buf.getbuffer())
+                res.lines_loaded += loader.load(rxid, _to_csv(table, rxid, file_id), table.num_rows)
                 stored += table.num_rows
             if on_chunk:
                 on_chunk(len(chunk.lines), reader.report.bytes_in, table.num_rows)
@@ -184,6 +185,7 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> F
         res.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         traceback.print_exc(file=sys.stderr)
     res.lines_read = reader.report.lines
+    res.bytes_text = reader.report.bytes_out
     res.lines_duplicate = stored - res.lines_loaded
     res.lines_unparsed = parser.stats.unparsed
     res.lines_truncated = reader.report.truncated_lines
@@ -198,6 +200,16 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> F
          reader.report.bytes_in, res.error, file_id),
     )
     return res
+
+
+def _to_csv(table: pa.Table, rxid: str, file_id: int) -> memoryview:
+    """A parsed chunk as COPY input: sorted by line_md5 (see LineLoader), rxid and file_id added."""
+    n = table.num_rows
+    table = table.take(pc.sort_indices(table["line_md5"]))
+    table = table.append_column("rxid", pa.repeat(rxid, n)).append_column("file_id", pa.repeat(file_id, n))
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, _CSV)
+    return buf.getbuffer()
 
 
 def _partial_or_failed(res: FileResult) -> str:

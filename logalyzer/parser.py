@@ -38,24 +38,33 @@ import pyarrow.compute as pc
 from .var import parse_var
 
 LEVELS = "VDIWEFAS"
-_TAIL = r"(?P<tag>.*?)\s*:(?: (?P<msg>.*)|$)"
-_UID = r"(?:(?P<uid>[A-Za-z_][\w.]*|\d+)\s+)?"
-_DATE = r"(?:(?P<yr>\d{4})-)?(?P<mo>\d\d)-(?P<dd>\d\d)"
+_YEAR = r"(?P<yr>\d{4})-"
+_MD = r"(?P<mo>\d\d)-(?P<dd>\d\d)"
 _TIME = r"(?P<hms>\d\d:\d\d:\d\d)(?:[.,](?P<frac>\d{1,9}))?"
+_IDS = r"\s+(?P<pid>\d+)\s+(?P<tid>\d+)\s+(?P<lvl>[VDIWEFAS])\s+(?P<rest>.*)$"
+_UID = r"\s+(?P<uid>[A-Za-z_][\w.]*|\d+)"
+_TZ = r"\s*(?P<tz>Z|UTC|GMT|[+-]\d\d:?\d\d)"
 
-#: Header variants, most common first. Each names the groups it can fill.
+#: Header variants, most common first. Each is kept free of ambiguous optional parts, so RE2
+#: extracts it in one pass (a single regex with every option costs 4x as much per line). The
+#: part after the level, ``rest``, is split into tag and message on the first ": " afterwards.
 VARIANTS: dict[str, str] = {
-    # 1-5, 9: threadtime, with year, usec/nsec, zone, uid; ISO-8601 with T and Z / offset
-    "threadtime": rf"^{_DATE}[T ]\s*{_TIME}(?:\s*(?P<tz>Z|UTC|GMT|[+-]\d\d:?\d\d))?\s+{_UID}"
-    rf"(?P<pid>\d+)\s+(?P<tid>\d+)\s+(?P<lvl>[VDIWEFAS])\s+{_TAIL}",
+    # 1, 3: threadtime, usec / nsec
+    "threadtime": rf"^{_MD} {_TIME}{_IDS}",
+    # 2: threadtime with year (and usec / nsec)
+    "year": rf"^{_YEAR}{_MD} {_TIME}{_IDS}",
+    # 5: uid column, with or without year
+    "uid": rf"^(?:{_YEAR})?{_MD} {_TIME}{_UID}{_IDS}",
+    # 4, 9: zone suffix / ISO-8601 with T and Z or an offset (and any combination with uid)
+    "zone": rf"^(?:{_YEAR})?{_MD}[T ]\s*{_TIME}{_TZ}(?:{_UID})?{_IDS}",
+    "iso": rf"^{_YEAR}{_MD}T{_TIME}(?:{_TZ})?(?:{_UID})?{_IDS}",
     # 8: Android Studio export
-    "studio": rf"^{_DATE}\s+{_TIME}\s+(?P<pid>\d+)-(?P<tid>\d+)/\S*\s+(?P<lvl>[VDIWEFAS])/{_TAIL}",
+    "studio": rf"^(?:{_YEAR})?{_MD}\s+{_TIME}\s+(?P<pid>\d+)-(?P<tid>\d+)/\S*\s+(?P<lvl>[VDIWEFAS])/(?P<rest>.*)$",
     # 7: logcat -v time
-    "time": rf"^{_DATE}\s+{_TIME}(?:\s+(?P<tz>[+-]\d\d:?\d\d))?\s+(?P<lvl>[VDIWEFAS])/"
+    "time": rf"^(?:{_YEAR})?{_MD}\s+{_TIME}(?:\s+(?P<tz>[+-]\d\d:?\d\d))?\s+(?P<lvl>[VDIWEFAS])/"
     r"(?P<tag>.*?)\s*\(\s*(?P<pid>\d+)\)(?:: (?P<msg>.*)|:$)",
     # 6: epoch seconds, right-aligned
-    "epoch": rf"^\s*(?P<epoch>\d{{9,}}(?:\.\d+)?)\s+{_UID}(?P<pid>\d+)\s+(?P<tid>\d+)\s+"
-    rf"(?P<lvl>[VDIWEFAS])\s+{_TAIL}",
+    "epoch": rf"^\s*(?P<epoch>\d{{9,}}(?:\.\d+)?)(?:{_UID})?{_IDS}",
     # 10: kernel (dmesg, Amlogic's [uptime@cpu])
     "kernel": r"^(?:<(?P<prio>\d)>)?\[\s*(?P<uptime>\d+\.\d+)(?:@\d+)?\]\s?(?P<msg>.*)$",
 }
@@ -86,7 +95,7 @@ SCHEMA = pa.schema(
     ]
 )
 FIELDS = ("yr", "mo", "dd", "hms", "frac", "tz", "epoch", "uptime", "prio", "uid", "pid", "tid",
-          "lvl", "tag", "msg")
+          "lvl", "tag", "msg", "rest")
 
 
 @dataclass
@@ -189,9 +198,38 @@ class FileParser:
         out = {}
         for f in FIELDS:
             col = pa.chunked_array(cols[f], pa.string()).combine_chunks()
-            col = pc.if_else(pc.equal(col, ""), None, col)  # groups that did not take part
+            if f not in ("msg", "rest"):  # an empty group did not take part
+                col = pc.if_else(pc.equal(col, ""), None, col)
             out[f] = col.take(take)
+        self._split_rest(out, kind)
         return out, kind
+
+    @staticmethod
+    def _split_rest(out: dict[str, pa.Array], kind: np.ndarray) -> None:
+        """``tag: message`` → tag (trimmed) and message, on the first ": " (LOG_FORMAT.md §2).
+
+        A rest that ends in ":" with no ": " is a tag with an empty message; a rest with
+        neither is not a logcat line after all (its kind becomes -1, unparsed).
+        """
+        rest = out["rest"]
+        has = ~pc.is_null(rest).to_numpy(zero_copy_only=False)
+        if not has.any():
+            return
+        parts = pc.split_pattern(rest, ": ", max_splits=1)
+        offsets = parts.offsets.to_numpy()
+        values = parts.values
+        two = (np.diff(offsets) == 2) & has
+        bare = has & ~two & pc.fill_null(pc.ends_with(rest, ":"), False).to_numpy(zero_copy_only=False)
+        kind[has & ~two & ~bare] = -1
+        first = np.where(has, offsets[:-1], 0)
+        tag = pc.utf8_rtrim_whitespace(values.take(pa.array(first, mask=~(two | bare))))
+        if bare.any():
+            tag = pc.replace_with_mask(tag, pa.array(bare), pc.utf8_rtrim_whitespace(
+                pc.utf8_slice_codeunits(rest.filter(pa.array(bare)), 0, -1)))
+        msg = values.take(pa.array(np.where(two, offsets[:-1] + 1, 0), mask=~two))
+        msg = pc.if_else(pa.array(bare), "", msg)
+        out["tag"] = pc.coalesce(tag, out["tag"])
+        out["msg"] = pc.coalesce(msg, out["msg"])
 
     # ------------------------------------------------------------------ one segment
     def _parse_segment(self, lines: pa.StringArray, line_no: pa.Array, truncated: np.ndarray) -> pa.Table:

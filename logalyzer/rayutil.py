@@ -21,10 +21,6 @@ def ensure_ray(settings: Settings) -> None:
     import ray.data
 
     if not ray.is_initialized():
-        if not (settings.ray_address or os.environ.get("RAY_ADDRESS")):
-            # A local Ray's C++ core prints internal notices (actor restart caveats, shutdown
-            # RPC noise) to the terminal at ERROR level; keep them out of the CLI's output.
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         ray.init(
             address=settings.ray_address or os.environ.get("RAY_ADDRESS") or None,
             logging_level=logging.ERROR,

@@ -18,6 +18,7 @@ returned with what could be read, and flagged ``partial``. Decisions the spec le
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, NamedTuple
@@ -46,10 +47,11 @@ FLOAT_KEYS = frozenset({"rate", "pos"})
 BOOL_KEYS = frozenset({"connected", "ok", "fatal"})
 
 _CANONICAL = {name.lower(): name for name in EVENT_TYPES}
+_ALLOWED = {name: keys | COMMON_KEYS | {"_unparsed", "_raw"} for name, keys in EVENT_KEYS.items()}
 _LEGACY_RE = re.compile(r"\[(?P<cat>[^\]]*)\]\s*(?P<fn>[^:]*?)\s*:\s*(?P<rest>.*)", re.S)
 _KV_RE = re.compile(r'\s*([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
-_INT_RE = re.compile(r"[+-]?\d+")
-_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_KV_ALL = re.compile(r'(?:\s*[A-Za-z_][\w.\-]*=(?:"(?:[^"\\]|\\.)*"|[^\s"]*))*\s*')
+TYPED_KEYS = INT_KEYS | FLOAT_KEYS | BOOL_KEYS
 
 
 class VarEvent(NamedTuple):
@@ -60,6 +62,7 @@ class VarEvent(NamedTuple):
     partial: bool
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_event_type(name: str) -> str:
     """``BLACK_SCREEN``, ``black-screen`` and ``BlackScreen`` all become ``BlackScreen``.
 
@@ -68,16 +71,23 @@ def canonical_event_type(name: str) -> str:
     return _CANONICAL.get(name.replace("_", "").replace("-", "").lower(), name)
 
 
-def _typed(key: str, value: str, quoted: bool) -> Any:
-    if quoted:
-        return value
-    if key in INT_KEYS and _INT_RE.fullmatch(value):
-        return int(value)
-    if (key in FLOAT_KEYS or key in INT_KEYS) and _FLOAT_RE.fullmatch(value):
-        return float(value)
-    if key in BOOL_KEYS and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return value
+def _typed(key: str, value: str) -> Any:
+    """An unquoted value of a typed key as int / float / bool when it reads as one."""
+    if key in BOOL_KEYS:
+        low = value.lower()
+        return low == "true" if low in ("true", "false") else value
+    try:
+        return int(value) if key in INT_KEYS else float(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def _unquote(value: str) -> str:
+    inner = value[1:-1]
+    return inner.replace('\\"', '"').replace("\\\\", "\\") if "\\" in inner else inner
 
 
 def parse_data(text: str) -> tuple[dict[str, Any], bool]:
@@ -85,7 +95,7 @@ def parse_data(text: str) -> tuple[dict[str, Any], bool]:
     text = text.strip()
     if not text:
         return {}, True
-    if text.startswith("{"):
+    if text[0] == "{":
         try:
             obj = json.loads(text)
         except ValueError:
@@ -93,23 +103,19 @@ def parse_data(text: str) -> tuple[dict[str, Any], bool]:
         if isinstance(obj, dict):
             return obj, True
         return {"_raw": text}, False
-    out: dict[str, Any] = {}
-    pos, end = 0, len(text)
-    while pos < end:
+    if _KV_ALL.fullmatch(text):  # the common case: two C-level regex passes
+        return {k: (_unquote(v) if v[:1] == '"' else _typed(k, v) if k in TYPED_KEYS else v)
+                for k, v in _KV_RE.findall(text)}, True
+    out: dict[str, Any] = {}  # read pair by pair up to what cannot be read
+    pos = 0
+    while True:
         m = _KV_RE.match(text, pos)
-        if m is None:
+        if m is None or (m.end() < len(text) and not text[m.end()].isspace()):
             out["_unparsed"] = text[pos:].strip()
             return out, False
-        key, value = m.group(1), m.group(2)
-        quoted = value.startswith('"')
-        if quoted:
-            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        out[key] = _typed(key, value, quoted)
+        k, v = m.groups()
+        out[k] = _unquote(v) if v[:1] == '"' else _typed(k, v) if k in TYPED_KEYS else v
         pos = m.end()
-        if pos < end and not text[pos].isspace():
-            out["_unparsed"] = text[pos:].strip()
-            return out, False
-    return out, True
 
 
 def parse_var(message: str) -> VarEvent:
@@ -128,14 +134,12 @@ def parse_var(message: str) -> VarEvent:
         parts = msg.split("|", 3)
         if len(parts) < 3:
             return VarEvent(parts[0].strip() or None, None, None, {"_unparsed": msg}, True)
-        category, function, head = (p.strip() for p in parts[:3])
+        category, function, head = parts[0].strip(), parts[1].strip(), parts[2].strip()
         data_text = parts[3] if len(parts) == 4 else ""
         complete = len(parts) == 4 and bool(head)
     event_type = canonical_event_type(head) if head else None
     data, data_ok = parse_data(data_text)
-    known = EVENT_KEYS.get(event_type or "")
-    keys_ok = known is None or all(
-        k in known or k in COMMON_KEYS or k.startswith("_") for k in data
-    )
+    known = _ALLOWED.get(event_type)
+    keys_ok = known is None or not (data.keys() - known)
     return VarEvent(category or None, function or None, event_type, data,
                     not (complete and data_ok and keys_ok))
