@@ -172,7 +172,12 @@ def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
 
 
 def _exists(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{name}",)).fetchone()
+    # A plain query of pg_class, not to_regclass(): the latter reads the backend's catalog
+    # cache, which an advisory lock does not refresh, so it can miss a table another session
+    # has just created and committed.
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = %s"
+        " AND relnamespace = current_schema()::regnamespace)", (name,)).fetchone()
     return bool(row and row[0])
 
 

@@ -149,12 +149,18 @@ class NotALogFile(Exception):
     """The file is neither gzip nor text: nothing in it can be read as log lines."""
 
 
+_TEXT_CONTROLS = frozenset(b"\t\n\r\x0c\x1b")
+
+
 def _looks_binary(head: bytes) -> bool:
-    """True when the first bytes are mostly control characters, as in a binary file."""
+    """True when over 5 % of the first bytes are control characters, as in a binary file.
+
+    Log text has almost none (a stray NUL is removed, not a reason to refuse the file).
+    """
     if not head:
         return False
-    text_like = sum(1 for b in head if b >= 32 or b in (9, 10, 13, 27))
-    return text_like / len(head) < 0.7
+    controls = sum(1 for b in head if b < 32 and b not in _TEXT_CONTROLS)
+    return controls / len(head) > 0.05
 
 
 def _gunzip_pieces(f: BinaryIO, report: ReadReport) -> Iterator[bytes]:
