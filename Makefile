@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv and install LOGalyzer with its dev extras
 
 demo: $(STAMP)  ## synthetic fleet -> ingest on local Ray + embedded PostgreSQL -> summary
-	$(VENV)/bin/logalyzer synth $(DEMO) --devices 8 --hours 6 --seed 7
+	$(VENV)/bin/logalyzer synth $(DEMO) --devices 8 --hours 4 --seed 7
 	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest
 	$(VENV)/bin/logalyzer db info
 

@@ -8,6 +8,7 @@ parameter.
 from __future__ import annotations
 
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,9 @@ def open_database(settings: Settings, migrate_schema: bool = True) -> Database:
 
 def _embedded(home: Path) -> Database:
     try:
-        import pgserver
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError as exc:  # pragma: no cover - declared dependency
         raise LogalyzerError("the embedded PostgreSQL needs the pgserver package",
                              hint="pip install pgserver, or set LOGALYZER_DSN") from exc
@@ -192,7 +195,8 @@ COPY_COLUMNS = LINE_COLUMNS + ("rxid", "file_id")
 
 
 class LineLoader:
-    """Loads parsed chunks (CSV, rows sorted by ``line_md5``) into a device's partition.
+    """Loads parsed chunks (binary COPY data, rows sorted by ``line_md5``) into a device's
+    partition.
 
     Fast path: COPY straight into the partition. COPY cannot skip duplicates, so when a chunk
     holds a line already stored (a re-read file, the overlap of rotated files) the COPY fails
@@ -213,18 +217,18 @@ class LineLoader:
         self._cols = cols
         self.direct = True  # False after a chunk full of duplicates: stay on the slow path
 
-    def load(self, rxid: str, csv_bytes: bytes | memoryview, rows: int) -> int:
-        """Load one chunk (CSV in :data:`COPY_COLUMNS` order); return the rows inserted."""
+    def load(self, rxid: str, data: bytes, rows: int) -> int:
+        """Load one chunk (binary COPY of :data:`COPY_COLUMNS`); return the rows inserted."""
         part = sql.Identifier(partition_name(rxid))
         if self.direct:
             try:
                 with self.conn.transaction():
-                    self._copy(part, csv_bytes)
+                    self._copy(part, data)
                 return rows
             except psycopg.errors.UniqueViolation:
                 pass
         with self.conn.transaction():
-            self._copy(sql.Identifier("stage_lines"), csv_bytes)
+            self._copy(sql.Identifier("stage_lines"), data)
             cur = self.conn.execute(
                 sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM stage_lines"
                         " ON CONFLICT (line_md5) DO NOTHING").format(part, cols=self._cols))
@@ -232,10 +236,10 @@ class LineLoader:
         self.direct = inserted > rows // 2  # mostly new lines: try the fast path again
         return inserted
 
-    def _copy(self, table: sql.Composable, csv_bytes) -> None:
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(table, self._cols)
+    def _copy(self, table: sql.Composable, data: bytes) -> None:
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(table, self._cols)
         with self.conn.cursor() as cur, cur.copy(stmt) as cp:
-            cp.write(csv_bytes)
+            cp.write(data)
 
 
 @contextmanager

@@ -11,7 +11,6 @@ if the driver dies. Counters (lines, bytes, rows) go to the Ray dashboard throug
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
@@ -22,15 +21,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
+from . import pgbinary
 from .db import Database, LineLoader, connect, ensure_partition
 from .errors import InvalidIdentifier, NoInputFiles
 from .files import LineReader, NotALogFile, date_from_path, discover, fingerprint, is_valid_rxid, rxid_from_path
 from .parser import FileParser
 from .settings import Settings
 
-_CSV = pacsv.WriteOptions(include_header=False, quoting_style="all_valid", batch_size=65536)
+_JSONB = frozenset({"data"})
 
 
 @dataclass
@@ -169,7 +168,7 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> F
         for chunk in reader:
             table = parser.parse(chunk.lines, chunk.truncated)
             if table.num_rows:
-                res.lines_loaded += loader.load(rxid, _to_csv(table, rxid, file_id), table.num_rows)
+                res.lines_loaded += loader.load(rxid, _to_copy(table, rxid, file_id), table.num_rows)
                 stored += table.num_rows
             if on_chunk:
                 on_chunk(len(chunk.lines), reader.report.bytes_in, table.num_rows)
@@ -202,14 +201,14 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> F
     return res
 
 
-def _to_csv(table: pa.Table, rxid: str, file_id: int) -> memoryview:
-    """A parsed chunk as COPY input: sorted by line_md5 (see LineLoader), rxid and file_id added."""
+def _to_copy(table: pa.Table, rxid: str, file_id: int) -> bytes:
+    """A parsed chunk as binary COPY data: sorted by line_md5 (see LineLoader), with rxid and
+    file_id added."""
     n = table.num_rows
     table = table.take(pc.sort_indices(table["line_md5"]))
-    table = table.append_column("rxid", pa.repeat(rxid, n)).append_column("file_id", pa.repeat(file_id, n))
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf, _CSV)
-    return buf.getbuffer()
+    table = table.append_column("rxid", pa.repeat(rxid, n)).append_column(
+        "file_id", pa.repeat(file_id, n).cast(pa.int32()))
+    return pgbinary.encode(table, jsonb=_JSONB)
 
 
 def _partial_or_failed(res: FileResult) -> str:
@@ -287,7 +286,10 @@ def _run_loaders(settings: Settings, db: Database, items: list[dict], progress: 
     workers = settings.ingest_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
     workers = min(workers, len(items))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map(_bound_loader(db.dsn, settings.tz), compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
+    # max_restarts=0: a loader that dies fails the run rather than being restarted; its files
+    # stay "loading" in the ledger and the next run reads them again.
+    ds = ds.map(_bound_loader(db.dsn, settings.tz), compute=ray.data.ActorPoolStrategy(size=workers),
+                num_cpus=1, max_restarts=0)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=sum(i["size"] for i in items), unit="B", unit_scale=True,
                desc=f"ingest {len(items)} files", disable=not show, file=sys.stderr)

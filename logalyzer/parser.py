@@ -75,7 +75,7 @@ _KERNEL_LEVEL = np.array(list("FFFEWIID"))
 #: Arrow schema of a parsed chunk, in the column order of the staging table.
 SCHEMA = pa.schema(
     [
-        ("line_md5", pa.string()),
+        ("line_md5", pa.binary(16)),
         ("line_no", pa.int64()),
         ("ts", pa.timestamp("us", tz="UTC")),
         ("ts_inferred", pa.bool_()),
@@ -263,7 +263,7 @@ class FileParser:
         bad = pa.array(bad_date)
         return pa.table(
             [
-                pa.array(self._md5(lines), pa.string()),
+                self._md5(lines),
                 line_no,
                 _timestamp_array(ts_us),
                 pa.array(inferred),
@@ -281,10 +281,11 @@ class FileParser:
             schema=SCHEMA,
         )
 
-    def _md5(self, lines: pa.StringArray) -> list[str]:
-        """MD5 of (RxID, newline, raw line): the idempotency key of LOG_FORMAT.md section 2."""
+    def _md5(self, lines: pa.StringArray) -> pa.Array:
+        """MD5 of (RxID, newline, raw line), 16 bytes: the idempotency key (LOG_FORMAT.md §2)."""
         prefix, md5 = self._prefix, hashlib.md5
-        return [md5(prefix + s.encode()).hexdigest() for s in lines.to_pylist()]
+        digests = b"".join([md5(prefix + b).digest() for b in lines.cast(pa.binary()).to_pylist()])
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(lines), [None, pa.py_buffer(digests)])
 
     # ------------------------------------------------------------------ time
     def _timestamps(self, f: dict[str, pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:

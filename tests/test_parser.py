@@ -165,7 +165,7 @@ def test_unparsed_lines_kept_verbatim_with_inferred_time():
 def test_line_md5_is_md5_of_rxid_newline_raw_line():
     line = "03-17 16:13:38.811  1702  2395 I A: x"
     (row,), _ = parse_lines([line], rxid="R0000000042", anchor=datetime(2024, 3, 1))
-    assert row["line_md5"] == hashlib.md5(f"R0000000042\n{line}".encode()).hexdigest()
+    assert row["line_md5"].hex() == hashlib.md5(f"R0000000042\n{line}".encode()).hexdigest()
 
 
 def test_var_lines_get_category_function_event_and_data():
