@@ -286,10 +286,8 @@ def _run_loaders(settings: Settings, db: Database, items: list[dict], progress: 
     workers = settings.ingest_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
     workers = min(workers, len(items))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    # max_restarts=0: a loader that dies fails the run rather than being restarted; its files
-    # stay "loading" in the ledger and the next run reads them again.
     ds = ds.map(_bound_loader(db.dsn, settings.tz), compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1, max_restarts=0)
+                num_cpus=1)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=sum(i["size"] for i in items), unit="B", unit_scale=True,
                desc=f"ingest {len(items)} files", disable=not show, file=sys.stderr)

@@ -68,6 +68,7 @@ VARIANTS: dict[str, str] = {
     # 10: kernel (dmesg, Amlogic's [uptime@cpu])
     "kernel": r"^(?:<(?P<prio>\d)>)?\[\s*(?P<uptime>\d+\.\d+)(?:@\d+)?\]\s?(?P<msg>.*)$",
 }
+_REGEXES = list(VARIANTS.values())
 _MARKER = r"^(?:-{9} (?:beginning of|switch to) |-{6,} .*-{6,}\s*$|={2,}\s*$|== dumpstate: )"
 _DUMPSTATE = r"^== dumpstate: (?P<d>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)"
 _KERNEL_LEVEL = np.array(list("FFFEWIID"))
@@ -120,6 +121,7 @@ class FileParser:
     _month: int | None = None
     _last_us: int | None = None  # last wall-clock time seen, UTC epoch microseconds
     _line_no: int = 0
+    _order: list[int] = field(default_factory=lambda: list(range(len(VARIANTS))))
 
     def __post_init__(self) -> None:
         self._zone = ZoneInfo(self.tz)
@@ -172,7 +174,9 @@ class FileParser:
         cols: dict[str, list] = {f: [] for f in FIELDS}
         idx_parts: list[np.ndarray] = []
         remaining = np.arange(n)
-        for k, regex in enumerate(VARIANTS.values()):
+        hits = np.zeros(len(_REGEXES), dtype=np.int64)
+        for k in self._order:
+            regex = _REGEXES[k]
             if len(remaining) == 0:
                 break
             subset = lines if len(remaining) == n else lines.take(pa.array(remaining))
@@ -181,6 +185,7 @@ class FileParser:
             if not ok.any():
                 continue
             hit = remaining[ok]
+            hits[k] = len(hit)
             kind[hit] = k
             idx_parts.append(hit)
             matched = found.filter(pa.array(ok))
@@ -188,6 +193,8 @@ class FileParser:
             for f in FIELDS:
                 cols[f].append(matched.field(f) if f in names else pa.nulls(len(hit), pa.string()))
             remaining = remaining[~ok]
+        # A file keeps one header variant: try the ones this chunk used most first next time.
+        self._order = sorted(self._order, key=lambda k: -hits[k])
         if not idx_parts:
             return {f: pa.nulls(n, pa.string()) for f in FIELDS}, kind
         # Scatter the per-variant pieces back to line order; unmatched lines get nulls.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -42,61 +43,57 @@ def _fixed(col: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def encode(table: pa.Table, jsonb: frozenset[str] = frozenset()) -> bytes:
-    """The whole table as one binary COPY stream (header, rows, trailer)."""
+    """The whole table as one binary COPY stream (header, rows, trailer).
+
+    Each column becomes a binary array holding, per row, its field (length + bytes); Arrow's
+    ``binary_join_element_wise`` then lays the fields of each row side by side in C++, and the
+    joined array's data buffer is the COPY body.
+    """
     n, k = table.num_rows, table.num_columns
     if n == 0:
         return HEADER + TRAILER
-    fields = []  # per column: (lens, kind, payload)
-    for name, col in zip(table.column_names, table.columns):
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        fixed = _fixed(col)
-        if fixed is not None:
-            valid, data = fixed
-            lens = np.where(valid, data.shape[1], -1)
-            fields.append((lens, "fixed", (valid, data)))
-            continue
-        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
-            raise TypeError(f"column {name}: no binary COPY encoding for {col.type}")
-        offsets = np.frombuffer(col.buffers()[1], np.int32 if pa.types.is_string(col.type) else np.int64,
-                                count=col.offset + len(col) + 1)[col.offset:].astype(np.int64)
-        data = np.frombuffer(col.buffers()[2], np.uint8) if col.buffers()[2] is not None else np.zeros(0, np.uint8)
-        valid = np.ones(n, bool) if col.null_count == 0 else col.is_valid().to_numpy(zero_copy_only=False)
-        prefix = 1 if name in jsonb else 0  # jsonb's binary form: version byte 1, then JSON text
-        lens = np.where(valid, np.diff(offsets) + prefix, -1)
-        fields.append((lens, "var", (valid, offsets[:-1], data, prefix)))
+    fields = [_field(name, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col, name in jsonb)
+              for name, col in zip(table.column_names, table.columns)]
+    count = pa.scalar(k.to_bytes(2, "big"), pa.binary())
+    rows = pc.binary_join_element_wise(count, *fields, pa.scalar(b"", pa.binary()))
+    offsets = np.frombuffer(rows.buffers()[1], np.int32, count=len(rows) + 1, offset=rows.offset * 4)
+    body = rows.buffers()[2]
+    return b"".join((HEADER, body[offsets[0]: offsets[-1]].to_pybytes(), TRAILER))
 
-    sizes = 2 + sum(4 + np.maximum(lens, 0) for lens, _, _ in fields)
-    starts = len(HEADER) + np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    total = len(HEADER) + int(sizes.sum()) + len(TRAILER)
-    out = np.zeros(total, np.uint8)
-    out[: len(HEADER)] = np.frombuffer(HEADER, np.uint8)
-    out[total - 2:] = 0xFF
-    out[starts] = (k >> 8) & 0xFF
-    out[starts + 1] = k & 0xFF
-    pos = starts + 2
-    for lens, kind, payload in fields:
-        be = lens.astype(">i4").view(np.uint8).reshape(n, 4)
-        for j in range(4):
-            out[pos + j] = be[:, j]
-        body = pos + 4
-        if kind == "fixed":
-            valid, data = payload
-            at, rows = body[valid], data[valid]
-            for j in range(data.shape[1]):
-                out[at + j] = rows[:, j]
+
+def _field(name: str, col: pa.Array, jsonb: bool) -> pa.Array:
+    """Per row: the 32-bit big-endian length (-1 = NULL) followed by the value's bytes."""
+    n = len(col)
+    fixed = _fixed(col)
+    if fixed is not None:
+        valid, data = fixed
+        w = data.shape[1]
+        mat = np.concatenate([_lengths(np.where(valid, w, -1)), data], axis=1)
+        if valid.all():
+            flat, sizes = mat.reshape(-1), np.full(n, 4 + w)
         else:
-            valid, src, data, prefix = payload
-            if prefix:
-                out[body[valid]] = 1
-            _gather(out, body[valid] + prefix, src[valid], (lens[valid] - prefix), data)
-        pos = body + np.maximum(lens, 0)
-    return out.tobytes()
+            keep = np.ones(mat.shape, bool)
+            keep[~valid, 4:] = False
+            flat, sizes = mat[keep], np.where(valid, 4 + w, 4)
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int32)
+        return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(flat)])
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise TypeError(f"column {name}: no binary COPY encoding for {col.type}")
+    valid = np.ones(n, bool) if col.null_count == 0 else col.is_valid().to_numpy(zero_copy_only=False)
+    body = col.cast(pa.binary())
+    lens = pc.fill_null(pc.binary_length(body), 0).to_numpy(zero_copy_only=False) + (1 if jsonb else 0)
+    parts = [_as_binary(_lengths(np.where(valid, lens, -1)))]
+    if jsonb:  # jsonb's binary form: version byte 1, then the JSON text
+        parts.append(pc.if_else(pa.array(valid), pa.scalar(b"\x01", pa.binary()), pa.scalar(b"", pa.binary())))
+    parts.append(pc.fill_null(body, pa.scalar(b"", pa.binary())))
+    return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
 
 
-def _gather(out: np.ndarray, dst: np.ndarray, src: np.ndarray, lens: np.ndarray, data: np.ndarray) -> None:
-    """Copy ``data[src[i]:src[i]+lens[i]]`` to ``out[dst[i]:...]`` for every i, vectorised."""
-    total = int(lens.sum())
-    if total == 0:
-        return
-    ramp = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-    out[np.repeat(dst, lens) + ramp] = data[np.repeat(src, lens) + ramp]
+def _lengths(lens: np.ndarray) -> np.ndarray:
+    return lens.astype(">i4").view(np.uint8).reshape(-1, 4)
+
+
+def _as_binary(mat: np.ndarray) -> pa.Array:
+    n, w = mat.shape
+    fixed = pa.Array.from_buffers(pa.binary(w), n, [None, pa.py_buffer(np.ascontiguousarray(mat))])
+    return fixed.cast(pa.binary())
