@@ -95,6 +95,7 @@ SCHEMA = pa.schema(
         ("data", pa.string()),
     ]
 )
+_OPTIONAL = frozenset({"yr", "frac", "tz", "uid", "prio", "tid"})  # groups a variant may skip
 FIELDS = ("yr", "mo", "dd", "hms", "frac", "tz", "epoch", "uptime", "prio", "uid", "pid", "tid",
           "lvl", "tag", "msg", "rest")
 
@@ -188,7 +189,7 @@ class FileParser:
             hits[k] = len(hit)
             kind[hit] = k
             idx_parts.append(hit)
-            matched = found.filter(pa.array(ok))
+            matched = found if len(hit) == len(ok) else found.filter(pa.array(ok))
             names = {f.name for f in matched.type}
             for f in FIELDS:
                 cols[f].append(matched.field(f) if f in names else pa.nulls(len(hit), pa.string()))
@@ -197,17 +198,20 @@ class FileParser:
         self._order = sorted(self._order, key=lambda k: -hits[k])
         if not idx_parts:
             return {f: pa.nulls(n, pa.string()) for f in FIELDS}, kind
-        # Scatter the per-variant pieces back to line order; unmatched lines get nulls.
-        order = np.concatenate(idx_parts)
-        where = np.full(n, -1, dtype=np.int64)
-        where[order] = np.arange(len(order))
-        take = pa.array(where, mask=where < 0)
+        # Scatter the per-variant pieces back to line order; unmatched lines get nulls. The
+        # common case, one variant matching every line, needs no scatter.
+        take = None
+        if len(idx_parts) > 1 or len(idx_parts[0]) < n:
+            order = np.concatenate(idx_parts)
+            where = np.full(n, -1, dtype=np.int64)
+            where[order] = np.arange(len(order))
+            take = pa.array(where, mask=where < 0)
         out = {}
         for f in FIELDS:
-            col = pa.chunked_array(cols[f], pa.string()).combine_chunks()
-            if f not in ("msg", "rest"):  # an empty group did not take part
+            col = cols[f][0] if len(cols[f]) == 1 else pa.chunked_array(cols[f], pa.string()).combine_chunks()
+            if f in _OPTIONAL and col.null_count < len(col):  # an empty group did not take part
                 col = pc.if_else(pc.equal(col, ""), None, col)
-            out[f] = col.take(take)
+            out[f] = col if take is None else col.take(take)
         self._split_rest(out, kind)
         return out, kind
 
