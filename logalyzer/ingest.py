@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -151,10 +152,14 @@ def _register(conn, t: _Task) -> int:
 # --------------------------------------------------------------------------- loading one file
 
 
-def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> FileResult:
+def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None,
+              writer: ThreadPoolExecutor | None = None) -> FileResult:
     """Read, parse and load one file; close its ledger row. Never raises for bad input.
 
     ``conn`` must be in autocommit mode: each chunk is its own transaction (see LineLoader).
+    With a ``writer`` thread, chunk k is encoded and COPYed while chunk k+1 is parsed (the
+    COPY waits on PostgreSQL and the encoding runs in Arrow, both outside the GIL); at most
+    one chunk is in flight, so memory stays bounded.
     """
     t0 = time.perf_counter()
     path, rxid, file_id = task["path"], task["rxid"], task["file_id"]
@@ -163,15 +168,29 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> F
     parser = FileParser(rxid, tz=tz, anchor=anchor)
     reader = LineReader(path)
     stored = 0
+    pending: Future | None = None
+
+    def send(table: pa.Table) -> int:
+        return loader.load(rxid, _to_copy(table, rxid, file_id), table.num_rows)
+
     try:
         ensure_partition(conn, rxid)
         for chunk in reader:
             table = parser.parse(chunk.lines, chunk.truncated)
             if table.num_rows:
-                res.lines_loaded += loader.load(rxid, _to_copy(table, rxid, file_id), table.num_rows)
+                if pending is not None:
+                    res.lines_loaded += pending.result()
+                    pending = None
+                if writer is None:
+                    res.lines_loaded += send(table)
+                else:
+                    pending = writer.submit(send, table)
                 stored += table.num_rows
             if on_chunk:
                 on_chunk(len(chunk.lines), reader.report.bytes_in, table.num_rows)
+        if pending is not None:
+            res.lines_loaded += pending.result()
+            pending = None
         if reader.report.damaged:
             res.status = "partial"
         res.error = reader.report.error
@@ -183,6 +202,12 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None) -> F
         res.status = _partial_or_failed(res)
         res.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         traceback.print_exc(file=sys.stderr)
+    finally:
+        if pending is not None:  # the reader failed while a chunk was on its way: let it land
+            try:
+                res.lines_loaded += pending.result()
+            except Exception as exc:  # noqa: BLE001 - reported with the file
+                res.error = f"{res.error}; {type(exc).__name__}: {exc}" if res.error else str(exc)
     res.lines_read = reader.report.lines
     res.bytes_text = reader.report.bytes_out
     res.lines_duplicate = stored - res.lines_loaded
@@ -223,6 +248,7 @@ class FileLoader:
 
         self.conn = connect(dsn, autocommit=True)
         self.loader = LineLoader(self.conn)
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy")
         self.tz = tz
         self.lines = metrics.Counter("logalyzer_ingest_lines", "log lines read")
         self.bytes = metrics.Counter("logalyzer_ingest_bytes", "file bytes read")
@@ -238,7 +264,7 @@ class FileLoader:
             if rows:
                 self.rows.inc(rows)
 
-        return vars(load_file(self.conn, self.loader, task, self.tz, on_chunk))
+        return vars(load_file(self.conn, self.loader, task, self.tz, on_chunk, self.writer))
 
 
 def _bound_loader(dsn: str, tz: str) -> type:
