@@ -17,7 +17,7 @@ import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,15 +57,8 @@ class IngestSummary:
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
 
-    def count(self, status: str) -> int:
-        return sum(1 for f in self.files if f.status == status)
-
     def total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files)
-
-    @property
-    def bytes_read(self) -> int:
-        return sum(f.size for f in self.files if f.status in ("done", "partial"))
 
 
 # --------------------------------------------------------------------------- planning
@@ -118,7 +111,9 @@ def plan(db: Database, paths: list[str | Path], rxid: str | None = None, force: 
             ).fetchone()
             if (not force and prev and prev[0] in ("done", "partial") and prev[1] == st.st_size
                     and abs(float(prev[2]) - st.st_mtime) < 1e-3 and prev[3] == fp):
-                settled.append(FileResult(path, device, "unchanged", st.st_size, *prev[4:8]))
+                settled.append(FileResult(path, device, "unchanged", st.st_size, lines_read=prev[4],
+                                          lines_loaded=prev[5], lines_duplicate=prev[6],
+                                          lines_unparsed=prev[7]))
                 continue
             tasks.append(_Task(path, device, st.st_size, st.st_mtime, fp))
     return tasks, settled

@@ -81,6 +81,8 @@ def test_rerun_is_idempotent_and_skips_unchanged_files(db, settings, ray_local, 
     rows = query(db.dsn, "SELECT count(*) FROM log_lines")[0][0]
     again = ingest(settings, db, [out])
     assert {f.status for f in again.files} == {"unchanged"}
+    counts = lambda s: sorted((f.path, f.lines_read, f.lines_loaded) for f in s.files)  # noqa: E731
+    assert counts(again) == counts(first)
     forced = ingest(settings, db, [out], force=True)
     assert forced.total("lines_loaded") == 0
     assert forced.total("lines_duplicate") == first.total("lines_read") - sum(f.markers for f in first.files)
