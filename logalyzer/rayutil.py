@@ -1,7 +1,8 @@
 """Starting or joining Ray, the same way for every job and face.
 
 ``RAY_ADDRESS`` (Ray's own variable, also set by ``ray job submit``) joins a cluster; without it
-a local Ray starts inside the process, with the dashboard when its dependencies are there.
+a new local Ray starts inside the process (never a stale cluster recorded by ``ray start``),
+with the dashboard when its dependencies are there.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def ensure_ray(settings: Settings) -> None:
     import ray.data
 
     if not ray.is_initialized():
+        # "local" starts a fresh local Ray: a bare ray.init() would instead join a cluster
+        # that `ray start` once recorded on this machine, and hang if that one has died.
         ray.init(
-            address=settings.ray_address or os.environ.get("RAY_ADDRESS") or None,
+            address=settings.ray_address or os.environ.get("RAY_ADDRESS") or "local",
             logging_level=logging.ERROR,
             configure_logging=True,
             log_to_driver=True,
