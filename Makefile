@@ -21,16 +21,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install LOGalyzer with its dev extras
 
-demo: $(STAMP)  ## synthetic fleet -> ingest on local Ray + embedded PostgreSQL -> summary
+demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize on local Ray + embedded PostgreSQL -> fleet summary
 	$(VENV)/bin/logalyzer synth $(DEMO) --devices 8 --hours 4 --seed 7
-	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest
+	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize
 	$(VENV)/bin/logalyzer db info
 
 test: $(STAMP)  ## the test suite (real PostgreSQL, real local Ray)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  ## ingest benchmark on a >= 1 GB synthetic fleet, against zcat|psql and a row-at-a-time baseline
+bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize
 	$(PY) bench/ingest.py
+	$(PY) bench/sessionize.py
 
 clean:  ## remove the virtualenv and demo output (not the embedded database)
 	rm -rf $(VENV) out

@@ -160,6 +160,68 @@ def print_ingest_summary(summary) -> None:
             click.secho(f"  {f.status}: {f.path}: {f.error}", fg=color)
 
 
+# --------------------------------------------------------------------------- sessionize
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
+@click.option("--since", default=None, metavar="TS",
+              type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+              help="Re-analyse the devices with files loaded at or after TS (UTC; YYYY-MM-DD[THH:MM:SS]), even if up to date.")
+@click.option("--full", is_flag=True, help="Recompute every device, not only those with new lines.")
+@click.option("--gap-min", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="A silence longer than this (minutes) ends a session.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@friendly
+def sessionize(rxids: str | None, since, full: bool, gap_min: float, progress: bool | None) -> None:
+    """Cut playback sessions from the loaded VAR events and compute their QoE measures.
+
+    Incremental: only devices with lines loaded since their last analysis are recomputed.
+    """
+    from datetime import timezone
+
+    from .pipeline import parse_rxids
+    from .sessionize import sessionize as run_sessionize
+
+    settings = _settings()
+    db = _open_db(settings)
+    summary = run_sessionize(settings, db, rxids=parse_rxids(rxids),
+                             since=since.replace(tzinfo=timezone.utc) if since else None,
+                             full=full, gap_s=gap_min * 60, progress=progress)
+    print_sessionize_summary(summary)
+    print_fleet_overview(db)
+
+
+def print_sessionize_summary(summary) -> None:
+    """The lines at the end of a sessionize run: devices, sessions, rows changed, speed."""
+    n = len(summary.devices)
+    secs = max(summary.seconds, 1e-9)
+    click.echo(f"analysed {n:,} device(s) ({summary.skipped:,} up to date) in {summary.seconds:,.1f} s: "
+               f"{summary.total('events'):,} VAR events, {summary.total('sessions'):,} sessions "
+               f"({summary.total('events') / secs:,.0f} events/s)")
+    click.echo(f"sessions inserted {summary.total('inserted'):,}, updated {summary.total('updated'):,}, "
+               f"deleted {summary.total('deleted'):,}")
+    for rxid, error in sorted(summary.failed.items()):
+        click.secho(f"  failed: {rxid}: {error} (retried next run)", fg="red")
+
+
+def print_fleet_overview(db) -> None:
+    """The fleet in a few lines: totals, incident rates, the worst devices."""
+    from .sessionize import fleet_overview
+
+    o = fleet_overview(db)
+    pct = (lambda v: "n/a" if v is None else f"{v:.2%}")
+    click.echo(f"fleet: {o['devices']:,} devices, {o['sessions']:,} sessions, "
+               f"{o['viewing_hours']:,.1f} viewing hours; per viewing hour: black screens "
+               f"{o['black_screens_per_hour']:.2f}, freezes {o['freezes_per_hour']:.2f}, display drops "
+               f"{o['display_drops_per_hour']:.2f}; rebuffer ratio {pct(o['rebuffer_ratio'])}, "
+               f"video-start failures {pct(o['video_start_failure_rate'])}, "
+               f"HDMI disconnects {o['hdmi_disconnects']:,}")
+    for w in o["worst"]:
+        click.echo(f"  worst: {w['rxid']} ({w['model'] or '?'} {w['fw'] or '?'}): "
+                   f"{w['incidents_per_hour']:.1f} incidents per viewing hour over {w['sessions']:,} sessions")
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -189,6 +251,9 @@ def run(paths: tuple[Path, ...], steps: str, rxids: str | None, rxids_file: str 
     results = run_pipeline(settings, db, [str(p) for p in paths], step_list, devices, progress)
     if "ingest" in results:
         print_ingest_summary(results["ingest"])
+    if "sessionize" in results:
+        print_sessionize_summary(results["sessionize"])
+        print_fleet_overview(db)
 
 
 # --------------------------------------------------------------------------- db

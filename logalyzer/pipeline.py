@@ -15,7 +15,7 @@ from .files import is_valid_rxid
 from .settings import Settings
 
 STEPS = ("ingest", "sessionize", "train", "detect")
-AVAILABLE = {"ingest"}
+AVAILABLE = {"ingest", "sessionize"}
 
 
 def parse_steps(text: str) -> list[str]:
@@ -61,4 +61,8 @@ def run_pipeline(settings: Settings, db: Database, paths: list[str], steps: list
     for step in steps:
         if step == "ingest":
             results["ingest"] = ingest(settings, db, paths, only_rxids=rxids, progress=progress)
+        elif step == "sessionize":
+            from .sessionize import sessionize
+
+            results["sessionize"] = sessionize(settings, db, rxids=rxids, progress=progress)
     return results
