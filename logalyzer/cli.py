@@ -151,9 +151,12 @@ def print_ingest_summary(summary) -> None:
     mb = sum(f.bytes_text for f in loaded_files) / 1e6
     gz = sum(f.size for f in loaded_files) / 1e6
     secs = max(summary.seconds, 1e-9)
-    click.echo(f"{len(summary.files):,} files; read {read:,} lines, {mb:,.1f} MB of text "
-               f"({gz:,.1f} MB on disk) in {summary.seconds:,.1f} s: "
-               f"{read / secs:,.0f} lines/s, {mb / secs:,.1f} MB/s")
+    if not loaded_files:
+        click.echo(f"{len(summary.files):,} files; nothing new to load ({summary.seconds:,.1f} s)")
+    else:
+        click.echo(f"{len(summary.files):,} files; read {read:,} lines, {mb:,.1f} MB of text "
+                   f"({gz:,.1f} MB on disk) in {summary.seconds:,.1f} s: "
+                   f"{read / secs:,.0f} lines/s, {mb / secs:,.1f} MB/s")
     for f in summary.files:
         if f.status in ("failed", "refused", "partial") or (f.error and f.status == "done"):
             color = {"failed": "red", "refused": "yellow", "partial": "yellow"}.get(f.status)
