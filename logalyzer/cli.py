@@ -54,10 +54,10 @@ def _settings(**overrides) -> Settings:
                              hint="see `logalyzer --help` for the environment variables") from exc
 
 
-def _open_db(settings: Settings):
+def _open_db(settings: Settings, migrate_schema: bool = True):
     from .db import open_database
 
-    return open_database(settings)
+    return open_database(settings, migrate_schema=migrate_schema)
 
 
 @click.group(context_settings=CONTEXT)
@@ -274,16 +274,10 @@ def migrate() -> None:
     from .db import migrate as apply
 
     settings = _settings()
-    database = _open_db_raw(settings)
+    database = _open_db(settings, migrate_schema=False)
     with database.connect() as conn:
         done = apply(conn)
     click.echo(f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ' (up to date)'}")
-
-
-def _open_db_raw(settings: Settings):
-    from .db import open_database
-
-    return open_database(settings, migrate_schema=False)
 
 
 @db.command(context_settings=CONTEXT)

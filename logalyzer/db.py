@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 from psycopg import sql
@@ -241,8 +239,3 @@ class LineLoader:
         with self.conn.cursor() as cur, cur.copy(stmt) as cp:
             cp.write(data)
 
-
-@contextmanager
-def cursor(db: Database) -> Iterator[psycopg.Cursor]:
-    with db.connect() as conn, conn.cursor() as cur:
-        yield cur

@@ -28,8 +28,5 @@ class NoInputFiles(LogalyzerError):
 
 
 class StepNotAvailable(LogalyzerError):
-    hint = "available steps: ingest"
+    hint = "see `logalyzer run --help` for the steps"
 
-
-class ConfigError(LogalyzerError):
-    hint = "see `logalyzer --help` for the environment variables"

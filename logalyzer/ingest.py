@@ -289,7 +289,6 @@ def ingest(settings: Settings, db: Database, paths: list[str | Path], rxid: str 
         items = []
         with db.connect(autocommit=True) as conn:
             for t in sorted(tasks, key=lambda t: -t.size):  # biggest first: better balance
-                ensure_partition(conn, t.rxid)
                 items.append({"path": t.path, "rxid": t.rxid, "size": t.size, "mtime": t.mtime,
                               "file_id": _register(conn, t)})
         summary.files.extend(_run_loaders(settings, db, items, progress))

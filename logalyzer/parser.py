@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -37,7 +37,6 @@ import pyarrow.compute as pc
 
 from .var import parse_var
 
-LEVELS = "VDIWEFAS"
 _YEAR = r"(?P<yr>\d{4})-"
 _MD = r"(?P<mo>\d\d)-(?P<dd>\d\d)"
 _TIME = r"(?P<hms>\d\d:\d\d:\d\d)(?:[.,](?P<frac>\d{1,9}))?"
@@ -344,9 +343,10 @@ class FileParser:
         """UTC offset of each line, from its own zone suffix or else the fleet's zone."""
         off = np.zeros(len(local_us), dtype=np.int64)
         has_tz = ~pc.is_null(tz).to_numpy(zero_copy_only=False)
-        if has_tz.any():
-            for i in np.flatnonzero(has_tz):
-                off[i] = _parse_offset(tz[i].as_py())
+        if has_tz.any():  # few distinct suffixes: parse each once, then map the lines to them
+            suffixes = pc.unique(tz.filter(pa.array(has_tz)))
+            per_suffix = np.array([_parse_offset(s) for s in suffixes.to_pylist()], dtype=np.int64)
+            off[has_tz] = per_suffix[pc.index_in(tz.filter(pa.array(has_tz)), suffixes).to_numpy()]
         need = ~has_tz
         if need.any() and self.tz != "UTC":
             off[need] = _zone_offsets(self._zone, local_us[need])
@@ -455,6 +455,3 @@ def _timestamp_array(ts_us: np.ndarray) -> pa.Array:
     values = np.where(missing, 0, ts_us).astype(np.int64)
     return pa.array(values, mask=missing).cast(pa.timestamp("us", tz="UTC"))
 
-
-def utc_from_us(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)

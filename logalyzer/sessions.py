@@ -14,6 +14,10 @@ synthetic generator's reference (:func:`logalyzer.synth.truth.truth_sessions`) s
   they hold a playback event (:data:`PLAYBACK_TYPES`);
 - start/end episodes (BlackScreen, VideoFreeze, Buffering): see :func:`measure`.
 
+The cutting loop reads almost line for line like ``truth_sessions``, on purpose: the core must
+not import the test generator, and the ground-truth tests compare the two implementations of
+the same rules; a rule change must be made in both (the tests say so when one is missed).
+
 Speed, measured on one device with 100k events (bench/sessionize.py prints the core's part):
 this single pass over plain tuples takes 0.5-1.1 s (2 busy cores), reading the events takes
 about 1 s, of which PostgreSQL's scan, sort and JSON-key extraction is 0.55-0.7 s. Fetching

@@ -22,7 +22,6 @@ class Settings(BaseSettings):
     home: Path = Field(Path("~/.local/share/logalyzer"), description="where embedded state lives")
     tz: str = Field("UTC", description="the fleet's local time zone (IANA name)")
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
-    batch_lines: int = Field(100_000, ge=1_000, le=5_000_000, description="lines per COPY batch")
     ingest_concurrency: int | None = Field(None, ge=1, description="parallel file loaders (default: CPUs)")
 
     @field_validator("home")
