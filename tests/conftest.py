@@ -56,14 +56,20 @@ def pg_dsn(tmp_path_factory) -> str:
 
 @pytest.fixture()
 def db(pg_dsn) -> Database:
-    """The test database, emptied: no device partitions, an empty ledger."""
+    """The test database, emptied: no device partitions and every other table empty (the
+    schema stays; ``schema_migrations`` is kept)."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         parts = [r[0] for r in conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
             " WHERE i.inhparent = 'log_lines'::regclass")]
         for p in parts:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(p)))
-        conn.execute("TRUNCATE ingested_files RESTART IDENTITY")
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename NOT IN ('schema_migrations', 'log_lines')")]
+        if tables:
+            conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
     return Database(pg_dsn)
 
 
