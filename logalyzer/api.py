@@ -70,7 +70,9 @@ class Service:
         self._schema_lock = threading.Lock()
 
     def open(self) -> None:
-        self._pool.open(wait=False)
+        """Start filling the pool in the background (again is a no-op)."""
+        if self._pool.closed:
+            self._pool.open(wait=False)
 
     def close(self) -> None:
         self._pool.close()
