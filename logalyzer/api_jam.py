@@ -104,7 +104,7 @@ class PushCreated(PushDetail):
 
 class PushPage(BaseModel):
     items: list[PushOut]
-    next_cursor: str | None
+    next_after: UUID | None  # pass as ?after= for the next page; null on the last page
 
 
 class PendingPush(BaseModel):
@@ -173,13 +173,13 @@ def create_push(body: PushRequest, response: Response, token: Admin, conn: Conn,
 
 
 @router.get("/pushes", response_model=PushPage, summary="Pushes, newest first, a page at a time",
-            responses=error_responses(400, 401, 403, 503))
+            responses=error_responses(401, 403, 404, 503))
 def list_pushes(_token: Admin, conn: Conn,
                 limit: Annotated[int, Query(ge=1, le=500, description="pushes per page")] = 50,
-                cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+                after: Annotated[UUID | None, Query(description="next_after of the previous page")] = None,
                 ) -> dict:
-    items, nxt = jam.list_pushes(conn, limit, cursor)
-    return {"items": items, "next_cursor": nxt}
+    items, nxt = jam.list_pushes(conn, limit, after)
+    return {"items": items, "next_after": nxt}
 
 
 @router.get("/pushes/{push_id}", response_model=PushDetail, summary="A push with each target's state and times",

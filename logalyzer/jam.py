@@ -22,18 +22,17 @@ by the unique index: the second waits for the first and then finds its push.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .errors import IdempotencyConflict, LogalyzerError, NotFound
+from .errors import IdempotencyConflict, NotFound
 from .jam_models import STATES, EventIn, PushRequest, Targets
 
 #: event_type -> the state it moves a target to, and the states it may move it from.
@@ -129,11 +128,19 @@ def get_push(conn: psycopg.Connection, push_id: uuid.UUID) -> dict:
     return push
 
 
-def list_pushes(conn: psycopg.Connection, limit: int = 50, cursor: str | None = None) -> tuple[list[dict], str | None]:
-    """Pushes newest first, with counts by state; returns (page, cursor of the next page or
-    None). Keyset paging on (created_at, push_id): stable while new pushes arrive."""
-    after = _decode_cursor(cursor) if cursor else None
-    where = sql.SQL("WHERE (p.created_at, p.push_id) < (%s, %s)") if after else sql.SQL("")
+def list_pushes(conn: psycopg.Connection, limit: int = 50,
+                after: uuid.UUID | None = None) -> tuple[list[dict], uuid.UUID | None]:
+    """Pushes newest first, with counts by state; returns (page, ``after`` of the next page or
+    None). Keyset paging on (created_at, push_id): stable while new pushes arrive. The cursor is
+    the last push id of the previous page, so any well-formed value is meaningful."""
+    where = sql.SQL("")
+    params: list = []
+    if after is not None:
+        if conn.execute("SELECT 1 FROM jam_pushes WHERE push_id = %s", (after,)).fetchone() is None:
+            raise NotFound(f"no push {after} to page after")
+        where = sql.SQL("WHERE (p.created_at, p.push_id) <"
+                        " (SELECT created_at, push_id FROM jam_pushes WHERE push_id = %s)")
+        params.append(after)
     q = sql.SQL(
         "SELECT {cols}, coalesce(c.counts, '{{}}'::jsonb) AS counts FROM jam_pushes p"
         " LEFT JOIN LATERAL (SELECT jsonb_object_agg(state, n) AS counts FROM"
@@ -142,23 +149,11 @@ def list_pushes(conn: psycopg.Connection, limit: int = 50, cursor: str | None = 
         cols=sql.SQL(", ").join(sql.SQL("p.") + sql.Identifier(c.strip()) for c in _PUSH_COLUMNS.split(",")),
         where=where)
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(q, [*(after or ()), limit + 1]).fetchall()
+        rows = cur.execute(q, [*params, limit + 1]).fetchall()
     for r in rows:
         r["counts"] = {s: r["counts"].get(s, 0) for s in STATES}
-    nxt = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    nxt = rows[limit - 1]["push_id"] if len(rows) > limit else None
     return rows[:limit], nxt
-
-
-def _encode_cursor(row: dict) -> str:
-    return base64.urlsafe_b64encode(f"{row['created_at'].isoformat()}|{row['push_id']}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        ts, pid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(ts), uuid.UUID(pid)
-    except (ValueError, UnicodeError) as exc:
-        raise LogalyzerError("bad page cursor", hint="pass the 'next' value of the previous page as it is") from exc
 
 
 # --------------------------------------------------------------------------- device side

@@ -2,9 +2,10 @@
 
 They are the library's input contract (``logalyzer.jam`` takes them) and the HTTP service's
 request bodies, so bad input is refused the same way everywhere, with a message naming the
-field. Every string that reaches PostgreSQL is bounded and free of NUL; an event body (free
-JSON) is checked for what PostgreSQL's jsonb refuses (NUL in strings, NaN and infinities) so
-that it is a 422, never a database error.
+field. Every string that reaches PostgreSQL is bounded, and what PostgreSQL cannot store at
+all (NUL, and lone UTF-16 surrogates that JSON escapes can carry) is replaced by U+FFFD, so
+an event is kept rather than refused for it; NaN, infinities and nesting deeper than 32 levels
+are refused (422), never a database error.
 """
 
 from __future__ import annotations
@@ -12,16 +13,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import (AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator,
-                      model_validator)
+from pydantic import (AnyUrl, BaseModel, ConfigDict, Field, StringConstraints,
+                      field_validator, model_validator)
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: Any) -> Any:
+    """A string with NUL and lone surrogates (which PostgreSQL cannot store) replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text) if isinstance(text, str) else text
+
 
 #: R + 10 ASCII digits ([0-9], not \d: pydantic's regex engine reads \d as any Unicode digit).
 RXID_PATTERN = r"^R[0-9]{10}$"
 RxID = Annotated[str, StringConstraints(pattern=RXID_PATTERN)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[ -~]+$")]  # printable ASCII
 STATES = ("pending", "delivered", "installed", "failed")
 MAX_TARGET_RXIDS = 4000  # about 60 KB of JSON: what the 64 KiB body limit lets through anyway
 MAX_JSON_DEPTH = 32
@@ -31,14 +41,16 @@ class FleetFilter(BaseModel):
     """Boxes of the ``devices`` table (their latest BootInfo) matching every given field;
     within a field, any of the listed values."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: list[Label] | None = Field(None, min_length=1, max_length=100, description="box models")
-    fw: list[Label] | None = Field(None, min_length=1, max_length=100, description="firmware versions")
-    app: list[Label] | None = Field(None, min_length=1, max_length=100, description="app versions")
+    # The schema says what the validators enforce (at least one field; none of them null), so
+    # that generated clients and schemathesis see the same contract as the server.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    model: list[Label] = Field(None, min_length=1, max_length=100, description="box models")
+    fw: list[Label] = Field(None, min_length=1, max_length=100, description="firmware versions")
+    app: list[Label] = Field(None, min_length=1, max_length=100, description="app versions")
 
     @model_validator(mode="after")
     def _not_empty(self):
-        if self.model is None and self.fw is None and self.app is None:
+        if self.model is None and self.fw is None and self.app is None:  # also {"model": null}
             raise ValueError("a filter needs at least one of model, fw, app "
                              "(a push to the whole fleet lists its models)")
         return self
@@ -47,10 +59,11 @@ class FleetFilter(BaseModel):
 class Targets(BaseModel):
     """Exactly one of: an explicit list of RxIDs, or a fleet filter."""
 
-    model_config = ConfigDict(extra="forbid")
-    rxids: list[RxID] | None = Field(None, min_length=1, max_length=MAX_TARGET_RXIDS,
-                                     description="the boxes, R + 10 digits each")
-    filter: FleetFilter | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["rxids"]}, {"required": ["filter"]}]})
+    rxids: list[RxID] = Field(None, min_length=1, max_length=MAX_TARGET_RXIDS,
+                              description="the boxes, R + 10 digits each")
+    filter: FleetFilter = Field(None, description="or: the boxes of the devices table matching this")
 
     @field_validator("rxids")
     @classmethod
@@ -131,6 +144,7 @@ class EventIn(BaseModel):
             problem = json_problem(data)
             if problem:
                 raise ValueError(problem)
+            data = storable_json(data)
         return data
 
     def detail(self) -> str:
@@ -140,19 +154,24 @@ class EventIn(BaseModel):
         return (f"{self.event_type}: {said}" if said else self.event_type)[:500]
 
 
+def storable_json(value: Any) -> Any:
+    """The JSON value with every string and key made :func:`storable`."""
+    if isinstance(value, dict):
+        return {storable(k): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable_json(v) for v in value]
+    return storable(value)
+
+
 def json_problem(value: Any, depth: int = 0, path: str = "$") -> str | None:
-    """Why PostgreSQL's jsonb would refuse this value (or it is unreasonably deep), else None."""
+    """Why this parsed JSON is refused (not JSON numbers, or unreasonably deep), else None."""
     if depth > MAX_JSON_DEPTH:
         return f"JSON nested deeper than {MAX_JSON_DEPTH} levels at {path}"
-    if isinstance(value, str):
-        return f"NUL character in a string at {path}" if "\x00" in value else None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{value} is not a JSON number (at {path})"
     if isinstance(value, dict):
         for k, v in value.items():
-            if "\x00" in str(k):
-                return f"NUL character in a key at {path}"
-            if (p := json_problem(v, depth + 1, f"{path}.{k}")):
+            if (p := json_problem(v, depth + 1, f"{path}.{str(k)[:40]}")):
                 return p
     elif isinstance(value, list):
         for i, v in enumerate(value):
