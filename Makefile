@@ -42,10 +42,12 @@ fuzz: $(STAMP)  ## schemathesis against a running `logalyzer serve` (FUZZ_URL; F
 	$(VENV)/bin/schemathesis run $(FUZZ_URL)/openapi.json -H "Authorization: Bearer $(FUZZ_TOKEN)" \
 	  --checks all --max-examples 500
 
-serve-deploy: $(STAMP)  ## serve deploy serve/config.yaml with this checkout as the working_dir (RAY_ADDRESS = dashboard URL)
+serve-deploy: $(STAMP)  ## serve deploy serve/config.yaml, this checkout as working_dir (RAY_DASHBOARD_ADDRESS, LOGALYZER_DSN)
+	@test -n "$(LOGALYZER_DSN)" || { echo "Error: set LOGALYZER_DSN (a cluster needs a PostgreSQL every node reaches)"; exit 1; }
 	mkdir -p out
-	sed 's|local:///opt/logalyzer|local://$(CURDIR)|' serve/config.yaml > out/serve-config.yaml
-	$(VENV)/bin/serve deploy out/serve-config.yaml $(if $(RAY_ADDRESS),-a $(RAY_ADDRESS))
+	sed -e 's|local:///opt/logalyzer|local://$(CURDIR)|' \
+	    -e 's|LOGALYZER_DSN: .*|LOGALYZER_DSN: "$(LOGALYZER_DSN)"|' serve/config.yaml > out/serve-config.yaml
+	$(VENV)/bin/serve deploy out/serve-config.yaml
 
 clean:  ## remove the virtualenv and demo output (not the embedded database)
 	rm -rf $(VENV) out
