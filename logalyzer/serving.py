@@ -53,8 +53,8 @@ class _RayMetrics:
                   ray_actor_options={"num_cpus": 0.5})  # I/O bound: it waits on PostgreSQL
 @serve.ingress()
 class LogalyzerAPI:
-    def __init__(self, dsn: str | None = None, **handles):
-        settings = Settings()
+    def __init__(self, dsn: str | None = None, options: dict | None = None, **handles):
+        settings = Settings(**(options or {}))  # the replica's environment, then what the starter chose
         self._db = None
         if dsn is None:  # no DSN passed: this replica's environment decides (LOGALYZER_DSN or embedded)
             from .db import open_database
@@ -68,10 +68,16 @@ class LogalyzerAPI:
         return create_api(self.service, on_request=self._metrics.record)
 
 
-def build(dsn: str | None = None, **handles) -> Application:
+#: Settings the process that starts Serve passes on to the replicas (their own environment
+#: may differ, e.g. on a cluster); the DSN travels separately.
+REPLICA_SETTINGS = ("serve_max_body", "serve_db_pool", "tz")
+
+
+def build(dsn: str | None = None, settings: Settings | None = None, **handles) -> Application:
     """The bound application. ``handles``: other deployments' bound apps, e.g.
     ``build(dsn, scorer=Scorer.bind())``, reachable in routes as ``service.handles["scorer"]``."""
-    return LogalyzerAPI.bind(dsn, **handles)
+    options = settings.model_dump(include=set(REPLICA_SETTINGS)) if settings else None
+    return LogalyzerAPI.bind(dsn, options, **handles)
 
 
 def app_builder(args: dict) -> Application:
@@ -112,7 +118,8 @@ def start(settings: Settings, dsn: str, host: str, port: int) -> str:
     check_port_free(host, port)
     ensure_ray(settings)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build(dsn), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(build(dsn, settings), name=APP_NAME, route_prefix="/", blocking=False,
+              logging_config={"enable_access_log": settings.serve_access_log})
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}"
 
