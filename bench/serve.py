@@ -5,7 +5,8 @@ Serve (proxy + one replica) on loopback, against the same library calls made in-
 
 Why: the device routes are the fleet's hot path (every box polls and reports), and the only
 fair question about the HTTP layer is what it costs on top of the work itself, measured in
-one run on one machine and one database. Each request is the same work on both sides: token
+one run on one machine and one database. A third side runs the same FastAPI app under plain
+uvicorn (no Ray), to tell the cost of HTTP + FastAPI from that of Serve. Each request is the same work on both sides: token
 check (``tokens.authenticate``) plus ``jam.pending_for_device`` or ``jam.record_event``,
 with one pooled connection. Clients are asyncio tasks (aiohttp, one connection each) in this
 process; in-process callers are threads over a psycopg pool of the same size.
@@ -145,6 +146,44 @@ def run_http(url, kind, devices, push_id, clients, seconds, warmup) -> dict:
     return asyncio.run(_http(url, kind, devices, push_id, clients, seconds, warmup))
 
 
+# --------------------------------------------------------------------------- plain uvicorn
+
+
+def asgi_app():
+    """The same FastAPI app without Ray Serve, for ``uvicorn --factory`` (BENCH_DSN): separates
+    the cost of HTTP + FastAPI from the cost of Serve's proxy and replica hop."""
+    from logalyzer.api import Service, create_api
+    from logalyzer.settings import Settings
+
+    dsn = os.environ["BENCH_DSN"]
+    return create_api(Service(dsn, Settings(dsn=dsn, serve_db_pool=int(os.environ.get("BENCH_POOL", "8")))))
+
+
+def start_uvicorn(dsn: str, port: int, pool: int):
+    import subprocess
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "bench.serve:asgi_app",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=HERE.parent, env={**os.environ, "BENCH_DSN": dsn, "BENCH_POOL": str(pool)})
+    for _ in range(120):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("uvicorn did not become ready")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -191,18 +230,21 @@ def main(argv=None) -> int:
         push_id = push["push_id"]
         settings = base.model_copy(update={"dsn": dsn, "serve_db_pool": args.clients,
                                            "serve_access_log": args.access_log})
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        uv = start_uvicorn(dsn, free_port(), args.clients)
+        uv_url = f"http://127.0.0.1:{uv.args[uv.args.index('--port') + 1]}"
         t0 = time.perf_counter()
-        url = serving.start(settings, dsn, "127.0.0.1", port)
+        url = serving.start(settings, dsn, "127.0.0.1", free_port())
         result["serve_start_s"] = round(time.perf_counter() - t0, 1)
         # the floor: Serve's proxy and the FastAPI app with no token check and no database
-        result["healthz_http"] = run_http(url, "healthz", devices, push_id, args.clients, args.seconds, args.warmup)
+        result["healthz_serve"] = run_http(url, "healthz", devices, push_id, args.clients, args.seconds, args.warmup)
         for kind in ("pending", "events"):
             result[f"{kind}_inprocess"] = run_inprocess(dsn, kind, devices, push_id, args.clients, args.seconds, args.warmup)
-            result[f"{kind}_http"] = run_http(url, kind, devices, push_id, args.clients, args.seconds, args.warmup)
-            result[f"{kind}_ratio"] = round(result[f"{kind}_http"]["rps"] / result[f"{kind}_inprocess"]["rps"], 3)
+            result[f"{kind}_serve"] = run_http(url, kind, devices, push_id, args.clients, args.seconds, args.warmup)
+            result[f"{kind}_uvicorn"] = run_http(uv_url, kind, devices, push_id, args.clients, args.seconds, args.warmup)
+            result[f"{kind}_ratio"] = round(result[f"{kind}_serve"]["rps"] / result[f"{kind}_inprocess"]["rps"], 3)
+        result["healthz_uvicorn"] = run_http(uv_url, "healthz", devices, push_id, args.clients, args.seconds, args.warmup)
+        uv.terminate()
+        uv.wait(30)
         from ray import serve
 
         serve.shutdown()
@@ -216,13 +258,14 @@ def main(argv=None) -> int:
           f"{result['cpus']} CPUs, load average {result['load_start']} -> {result['load_end']}; "
           f"Serve started in {result['serve_start_s']} s (not counted)")
     print(f"{'route':<34}{'side':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    r = result["healthz_http"]
-    print(f"{'GET  /healthz (floor: no DB)':<34}{'http':<12}{r['rps']:>9,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
+    for side in ("serve", "uvicorn"):
+        r = result[f"healthz_{side}"]
+        print(f"{'GET  /healthz (floor: no DB)':<34}{side:<12}{r['rps']:>9,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
     for kind, route in (("pending", "GET  /devices/{rxid}/pending"), ("events", "POST /events")):
-        for side in ("inprocess", "http"):
+        for side in ("inprocess", "serve", "uvicorn"):
             r = result[f"{kind}_{side}"]
             print(f"{route:<34}{side:<12}{r['rps']:>9,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
-        print(f"{'':<34}{'http / in-process req/s':<12} {result[f'{kind}_ratio']:.2f}")
+        print(f"{'':<34}{'serve / in-process req/s:':<12} {result[f'{kind}_ratio']:.3f}")
     out = HERE / "out"
     out.mkdir(exist_ok=True)
     (out / "serve.json").write_text(json.dumps(result, indent=1, default=str) + "\n")

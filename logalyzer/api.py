@@ -85,9 +85,13 @@ class Service:
                 if not self._schema_ready:
                     self._migrate(conn)
                 yield conn
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnreachable(f"{describe(self.dsn)} is unreachable: {reason}") from exc
+        except PoolTimeout as exc:  # the pool could not connect (it logs why) within db_timeout
+            raise DatabaseUnreachable(f"{describe(self.dsn)} is unreachable: no connection within "
+                                      f"{self.db_timeout:g} s") from exc
+        except psycopg.OperationalError as exc:  # lost connection, server shutting down, deadlock...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnreachable(f"{describe(self.dsn)} failed: {reason}",
+                                      hint="retry; if it persists, check the server") from exc
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         with self._schema_lock:
