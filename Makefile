@@ -21,17 +21,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install LOGalyzer with its dev extras
 
-demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize on local Ray + embedded PostgreSQL -> fleet summary
+demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize -> train -> detect on local Ray + embedded PostgreSQL -> summary
 	$(VENV)/bin/logalyzer synth $(DEMO) --devices 8 --hours 4 --seed 7
-	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize
+	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize,train,detect
 	$(VENV)/bin/logalyzer db info
 
 test: $(STAMP)  ## the test suite (real PostgreSQL, real local Ray)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize
+bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize, then training/scoring
 	$(PY) bench/ingest.py
 	$(PY) bench/sessionize.py
+	$(PY) bench/train.py
 
 bench-serve: $(STAMP)  ## HTTP benchmark: jam routes through Ray Serve vs the same library calls in-process
 	$(PY) bench/serve.py

@@ -26,9 +26,7 @@ import torch
 
 from . import autoencoder as ae
 from . import lstm
-from .features import FEATURE_NAMES, SCALE_FLOORS, session_features
-
-KINDS = ("lstm", "ae")
+from .features import FEATURE_NAMES, KINDS, SCALE_FLOORS, session_features
 FENCE_K = 3.0
 MIN_MARGIN = 0.05
 

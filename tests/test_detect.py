@@ -237,3 +237,15 @@ def test_detect_without_models_and_train_without_sessions_are_clear_errors(db):
     assert r.exit_code == 1 and "at least 20" in r.output
     r = CliRunner().invoke(main, ["train", "--detectors", "lstm,bogus"], env=env)
     assert r.exit_code == 1 and "unknown detector(s): bogus" in r.output
+
+
+@pytest.mark.parametrize("job, option", [("train", "--workers"), ("detect", "--rescore")])
+def test_ray_job_entry_points_answer_help(job, option):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and option in r.stdout and f"jobs/{job}.py" in r.stdout
