@@ -129,11 +129,14 @@ def train_loop_per_worker(config: dict) -> None:
     # are ~0.9 GB of int64 windows over all workers), and re-streaming it through Ray Data
     # every epoch cost ~2 s of overhead per epoch on small fleets.
     data = torch.cat([b["data"] for b in shard.iter_torch_batches(batch_size=65_536, device="cpu")])
+    # The config's batch size is the global one: each of n workers takes 1/n of it, so the
+    # optimisation (and its result) does not change with the number of workers.
+    batch_size = max(1, config["batch_size"] // ray.train.get_context().get_world_size())
     report_every = max(1, config["epochs"] // 10)
     history: list[float] = []
     for epoch in range(config["epochs"]):
         t0 = time.perf_counter()
-        history.append(train_epoch(model, det.kind, data, opt, config["batch_size"], device))
+        history.append(train_epoch(model, det.kind, data, opt, batch_size, device))
         if (epoch + 1) % report_every and epoch + 1 < config["epochs"]:
             continue
         metrics = {"epoch": epoch, "loss": history[-1], "rows": len(data),
