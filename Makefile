@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo-fleet
 
-.PHONY: setup demo test bench clean help
+.PHONY: setup demo test bench superset superset-check clean help
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,12 @@ test: $(STAMP)  ## the test suite (real PostgreSQL, real local Ray)
 bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize
 	$(PY) bench/ingest.py
 	$(PY) bench/sessionize.py
+
+superset: $(STAMP)  ## Superset 6.1.0 in its own venv with the dashboards imported, against LOGALYZER_DSN
+	superset/bootstrap.sh
+
+superset-check: $(STAMP)  ## demo data -> Superset -> every chart's query checked, screenshots in docs/img (not in CI)
+	superset/check.sh
 
 clean:  ## remove the virtualenv and demo output (not the embedded database)
 	rm -rf $(VENV) out
