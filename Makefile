@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo-fleet
 
-.PHONY: setup demo test bench superset superset-check clean help
+.PHONY: setup demo test bench bench-serve fuzz serve-deploy superset superset-check clean help
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,22 @@ test: $(STAMP)  ## the test suite (real PostgreSQL, real local Ray)
 bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize
 	$(PY) bench/ingest.py
 	$(PY) bench/sessionize.py
+
+bench-serve: $(STAMP)  ## HTTP benchmark: jam routes through Ray Serve vs the same library calls in-process
+	$(PY) bench/serve.py
+
+FUZZ_URL ?= http://127.0.0.1:8000
+fuzz: $(STAMP)  ## schemathesis against a running `logalyzer serve` (FUZZ_URL; FUZZ_TOKEN = an admin secret)
+	@test -n "$(FUZZ_TOKEN)" || { echo "Error: set FUZZ_TOKEN to an admin secret (logalyzer tokens create --admin)"; exit 1; }
+	$(VENV)/bin/schemathesis run $(FUZZ_URL)/openapi.json -H "Authorization: Bearer $(FUZZ_TOKEN)" \
+	  --checks all --max-examples 500
+
+serve-deploy: $(STAMP)  ## serve deploy serve/config.yaml, this checkout as working_dir (RAY_DASHBOARD_ADDRESS, LOGALYZER_DSN)
+	@test -n "$(LOGALYZER_DSN)" || { echo "Error: set LOGALYZER_DSN (a cluster needs a PostgreSQL every node reaches)"; exit 1; }
+	mkdir -p out
+	sed -e 's|local:///opt/logalyzer|local://$(CURDIR)|' \
+	    -e 's|LOGALYZER_DSN: .*|LOGALYZER_DSN: "$(LOGALYZER_DSN)"|' serve/config.yaml > out/serve-config.yaml
+	$(VENV)/bin/serve deploy out/serve-config.yaml
 
 superset: $(STAMP)  ## Superset 6.1.0 in its own venv with the dashboards imported, against LOGALYZER_DSN
 	superset/bootstrap.sh

@@ -30,3 +30,23 @@ class NoInputFiles(LogalyzerError):
 class StepNotAvailable(LogalyzerError):
     hint = "see `logalyzer run --help` for the steps"
 
+
+
+class PortInUse(LogalyzerError):
+    hint = "pick another one with --port (or LOGALYZER_SERVE_PORT)"
+
+
+class Unauthorized(LogalyzerError):
+    hint = "send 'Authorization: Bearer <secret>' with a token from `logalyzer tokens create`"
+
+
+class Forbidden(LogalyzerError):
+    hint = "admin routes need an admin token; a device token only reaches its own box's data"
+
+
+class NotFound(LogalyzerError):
+    hint = "list what exists with GET /jam-software/pushes (or `logalyzer tokens list`)"
+
+
+class IdempotencyConflict(LogalyzerError):
+    hint = "an Idempotency-Key names one request: use a new key for a different push"

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     tz: str = Field("UTC", description="the fleet's local time zone (IANA name)")
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
     ingest_concurrency: int | None = Field(None, ge=1, description="parallel file loaders (default: CPUs)")
+    serve_host: str = Field("127.0.0.1", description="address the HTTP service listens on")
+    serve_port: int = Field(8000, ge=1, le=65535, description="port of the HTTP service")
+    serve_max_body: int = Field(65_536, ge=1024, description="largest request body in bytes (413 above)")
+    serve_access_log: bool = Field(True, description="Serve logs one line per request (costs CPU at high rates)")
+    serve_db_pool: int = Field(8, ge=1, le=256, description="PostgreSQL connections per Serve replica")
 
     @field_validator("home")
     @classmethod

@@ -210,6 +210,8 @@ def test_rayservice_serves_serve_app_with_the_shared_runtime_env():
     (app,) = serve["applications"]
     assert app["import_path"] == "serve.app:app" and app["route_prefix"] == "/"
     _same_as_shared(app["runtime_env"])
+    own = load(ROOT / "serve" / "config.yaml")["applications"][0]  # serve deploy's config
+    assert (app["name"], app["import_path"], app["deployments"]) == (own["name"], own["import_path"], own["deployments"])
     module, attr = app["import_path"].split(":")
     path = ROOT / (module.replace(".", "/") + ".py")
     if not path.is_file():
