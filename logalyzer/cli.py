@@ -257,6 +257,15 @@ def run(paths: tuple[Path, ...], steps: str, rxids: str | None, rxids_file: str 
     if "sessionize" in results:
         print_sessionize_summary(results["sessionize"])
         print_fleet_overview(db)
+    if "train" in results:
+        from .cli_ml import print_train_results
+
+        print_train_results(results["train"])
+    if "detect" in results:
+        from .cli_ml import print_detect_summary, print_top_anomalies
+
+        print_detect_summary(results["detect"])
+        print_top_anomalies(db, 5)
 
 
 # --------------------------------------------------------------------------- serve
@@ -377,6 +386,17 @@ def info() -> None:
     click.echo(f"devices (partitions): {parts:,}; lines loaded: {lines:,}")
     click.echo("files: " + (", ".join(f"{s} {n:,}" for s, n in files) or "none"))
 
+
+def _register_ml_commands() -> None:
+    """train / detect / eval / models live in :mod:`logalyzer.cli_ml` (it imports this module's
+    helpers, so it is imported once they exist)."""
+    from .cli_ml import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_ml_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

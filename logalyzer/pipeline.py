@@ -15,7 +15,7 @@ from .files import is_valid_rxid
 from .settings import Settings
 
 STEPS = ("ingest", "sessionize", "train", "detect")
-AVAILABLE = {"ingest", "sessionize"}
+AVAILABLE = set(STEPS)
 
 
 def parse_steps(text: str) -> list[str]:
@@ -65,4 +65,12 @@ def run_pipeline(settings: Settings, db: Database, paths: list[str], steps: list
             from .sessionize import sessionize
 
             results["sessionize"] = sessionize(settings, db, rxids=rxids, progress=progress)
+        elif step == "train":
+            from .train import train
+
+            results["train"] = train(settings, db, rxids=rxids, progress=progress)
+        elif step == "detect":
+            from .detect import detect
+
+            results["detect"] = detect(settings, db, rxids=rxids, progress=progress)
     return results

@@ -30,7 +30,8 @@ from psycopg.types.json import Jsonb
 from .db import Database, partition_name
 from .errors import InvalidIdentifier
 from .files import is_valid_rxid
-from .sessions import DEFAULT_GAP_S, SUMMARY_TYPES, Event, sessionize as cut_and_measure
+from .features import event_keys
+from .sessions import DEFAULT_GAP_S, SUMMARY_TYPES, Event, cut, measure
 from .settings import Settings
 
 _LOCK_DEVICE = 7_301_003  # advisory lock key (with hashtext(rxid)): one analyser per device
@@ -126,13 +127,16 @@ def analyse_device(dsn: str, rxid: str, gap_s: float = DEFAULT_GAP_S) -> dict:
         events = read_events(conn, rxid)
         conn.commit()
         t1 = time.perf_counter()
-        rows = cut_and_measure(rxid, events, gap_s, ordered=True)
+        cuts = cut(events, gap_s)
+        rows = [measure(s, rxid) for s in cuts]
+        keys = [event_keys(s.events) for s in cuts]
         boot = next((e.detail for e in reversed(events) if e.etype == "BootInfo"), None) or {}
         t2 = time.perf_counter()
         res.events, res.sessions = len(events), len(rows)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_DEVICE, rxid))
             res.inserted, res.updated, res.deleted = _write_sessions(conn, rxid, rows)
+            _write_event_keys(conn, rxid, rows, keys)
             conn.execute(
                 "INSERT INTO devices (rxid, model, fw, app, first_seen, last_seen, line_count,"
                 " var_event_count, session_count, analysed_files, analysed_lines_loaded,"
@@ -177,6 +181,15 @@ def _write_sessions(conn, rxid: str, rows: list[dict]) -> tuple[int, int, int]:
         "DELETE FROM sessions s WHERE s.rxid = %s AND NOT EXISTS"
         " (SELECT 1 FROM stage_sessions t WHERE t.session_id = s.session_id)", (rxid,)).rowcount
     return inserted, len(flags) - inserted, deleted
+
+
+def _write_event_keys(conn, rxid: str, rows: list[dict], keys: list[list[str]]) -> None:
+    """Replace the device's ``session_events`` (the detectors' input) with this analysis'."""
+    conn.execute("DELETE FROM session_events WHERE rxid = %s", (rxid,))
+    with conn.cursor() as cur, cur.copy(
+            "COPY session_events (rxid, session_id, event_keys) FROM STDIN") as cp:
+        for r, k in zip(rows, keys):
+            cp.write_row((rxid, uuid.UUID(r["session_id"]), k))
 
 
 # --------------------------------------------------------------------------- the job

@@ -1,0 +1,222 @@
+"""The anomaly-detection commands: ``logalyzer train``, ``detect``, ``eval`` and ``models``.
+
+Kept apart from :mod:`logalyzer.cli` so each file stays readable; registered on the same
+``logalyzer`` group at the end of that module, with the same error handling.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import CONTEXT, _open_db, _settings, friendly
+from .detectors import KINDS
+from .errors import LogalyzerError
+
+SHARED_HDFS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hdfs-100k"
+
+
+def parse_detectors(text: str) -> tuple[str, ...]:
+    asked = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
+    bad = [d for d in asked if d not in KINDS]
+    if bad or not asked:
+        raise LogalyzerError(f"unknown detector(s): {', '.join(bad) or '(none given)'}",
+                             hint=f"detectors are: {', '.join(KINDS)}")
+    return asked
+
+
+# --------------------------------------------------------------------------- train
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--detectors", default="lstm,ae", show_default=True,
+              help="Which detectors to train (comma-separated: lstm, ae).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 1024),
+              help="Ray Train data-parallel workers.")
+@click.option("--gpu", is_flag=True, help="Give each worker a GPU (the cluster must have them).")
+@click.option("--epochs", default=None, type=click.IntRange(1, 10_000),
+              help="Epochs (default: each detector's config).")
+@click.option("--rxids", default=None, help="Learn only from these devices (comma-separated RxIDs).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed for the weights.")
+@click.option("--progress/--no-progress", default=None, help="Progress lines (default: on a terminal).")
+@friendly
+def train(detectors: str, workers: int, gpu: bool, epochs: int | None, rxids: str | None,
+          seed: int, progress: bool | None) -> None:
+    """Train the detectors on the fleet's sessions with Ray Train and register new versions."""
+    from .pipeline import parse_rxids
+    from .train import train as run_train
+
+    settings = _settings()
+    db = _open_db(settings)
+    results = run_train(settings, db, parse_detectors(detectors), workers=workers, use_gpu=gpu,
+                        rxids=parse_rxids(rxids), epochs=epochs, seed=seed, progress=progress)
+    print_train_results(results)
+
+
+def print_train_results(results) -> None:
+    for r in results:
+        click.echo(f"{r.detector}: version {r.version}, {r.epochs} epochs on {r.workers} worker(s) in "
+                   f"{r.seconds:,.1f} s ({r.sessions_per_s:,.0f} sessions/s per epoch), learnt from "
+                   f"{r.sessions:,} sessions; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
+                   f"threshold {r.threshold:.4g} flags {r.flagged_share:.1%} of the history")
+
+
+# --------------------------------------------------------------------------- detect
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--detectors", default="lstm,ae", show_default=True,
+              help="Which detectors to score with (comma-separated: lstm, ae).")
+@click.option("--lstm-version", type=click.IntRange(1), default=None, help="Pin an LSTM version (default: newest).")
+@click.option("--ae-version", type=click.IntRange(1), default=None, help="Pin an autoencoder version (default: newest).")
+@click.option("--rescore", is_flag=True, help="Score every session again, not only new or changed ones.")
+@click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(0, 1000),
+              help="How many of the most anomalous sessions to print.")
+@click.option("--progress/--no-progress", default=None, help="Progress lines (default: on a terminal).")
+@friendly
+def detect(detectors: str, lstm_version: int | None, ae_version: int | None, rescore: bool,
+           rxids: str | None, top: int, progress: bool | None) -> None:
+    """Score sessions with the trained detectors (Ray Data actor pool) into the anomalies tables."""
+    from .detect import detect as run_detect
+    from .pipeline import parse_rxids
+
+    settings = _settings()
+    db = _open_db(settings)
+    pinned = {k: v for k, v in (("lstm", lstm_version), ("ae", ae_version)) if v}
+    summary = run_detect(settings, db, parse_detectors(detectors), versions=pinned,
+                         rescore=rescore, rxids=parse_rxids(rxids), progress=progress)
+    print_detect_summary(summary)
+    print_top_anomalies(db, top)
+
+
+def print_detect_summary(s) -> None:
+    versions = ", ".join(f"{k} v{v}" for k, v in s.versions.items())
+    flagged = ", ".join(f"{k} {n:,}" for k, n in s.flagged.items())
+    click.echo(f"scored {s.scored:,} sessions ({s.skipped:,} already scored) with {versions} in "
+               f"{s.seconds:,.1f} s; flagged: {flagged}; anomalous (combined): {s.anomalous:,}")
+
+
+def describe_reasons(reasons: dict, limit: int = 2) -> str:
+    """'freezes 2.8 (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame'."""
+    parts = [f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
+             for f in (reasons.get("features") or [])[:limit]]
+    parts += [f"unexpected {t['event']} after {t['after']}"
+              for t in (reasons.get("transitions") or [])[:limit]]
+    return "; ".join(parts)
+
+
+def print_top_anomalies(db, limit: int) -> None:
+    from .detect import top_anomalies
+
+    if limit <= 0:
+        return
+    rows = top_anomalies(db, limit)
+    if rows:
+        click.echo(f"top {len(rows)} anomalous sessions (score = multiple of the threshold):")
+    for r in rows:
+        scores = ", ".join(f"{k} {v:.1f}x" for k, v in (("lstm", r["lstm_score"]), ("ae", r["ae_score"]))
+                           if v is not None)
+        click.echo(f"  {r['rxid']} {r['start_ts']:%Y-%m-%d %H:%M:%S} {r['content_id'] or '-'} "
+                   f"({r['duration_s']:,.0f} s) [{scores}]: {describe_reasons(r['reasons'])}")
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@click.group(name="eval", context_settings=CONTEXT)
+def evaluate() -> None:
+    """Measure the detectors: on a synthetic fleet with ground truth, or on HDFS-100k."""
+
+
+@evaluate.command(context_settings=CONTEXT)
+@click.option("--devices", default=40, show_default=True, type=click.IntRange(2, 10_000), help="Boxes in the fleet.")
+@click.option("--hours", default=24.0, show_default=True, type=click.FloatRange(1, 24 * 365), help="Hours per box.")
+@click.option("--seed", default=29, show_default=True, type=int, help="Fleet seed (use one the models were not tuned on).")
+@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the fleet (default: LOGALYZER_HOME/eval-fleet-SEED).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 1024), help="Ray Train workers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@friendly
+def synthetic(devices: int, hours: float, seed: int, out: Path | None, workers: int, as_json: bool) -> None:
+    """Generate a fleet, run ingest → sessionize → train → detect on it, compare with its truth.
+
+    Use an empty database (LOGALYZER_DSN): the comparison covers every stored session.
+    """
+    from .evaluate import run_synthetic
+
+    settings = _settings()
+    db = _open_db(settings)
+    with db.connect() as conn:
+        if conn.execute("SELECT count(*) FROM sessions").fetchone()[0]:
+            raise LogalyzerError("the database already holds sessions",
+                                 hint="point LOGALYZER_DSN (or LOGALYZER_HOME) at an empty database")
+    folder = out or settings.home / f"eval-fleet-{seed}"
+    res = run_synthetic(settings, db, folder, devices, hours, seed, workers,
+                        progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(f"{res['sessions']:,} sessions, {res['anomalous']:,} anomalous (seed {seed})")
+    _print_prf_table(res)
+
+
+def _print_prf_table(res: dict) -> None:
+    head = f"{'':22}" + "".join(f"{n:>22}" for n in ("lstm", "ae", "combined"))
+    click.echo(click.style(head + "   (precision / recall / F1)", bold=True))
+    rows = [("all kinds", res["overall"])] + [
+        (f"{k} ({v['sessions']})", v) for k, v in res["per_kind"].items()]
+    for name, v in rows:
+        cells = "".join(f"{v[n]['precision']:>8.3f}{v[n]['recall']:>7.3f}{v[n]['f1']:>7.3f}"
+                        for n in ("lstm", "ae", "combined"))
+        click.echo(f"{name:22}{cells}")
+
+
+@evaluate.command(context_settings=CONTEXT)
+@click.option("--data", default=str(SHARED_HDFS), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="The hdfs-100k folder.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 1024), help="Ray Train workers.")
+@click.option("--epochs", default=12, show_default=True, type=click.IntRange(1, 1000), help="LSTM epochs.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the validation split and weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@friendly
+def hdfs(data: Path, workers: int, epochs: int, seed: int, as_json: bool) -> None:
+    """The LSTM on the public HDFS-100k benchmark, by its README's protocol."""
+    from .evaluate import run_hdfs
+
+    res = run_hdfs(_settings(), data, workers=workers, seed=seed, epochs=epochs)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    t, c = res["test"], res["chosen"]
+    click.echo(f"trained on {res['train_normal_sessions']:,} normal sessions; chose top_g={c['top_g']}, "
+               f"threshold {c['threshold']} on {res['validation_sessions']:,} validation sessions "
+               f"(F1 {c['validation_f1']})")
+    click.echo(f"test ({res['test_sessions']:,} sessions, {res['test_anomalies']} anomalies): "
+               f"precision {t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@click.command(context_settings=CONTEXT)
+@friendly
+def models() -> None:
+    """List the trained detector versions in the registry."""
+    from .registry import listing
+
+    db = _open_db(_settings())
+    rows = listing(db)
+    if not rows:
+        click.echo("no trained models (run: logalyzer train)")
+    for r in rows:
+        m = r["metrics"]
+        click.echo(f"{r['detector']} v{r['version']}  {r['created_at']:%Y-%m-%d %H:%M}  threshold "
+                   f"{r['threshold']:.4g}  learnt from {r['trained_on'].get('learnt_from', '?')} sessions  "
+                   f"flags {m.get('flagged_share', 0):.1%} of its history")
+
+
+COMMANDS = (train, detect, evaluate, models)
