@@ -67,17 +67,20 @@ COMMENT ON FUNCTION qoe_device_dashboard(timestamptz, timestamptz) IS
     'Per-device QoE for sessions starting in [from, to) (qoe_device_window) with rates per 1,000 '
     'viewing hours and the anomalous sessions among them; model/fw unknown when never seen';
 
--- reasons is {"features": [...], "transitions": [...]} (LOG_FORMAT.md section 5); the items
--- may be strings or objects, so each becomes its name (feature / name / transition / event key)
--- or its JSON text.
+-- reasons is {"features": [...], "transitions": [...]} (LOG_FORMAT.md section 5, written by
+-- logalyzer/detect.py): the autoencoder's items are {"feature", "value", ...}, the LSTM's
+-- {"after", "event", "p", ...}. Each becomes "feature" or "after -> event" (other shapes their
+-- name, event or JSON text), listed once each, alphabetically.
 CREATE OR REPLACE FUNCTION anomaly_reason_text(p_reasons jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT string_agg(r.key || ': ' || r.items, '; ' ORDER BY r.key)
     FROM (SELECT j.key,
-                 (SELECT string_agg(CASE jsonb_typeof(e)
+                 (SELECT string_agg(DISTINCT CASE jsonb_typeof(e)
                                         WHEN 'string' THEN e #>> '{}'
-                                        WHEN 'object' THEN coalesce(e ->> 'feature', e ->> 'name',
-                                                                    e ->> 'transition', e ->> 'event', e::text)
+                                        WHEN 'object' THEN coalesce(
+                                            e ->> 'feature',
+                                            (e ->> 'after') || ' -> ' || (e ->> 'event'),
+                                            e ->> 'name', e ->> 'event', e::text)
                                         ELSE e::text END, ', ')
                   FROM jsonb_array_elements(CASE jsonb_typeof(j.value) WHEN 'array' THEN j.value
                                                  ELSE jsonb_build_array(j.value) END) e) AS items

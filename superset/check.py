@@ -30,17 +30,20 @@ from playwright.sync_api import sync_playwright
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
-# Charts allowed to be empty, and when: (dashboard slug, needs rows in this table).
-NEEDS = {"logalyzer-fleet": "sessions", "logalyzer-anomalies": "anomalies_consolidated",
-         "logalyzer-session": "sessions"}
+# A chart must show rows when the table its dataset reads has some (flagged sessions only
+# after `detect`, pushes only after one was made).
+NEEDS = {"fleet_qoe": "sessions", "device_qoe": "sessions", "session_raw_lines": "sessions",
+         "flagged_sessions": "anomalies_consolidated", "jam_pushes_overview": "jam_pushes",
+         "jam_impact": "jam_pushes"}
 
 
 def db_facts(dsn: str) -> dict:
     """What the database holds, to know which charts must show rows, and a session to open."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         facts = {}
-        for table in ("sessions", "anomalies_consolidated"):
-            cur.execute(f"SELECT count(*) FROM {table}")  # fixed names, not input
+        for table, where in (("sessions", "true"), ("anomalies_consolidated", "is_anomaly"),
+                             ("jam_pushes", "true")):
+            cur.execute(f"SELECT count(*) FROM {table} WHERE {where}")  # fixed names, not input
             facts[table] = cur.fetchone()[0]
         cur.execute("SELECT rxid, session_id::text FROM sessions"
                     " ORDER BY video_freeze_count DESC, start_ts LIMIT 1")
@@ -58,6 +61,14 @@ def chart_ids(page, base: str, slug: str) -> dict[int, str]:
     r = page.request.get(f"{base}/api/v1/dashboard/{slug}/charts")
     assert r.ok, f"{slug}: GET charts {r.status}"
     return {c["id"]: c["slice_name"] for c in r.json()["result"]}
+
+
+def chart_datasets(page, base: str, slug: str) -> dict[int, str]:
+    """Chart id → the name of the dataset it reads."""
+    charts = page.request.get(f"{base}/api/v1/dashboard/{slug}/charts").json()["result"]
+    names = {d["id"]: d["table_name"] for d in
+             page.request.get(f"{base}/api/v1/dashboard/{slug}/datasets").json()["result"]}
+    return {c["id"]: names.get(int(str(c["form_data"]["datasource"]).split("__")[0])) for c in charts}
 
 
 def open_dashboard(page, url: str, expected: dict[int, str], timeout_s: float = 120) -> dict[int, dict]:
@@ -133,9 +144,10 @@ def window_problems(page, base: str, expected: dict[int, str], answers: dict[int
     return out
 
 
-def problems_of(slug: str, expected: dict[int, str], answers: dict[int, dict], must_have_rows: bool) -> list[str]:
+def problems_of(slug: str, expected: dict[int, str], answers: dict[int, dict], needs_rows: set[int]) -> list[str]:
     out = []
     for cid, name in expected.items():
+        must_have_rows = cid in needs_rows
         a = answers.get(cid)
         if a is None:
             out.append(f"{slug}: chart {name!r} sent no data request")
@@ -187,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             answers = open_dashboard(page, url, expected)
             seconds = time.monotonic() - started
-            problems += problems_of(slug, expected, answers, facts[NEEDS[slug]] > 0)
+            datasets = chart_datasets(page, args.url, slug)
+            needs_rows = {c for c, d in datasets.items() if facts.get(NEEDS.get(d, ""), 0) > 0}
+            problems += problems_of(slug, expected, answers, needs_rows)
             if slug == "logalyzer-fleet" and facts["day"]:
                 problems += window_problems(page, args.url, expected, answers, facts["day"])
             if slug == "logalyzer-anomalies":

@@ -2,7 +2,8 @@
 # `make superset-check`: Superset against a database filled by the demo pipeline, end to end.
 #   1. a PostgreSQL database (SUPERSET_CHECK_DSN, default the machine's server on 127.0.0.1,
 #      database logalyzer_dashboards, created if missing) gets a synthetic week of 10 boxes
-#      through `logalyzer run --steps ingest,sessionize[,train,detect]` (the steps built);
+#      through `logalyzer run --steps ingest,sessionize,train,detect` (the steps built) and a
+#      demo jam-software push (superset/demo_jam.py);
 #   2. superset/bootstrap.sh --fresh sets Superset up against it and imports the bundle;
 #   3. Superset runs on a free loopback port and superset/check.py opens every dashboard in
 #      headless Chromium: every chart's /api/v1/chart/data answer must be free of errors and
@@ -37,8 +38,10 @@ with psycopg.connect(make_conninfo(**{**target, "dbname": "postgres"}), autocomm
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target["dbname"])))
 PYEOF
 [[ -f $FLEET/ground_truth.json ]] || .venv/bin/logalyzer synth "$FLEET" --devices 10 --hours 168 --noise 5 --seed 7
-steps=$("$PY" -c 'from logalyzer.pipeline import AVAILABLE, STEPS; print(",".join(s for s in STEPS if s in AVAILABLE))')
+# SUPERSET_CHECK_STEPS=ingest,sessionize skips training again when only superset/ changed
+steps=${SUPERSET_CHECK_STEPS:-$("$PY" -c 'from logalyzer.pipeline import AVAILABLE, STEPS; print(",".join(s for s in STEPS if s in AVAILABLE))')}
 .venv/bin/logalyzer run "$FLEET" --steps "$steps"
+"$PY" superset/demo_jam.py
 
 echo "== Superset"
 superset/bootstrap.sh --fresh

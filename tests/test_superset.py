@@ -137,8 +137,21 @@ def filled(db):
             "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, lstm_score, ae_score, is_anomaly,"
             " detectors, reasons) VALUES (%s, %s, %s, 2.5, 0.7, true, ARRAY['lstm'], %s)",
             ("R0000000001", rows[1][1], rows[1][2].replace(tzinfo=timezone.utc),
-             '{"transitions": ["FirstFrame -> VideoFreeze"], "features": [{"feature": "freeze_ms"}]}'))
+             '{"transitions": [{"after": "FirstFrame", "event": "VideoFreeze", "p": 0.01}],'
+             ' "features": [{"feature": "freeze_ms", "value": 9.5}, {"feature": "ttff_ms", "value": 3}]}'))
+        # a jam-software push installed on box 1 between its two sessions
+        conn.execute(
+            "INSERT INTO jam_pushes (push_id, idempotency_key, request_hash, package, version, url, sha256,"
+            " target, created_by, created_at) VALUES (%s, 'k1', 'h', 'com.example.player', '5.2.0',"
+            " 'https://example.com/p.apk', %s, '{\"rxids\": [\"R0000000001\"]}', 'test', %s)",
+            (PUSH, "0" * 64, T0.replace(tzinfo=timezone.utc)))
+        conn.execute("INSERT INTO jam_targets (push_id, rxid, state, installed_at) VALUES"
+                     " (%s, 'R0000000001', 'installed', %s), (%s, 'R0000000002', 'pending', NULL)",
+                     (PUSH, (T0 + timedelta(hours=1)).replace(tzinfo=timezone.utc), PUSH))
     return db
+
+
+PUSH = "44444444-4444-4444-4444-444444444444"
 
 
 WINDOWS = [(None, None), (T0, T0 + timedelta(days=2)), (T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
@@ -199,11 +212,30 @@ def test_device_and_anomaly_datasets(filled):
 
     ds = DATASETS["flagged_sessions"]
     (row,) = records(filled.dsn, render(ds["sql"], None, None))
-    assert row["reasons"] == "features: freeze_ms; transitions: FirstFrame -> VideoFreeze"
+    assert row["reasons"] == "features: freeze_ms, ttff_ms; transitions: FirstFrame -> VideoFreeze"
     assert row["score"] == 2.5 and row["detectors"] == "lstm"
     assert ('href="/superset/dashboard/logalyzer-session/?rxid=R0000000001'
             '&session_id=22222222-2222-2222-2222-222222222222"') in row["raw_lines"]
     assert query(filled.dsn, render(ds["sql"], T0 + timedelta(days=1), T0 + timedelta(days=2))) == []
+
+
+def _metrics(dsn: str, name: str, sql: str, group: str) -> list[dict]:
+    exprs = ", ".join(f"{m['expression']} AS {m['metric_name']}" for m in DATASETS[name]["metrics"])
+    return records(dsn, f"SELECT {group}, {exprs} FROM ({sql}) v GROUP BY {group}")
+
+
+def test_jam_datasets_pool_the_impact_over_boxes(filled):
+    (push,) = records(filled.dsn, render(DATASETS["jam_pushes_overview"]["sql"], None, None))
+    assert (push["push"], push["targets"], push["installed"], push["open"]) == ("com.example.player 5.2.0", 2, 1, 1)
+    sql = render(DATASETS["jam_impact"]["sql"], T0 - timedelta(days=1), T0 + timedelta(days=1))
+    (m,) = _metrics(filled.dsn, "jam_impact", sql, "push")
+    # box 1: before its install a 0.5 h session with 1 freeze and 2 black screens; after, 1 h
+    # with 3 freezes, flagged; box 2 never installed and has no sessions on either side
+    assert (m["installed_targets"], m["sessions_before"], m["sessions_after"]) == (1, 1, 1)
+    assert m["freezes_per_1000h_before"] == pytest.approx(2000) and m["freezes_per_1000h_after"] == pytest.approx(3000)
+    assert m["black_screens_per_1000h_before"] == pytest.approx(4000) and m["black_screens_per_1000h_after"] == 0
+    assert (m["anomaly_rate_before"], m["anomaly_rate_after"]) == (0, 1)
+    assert records(filled.dsn, render(DATASETS["jam_impact"]["sql"], T0 + timedelta(days=1), T0 + timedelta(days=2))) == []
 
 
 def test_session_lines_dataset_quotes_its_url_parameters(filled):
