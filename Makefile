@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo-fleet
 
-.PHONY: setup demo test bench bench-serve fuzz serve-deploy clean help
+.PHONY: setup demo test bench bench-serve fuzz serve-deploy superset superset-check clean help
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +49,12 @@ serve-deploy: $(STAMP)  ## serve deploy serve/config.yaml, this checkout as work
 	sed -e 's|local:///opt/logalyzer|local://$(CURDIR)|' \
 	    -e 's|LOGALYZER_DSN: .*|LOGALYZER_DSN: "$(LOGALYZER_DSN)"|' serve/config.yaml > out/serve-config.yaml
 	$(VENV)/bin/serve deploy out/serve-config.yaml
+
+superset: $(STAMP)  ## Superset 6.1.0 in its own venv with the dashboards imported, against LOGALYZER_DSN
+	superset/bootstrap.sh
+
+superset-check: $(STAMP)  ## demo data -> Superset -> every chart's query checked, screenshots in docs/img (not in CI)
+	superset/check.sh
 
 clean:  ## remove the virtualenv and demo output (not the embedded database)
 	rm -rf $(VENV) out
