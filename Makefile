@@ -25,6 +25,12 @@ demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize -> train -> detect on
 	$(VENV)/bin/logalyzer synth $(DEMO) --devices 8 --hours 4 --seed 7
 	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize,train,detect
 	$(VENV)/bin/logalyzer db info
+	@echo
+	@echo "Next:"
+	@echo "  .venv/bin/logalyzer serve                  # HTTP service: http://127.0.0.1:8000/docs (/v1/score, jam-software)"
+	@echo "  LOGALYZER_DSN=postgresql://... make superset   # dashboards on :8088 (needs a PostgreSQL that stays up)"
+	@echo "  .venv/bin/ray start --head && RAY_ADDRESS=auto .venv/bin/logalyzer run $(DEMO) --steps sessionize,train,detect"
+	@echo "                                             # the same jobs on a Ray you can watch: http://127.0.0.1:8265"
 
 test: $(STAMP)  ## the test suite (real PostgreSQL, real local Ray)
 	$(PY) -m pytest -q
