@@ -33,12 +33,12 @@ MIN_SCALE = 0.2
 @dataclass
 class AEConfig:
     hidden: int = 64
-    bottleneck: int = 10
+    bottleneck: int = 12
     epochs: int = 60
     batch_size: int = 128
     lr: float = 3e-3
     top_features: int = 3     # features named in an explanation
-    bound: float = 3.0        # rebuilt values are squashed into ±bound standard units
+    bound: float = 2.5        # rebuilt values are squashed into ±bound standard units
 
 
 class Scaler:
