@@ -10,8 +10,10 @@ Three ways in, one application:
 The ingress app is built inside each replica (``__serve_build_asgi_app__``, the late-bound form
 of ``@serve.ingress``) around that replica's own :class:`~logalyzer.api.Service`, so the
 database pool and the readiness checks belong to the replica and nothing global is shared.
-Extra deployments (the detector scorer, later) are bound as keyword arguments of
-:func:`build` and reach the routes as ``service.handles[name]``.
+Detector scoring (``/v1/score``, ``/v1/models/reload``) runs inside this same replica, batched
+with ``@serve.batch`` (why not a deployment of its own: :mod:`logalyzer.scoring`). Other
+deployments can still be bound as keyword arguments of :func:`build` and reach the routes as
+``service.handles[name]``.
 
 Metrics: Serve's own (``ray_serve_num_http_requests``, ``ray_serve_http_request_latency_ms``,
 per route) plus ``logalyzer_api_requests`` (route template, method, status) and
@@ -65,17 +67,21 @@ class LogalyzerAPI:
         self._metrics = _RayMetrics()
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.service, on_request=self._metrics.record)
+        from .api_score import enable
+
+        return create_api(self.service, on_request=self._metrics.record,
+                          routers=(enable(self.service),))
 
 
 #: Settings the process that starts Serve passes on to the replicas (their own environment
 #: may differ, e.g. on a cluster); the DSN travels separately.
-REPLICA_SETTINGS = ("serve_max_body", "serve_db_pool", "tz")
+REPLICA_SETTINGS = ("serve_max_body", "serve_db_pool", "tz", "score_max_body", "score_max_batch",
+                    "score_batch_wait_ms", "score_versions", "score_model_poll_s")
 
 
 def build(dsn: str | None = None, settings: Settings | None = None, **handles) -> Application:
     """The bound application. ``handles``: other deployments' bound apps, e.g.
-    ``build(dsn, scorer=Scorer.bind())``, reachable in routes as ``service.handles["scorer"]``."""
+    ``build(dsn, other=Other.bind())``, reachable in routes as ``service.handles["other"]``."""
     options = settings.model_dump(include=set(REPLICA_SETTINGS)) if settings else None
     return LogalyzerAPI.bind(dsn, options, **handles)
 
