@@ -25,20 +25,21 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import date, datetime, time as dtime
+from datetime import date, datetime
 from typing import Annotated, Literal, Union
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag,
                       field_validator)
 
 from . import tokens
 from .api import error_responses
-from .errors import Forbidden, InvalidRequest, UnknownSessions
+from .errors import Forbidden, UnknownSessions
 from .jam_models import RXID_PATTERN
 from .tokens import Token
 
@@ -48,6 +49,7 @@ MAX_LINE_CHARS = 65_536    # the ingest's line limit
 MAX_TEXT_CHARS = 4_000_000
 MAX_KEYS = 20_000          # event keys per session
 BIG = 10**12               # bound of counts and milliseconds
+ZONES = sorted(z for z in available_timezones() if "/" in z or z == "UTC")
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 bearer = HTTPBearer(auto_error=False, description="a secret from `logalyzer tokens create`")
@@ -106,9 +108,10 @@ class LinesIn(BaseModel):
     rxid: RxID | None = Field(None, description="the box; needed to store the scores (session ids derive from it)")
     lines: list[Line] | Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] = Field(
         description=f"logcat lines: a list (at most {MAX_LINES}) or one text with newlines")
-    tz: str | None = Field(None, description="zone of headers without an offset (default: LOGALYZER_TZ)")
+    tz: str | None = Field(None, description="IANA zone of headers without an offset (default: LOGALYZER_TZ)",
+                           json_schema_extra={"enum": ZONES})
     anchor: date | None = Field(None, description="date the lines were written around, for headers without "
-                                                  "a year (default: today)")
+                                                  "a year (default: today; years outside 1971-9998 are clamped)")
 
     @field_validator("lines")
     @classmethod
@@ -128,6 +131,11 @@ class LinesIn(BaseModel):
         except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
+
+
+def _anchor(d: date | None) -> datetime:
+    d = d or date.today()
+    return datetime(min(max(d.year, 1971), 9998), d.month, min(d.day, 28), 12)
 
 
 def _kind(v) -> str:
@@ -179,6 +187,8 @@ class SessionScore(BaseModel):
 
 class ScoreResponse(BaseModel):
     sessions: list[SessionScore]
+    empty_items: list[int] = Field(description="raw-line items that held no playback session (no VAR "
+                                               "events, or none from a ChangeContent on)")
     model_versions: dict[str, int]
     stored: int = Field(description="sessions whose scores were written (store=true)")
 
@@ -216,6 +226,11 @@ async def admin(token: Annotated[Token, Depends(caller)]) -> Token:
 # --------------------------------------------------------------------------- routes
 
 
+def _invalid(loc: list, msg: str) -> RequestValidationError:
+    """A 422 shaped like every other validation error (field and reason)."""
+    return RequestValidationError([{"loc": loc, "type": "value_error", "msg": msg}])
+
+
 def _finite(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
@@ -232,11 +247,10 @@ def _prepare(body: ScoreRequest, tz: str) -> list[dict]:
             m["session_id"] = str(item.session_id) if item.session_id else None
             flat.append({**m, "event_keys": item.event_keys, "_item": i, "_source": "measures"})
             continue
-        anchor = datetime.combine(item.anchor or date.today(), dtime(12))
-        found = sessions_from_lines(item.lines, item.rxid or "R0000000000", item.tz or tz, anchor)
-        if not found:
-            raise InvalidRequest(f"sessions[{i}]: the lines hold no playback session",
-                                 hint="send a box's VAR lines (tag VAR), from a ChangeContent on")
+        try:
+            found = sessions_from_lines(item.lines, item.rxid or "R0000000000", item.tz or tz, _anchor(item.anchor))
+        except (ValueError, OverflowError) as exc:  # e.g. times past year 9999
+            raise _invalid(["body", "sessions", i, "lines"], f"unreadable lines: {exc}") from exc
         for m, keys in found:
             if item.rxid is None:
                 m["rxid"] = m["session_id"] = None
@@ -247,8 +261,8 @@ def _prepare(body: ScoreRequest, tz: str) -> list[dict]:
 def _check_store(token: Token, flat: list[dict]) -> None:
     missing = sorted({s["_item"] for s in flat if not s.get("rxid") or not s.get("session_id")})
     if missing:
-        raise InvalidRequest(f"store=true needs rxid and session_id for every session (items {missing[:10]} lack them)",
-                             hint="measures: give rxid and session_id; raw lines: give rxid")
+        raise _invalid(["query", "store"], f"store=true needs rxid and session_id for every session (items "
+                                           f"{missing[:10]} lack them; raw lines: give rxid)")
     if not token.is_admin:
         other = sorted({s["rxid"] for s in flat if s["rxid"] != token.rxid})
         if other:
@@ -289,7 +303,7 @@ def _ts(t) -> datetime | None:
     return datetime.fromtimestamp(t / 1000, timezone.utc) if isinstance(t, int) else None
 
 
-def _answer(flat: list[dict], verdicts, models, stored: int) -> ScoreResponse:
+def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> ScoreResponse:
     from .detect import consolidate, ratio
     from .features import FEATURE_COLUMNS
 
@@ -307,12 +321,14 @@ def _answer(flat: list[dict], verdicts, models, stored: int) -> ScoreResponse:
                     for k, v in vs.items()},
             measures={c: s[c] for c in FEATURE_COLUMNS} if raw else None,
             event_keys=s["event_keys"] if raw else None))
-    return ScoreResponse(sessions=out, model_versions=models.versions, stored=stored)
+    empty = sorted(set(range(items)) - {s["_item"] for s in flat})
+    return ScoreResponse(sessions=out, empty_items=empty, model_versions=models.versions, stored=stored)
 
 
 @router.post("/score", response_model=ScoreResponse, summary="Anomaly scores of playback sessions",
              responses=error_responses(401, 403, 409, 413, 503))
-async def score(request: Request, body: ScoreRequest, token: Annotated[Token, Depends(caller)],
+async def score(request: Request, response: Response, body: ScoreRequest,
+                token: Annotated[Token, Depends(caller)],
                 store: Annotated[bool, Query(description="also write the scores to anomalies / "
                                                          "anomalies_consolidated")] = False) -> ScoreResponse:
     service = request.app.state.service
@@ -322,9 +338,10 @@ async def score(request: Request, body: ScoreRequest, token: Annotated[Token, De
     if store:
         _check_store(token, flat)
         await run_in_threadpool(_start_times, service, flat)
-    verdicts, models = await engine.score(flat)
+    verdicts, models, batch = await engine.score(flat)
+    response.headers["X-Score-Batch"] = str(batch)  # sessions scored together with these
     stored = await run_in_threadpool(_store, service, models.detectors, flat, verdicts) if store else 0
-    return _answer(flat, verdicts, models, stored)
+    return _answer(flat, verdicts, models, stored, len(body.sessions))
 
 
 @router.post("/models/reload", response_model=ReloadResponse,

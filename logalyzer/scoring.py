@@ -202,14 +202,15 @@ class ScoringEngine:
             raise ModelsNotLoaded(f"no detector loaded: {self.error or 'loading'}")
 
     # ------------------------------------------------------------------ scoring
-    def _score_now(self, jobs: list[list[dict]]) -> list[tuple[list[dict[str, Verdict]], ModelSet]]:
-        """Score a batch of requests' sessions with one set of models."""
+    def _score_now(self, jobs: list[list[dict]]) -> list[tuple[list[dict[str, Verdict]], ModelSet, int]]:
+        """Score a batch of requests' sessions with one set of models; each request gets its
+        verdicts, the models, and how many sessions the batch held."""
         models = self.current
         flat = [s for job in jobs for s in job]
         verdicts = score_flat(models.detectors, flat)
         out, i = [], 0
         for job in jobs:
-            out.append((verdicts[i:i + len(job)], models))
+            out.append((verdicts[i:i + len(job)], models, len(flat)))
             i += len(job)
         self.batches += 1
         return out
@@ -236,9 +237,9 @@ class ScoringEngine:
                     batch_size_fn=lambda jobs: sum(len(j) for j in jobs))(score_batch)
         return self._batched
 
-    async def score(self, sessions: list[dict]) -> tuple[list[dict[str, Verdict]], ModelSet]:
-        """Verdicts for ``sessions`` (measures with ``event_keys`` or None) and the models that
-        gave them. A request larger than a batch is cut into batch-sized parts; should a reload
+    async def score(self, sessions: list[dict]) -> tuple[list[dict[str, Verdict]], ModelSet, int]:
+        """Verdicts for ``sessions`` (measures with ``event_keys`` or None), the models that
+        gave them, and the size of the (largest) batch they were scored in. A request larger than a batch is cut into batch-sized parts; should a reload
         land between its parts, the whole request is scored again with the new models, so one
         answer never mixes versions."""
         self.check_ready()
@@ -249,12 +250,12 @@ class ScoringEngine:
         size = self.settings.score_max_batch
         parts = [sessions[i:i + size] for i in range(0, len(sessions), size)] or [[]]
         results = await asyncio.gather(*(batched(p) for p in parts))
-        verdicts = [v for vs, _ in results for v in vs]
+        verdicts = [v for vs, _, _ in results for v in vs]
         models = results[0][1]
-        if any(m is not models for _, m in results[1:]):   # a reload landed between parts: redo
+        if any(m is not models for _, m, _ in results[1:]):   # a reload landed between parts: redo
             (res,) = await self._run_batch([sessions])
             return res
-        return verdicts, models
+        return verdicts, models, max(n for _, _, n in results)
 
 
 def _line(exc: BaseException) -> str:

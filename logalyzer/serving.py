@@ -79,11 +79,13 @@ REPLICA_SETTINGS = ("serve_max_body", "serve_db_pool", "tz", "score_max_body", "
                     "score_batch_wait_ms", "score_versions", "score_model_poll_s")
 
 
-def build(dsn: str | None = None, settings: Settings | None = None, **handles) -> Application:
+def build(dsn: str | None = None, settings: Settings | None = None, replicas: int = 1,
+          **handles) -> Application:
     """The bound application. ``handles``: other deployments' bound apps, e.g.
     ``build(dsn, other=Other.bind())``, reachable in routes as ``service.handles["other"]``."""
     options = settings.model_dump(include=set(REPLICA_SETTINGS)) if settings else None
-    return LogalyzerAPI.bind(dsn, options, **handles)
+    deployment = LogalyzerAPI if replicas == 1 else LogalyzerAPI.options(num_replicas=replicas)
+    return deployment.bind(dsn, options, **handles)
 
 
 def app_builder(args: dict) -> Application:
@@ -117,14 +119,15 @@ def check_port_free(host: str, port: int) -> None:
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-def start(settings: Settings, dsn: str, host: str, port: int) -> str:
+def start(settings: Settings, dsn: str, host: str, port: int, replicas: int = 1) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy on host:port, deploy; return the URL."""
     from .rayutil import ensure_ray
 
     check_port_free(host, port)
     ensure_ray(settings)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build(dsn, settings), name=APP_NAME, route_prefix="/", blocking=False,
+    app = build(dsn, settings, replicas=replicas)
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
               logging_config={"enable_access_log": settings.serve_access_log})
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}"
