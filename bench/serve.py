@@ -354,6 +354,19 @@ def print_score(result: dict) -> None:
           f"serve / in-process: {result['score_batched_ratio']:.3f}")
 
 
+def direct_ingress_url() -> str:
+    """With direct ingress, the ingress replica listens itself on a port in 30000-31000."""
+    import psutil
+    import ray
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")])
+    pid = next(a.pid for a in actors if "LogalyzerAPI" in a.class_name)
+    port = next(c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+                if c.status == "LISTEN" and 30000 <= c.laddr.port <= 31000)
+    return f"http://127.0.0.1:{port}"
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -372,7 +385,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=250, help="sessions per batched scoring request")
     ap.add_argument("--batch-clients", type=int, default=4, help="concurrent batched scoring clients")
     ap.add_argument("--replicas", type=int, default=1, help="LogalyzerAPI replicas")
+    ap.add_argument("--throughput-optimized", action="store_true",
+                    help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray 2.60, experimental): direct ingress (the replica "
+                         "serves HTTP itself on a port in 30000-31000, no proxy hop), gRPC, user code on the "
+                         "replica's main loop; scoring is then measured against the replica's own port")
     args = ap.parse_args(argv)
+    if args.throughput_optimized:  # before Ray starts: its workers inherit the environment
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
 
     import psycopg
     from psycopg import sql
@@ -390,7 +409,7 @@ def main(argv=None) -> int:
     params = psycopg.conninfo.conninfo_to_dict(server.dsn)
     params["dbname"] = name
     dsn = psycopg.conninfo.make_conninfo(**params)
-    result: dict = {"devices": args.devices, "clients": args.clients, "seconds": args.seconds,
+    result: dict = {"throughput_optimized": args.throughput_optimized, "devices": args.devices, "clients": args.clients, "seconds": args.seconds,
                     "access_log": args.access_log, "part": args.part, "replicas": args.replicas,
                     "batch_size": args.batch_size, "batch_clients": args.batch_clients,
                     "cpus": os.cpu_count(), "load_start": round(os.getloadavg()[0], 2)}
@@ -425,6 +444,9 @@ def main(argv=None) -> int:
             result["healthz_uvicorn"] = run_http(uv_url, "healthz", devices, push_id, args.clients, args.seconds, args.warmup)
             uv.terminate()
             uv.wait(30)
+        if args.throughput_optimized:
+            url = direct_ingress_url()
+            result["direct_ingress_url"] = url
         if args.part in ("all", "score"):
             bench_score(args, dsn, url, result)
         from ray import serve
@@ -453,7 +475,7 @@ def main(argv=None) -> int:
         print_score(result)
     out = HERE / "out"
     out.mkdir(exist_ok=True)
-    name = "serve.json" if args.part == "all" else f"serve_{args.part}.json"
+    name = "serve.json" if args.part == "all" else f"serve_{args.part}{'_tput' if args.throughput_optimized else ''}.json"
     (out / name).write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 0
 

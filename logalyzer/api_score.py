@@ -334,7 +334,8 @@ async def score(request: Request, response: Response, body: ScoreRequest,
     service = request.app.state.service
     engine = service.scorer
     engine.check_ready()
-    flat = await run_in_threadpool(_prepare, body, service.settings.tz)
+    raw = any(isinstance(i, LinesIn) for i in body.sessions)  # parsing lines is work: off the event loop
+    flat = await run_in_threadpool(_prepare, body, service.settings.tz) if raw else _prepare(body, service.settings.tz)
     if store:
         _check_store(token, flat)
         await run_in_threadpool(_start_times, service, flat)

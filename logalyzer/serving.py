@@ -51,7 +51,10 @@ class _RayMetrics:
         self.latency.observe(seconds * 1000, tags={"route": route, "method": method})
 
 
-@serve.deployment(name="LogalyzerAPI", max_ongoing_requests=32,
+# max_queued_requests: past 64 waiting requests the proxy answers 503 at once instead of
+# queueing; measured without it, an overloaded replica collapsed (timeouts, cancelled work, the
+# request rate falling far below capacity; bench/README.md).
+@serve.deployment(name="LogalyzerAPI", max_ongoing_requests=32, max_queued_requests=64,
                   ray_actor_options={"num_cpus": 0.5})  # I/O bound: it waits on PostgreSQL
 @serve.ingress()
 class LogalyzerAPI:
