@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo-fleet
 
-.PHONY: setup demo test bench bench-serve fuzz serve-deploy clean help
+.PHONY: setup demo test bench bench-serve fuzz serve-deploy superset superset-check clean help
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,17 +21,24 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install LOGalyzer with its dev extras
 
-demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize on local Ray + embedded PostgreSQL -> fleet summary
+demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize -> train -> detect on local Ray + embedded PostgreSQL -> summary
 	$(VENV)/bin/logalyzer synth $(DEMO) --devices 8 --hours 4 --seed 7
-	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize
+	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize,train,detect
 	$(VENV)/bin/logalyzer db info
+	@echo
+	@echo "Next:"
+	@echo "  .venv/bin/logalyzer serve                  # HTTP service: http://127.0.0.1:8000/docs (/v1/score, jam-software)"
+	@echo "  LOGALYZER_DSN=postgresql://... make superset   # dashboards on :8088 (needs a PostgreSQL that stays up)"
+	@echo "  .venv/bin/ray start --head && RAY_ADDRESS=auto .venv/bin/logalyzer run $(DEMO) --steps sessionize,train,detect"
+	@echo "                                             # the same jobs on a Ray you can watch: http://127.0.0.1:8265"
 
 test: $(STAMP)  ## the test suite (real PostgreSQL, real local Ray)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize
+bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize, then training/scoring
 	$(PY) bench/ingest.py
 	$(PY) bench/sessionize.py
+	$(PY) bench/train.py
 
 bench-serve: $(STAMP)  ## HTTP benchmark: jam routes through Ray Serve vs the same library calls in-process
 	$(PY) bench/serve.py
@@ -48,6 +55,12 @@ serve-deploy: $(STAMP)  ## serve deploy serve/config.yaml, this checkout as work
 	sed -e 's|local:///opt/logalyzer|local://$(CURDIR)|' \
 	    -e 's|LOGALYZER_DSN: .*|LOGALYZER_DSN: "$(LOGALYZER_DSN)"|' serve/config.yaml > out/serve-config.yaml
 	$(VENV)/bin/serve deploy out/serve-config.yaml
+
+superset: $(STAMP)  ## Superset 6.1.0 in its own venv with the dashboards imported, against LOGALYZER_DSN
+	superset/bootstrap.sh
+
+superset-check: $(STAMP)  ## demo data -> Superset -> every chart's query checked, screenshots in docs/img (not in CI)
+	superset/check.sh
 
 clean:  ## remove the virtualenv and demo output (not the embedded database)
 	rm -rf $(VENV) out

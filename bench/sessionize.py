@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 TARGET_FRACTION = 0.25
 
@@ -63,10 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--home", type=Path, default=None, help="LOGALYZER_HOME for the embedded server")
     args = ap.parse_args(argv)
 
-    import psycopg
-    from psycopg import sql
-
-    from logalyzer.db import Database, migrate, open_database
+    from _common import fresh_database
     from logalyzer.ingest import ingest
     from logalyzer.rayutil import ensure_ray
     from logalyzer.sessionize import sessionize
@@ -82,21 +79,10 @@ def main(argv=None) -> int:
     truth = json.loads((fleet / "ground_truth.json").read_text())
 
     base_settings = Settings(**({"home": args.home} if args.home else {}))
-    server = open_database(base_settings, migrate_schema=False)
-    name = f"bench_{secrets.token_hex(5)}"
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = psycopg.conninfo.conninfo_to_dict(server.dsn)
-    params["dbname"] = name
-    dsn = psycopg.conninfo.make_conninfo(**params)
     result: dict = {"fleet": fleet.name, "lines": truth["totals"]["lines"],
                     "var_events": truth["totals"]["var_events"], "truth_sessions": len(truth["sessions"]),
                     "cpus": os.cpu_count()}
-    try:
-        with psycopg.connect(dsn) as conn:
-            migrate(conn)
-        settings = base_settings.model_copy(update={"dsn": dsn})
-        db = Database(dsn)
+    with fresh_database(base_settings, keep=args.keep_db) as (settings, db):
         t0 = time.perf_counter()
         ensure_ray(settings)
         result["ray_start_s"] = round(time.perf_counter() - t0, 2)
@@ -106,7 +92,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         summary = sessionize(settings, db, full=True, progress=False)
         secs = time.perf_counter() - t0
-        with psycopg.connect(dsn) as conn:
+        with db.connect() as conn:
             stored = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
         result.update(
             sessionize_s=round(secs, 2), sessions=summary.total("sessions"), events=summary.total("events"),
@@ -117,10 +103,6 @@ def main(argv=None) -> int:
             device_compute_s=round(sum(d["compute_s"] for d in summary.devices), 3),
             device_write_s=round(sum(d["write_s"] for d in summary.devices), 2),
             sessions_match_truth_count=stored == len(truth["sessions"]))
-    finally:
-        if not args.keep_db:
-            with psycopg.connect(server.dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     result["core_100k_events"] = core_100k()
 
     f = result["fraction_of_ingest"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .cli import CONTEXT, _open_db, _settings, friendly
-from .detectors import KINDS
+from .features import KINDS
 from .errors import LogalyzerError
 
 SHARED_HDFS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hdfs-100k"
@@ -179,7 +179,7 @@ def _print_prf_table(res: dict) -> None:
 @click.option("--data", default=str(SHARED_HDFS), show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="The hdfs-100k folder.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 1024), help="Ray Train workers.")
-@click.option("--epochs", default=12, show_default=True, type=click.IntRange(1, 1000), help="LSTM epochs.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1, 1000), help="LSTM epochs.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the validation split and weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @friendly
@@ -193,7 +193,7 @@ def hdfs(data: Path, workers: int, epochs: int, seed: int, as_json: bool) -> Non
         return
     t, c = res["test"], res["chosen"]
     click.echo(f"trained on {res['train_normal_sessions']:,} normal sessions; chose top_g={c['top_g']}, "
-               f"threshold {c['threshold']} on {res['validation_sessions']:,} validation sessions "
+               f"min_p={c['min_p']:g}, threshold {c['threshold']} on {res['validation_sessions']:,} validation sessions "
                f"(F1 {c['validation_f1']})")
     click.echo(f"test ({res['test_sessions']:,} sessions, {res['test_anomalies']} anomalies): "
                f"precision {t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}")

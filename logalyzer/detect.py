@@ -189,7 +189,8 @@ def detect(settings: Settings, db: Database, detectors: tuple[str, ...] = KINDS,
         pool = max(1, min(concurrency or cpus, -(-len(ids) // BATCH)))
         ds = ray.data.from_items([{"rxid": r, "session_id": s} for r, s in ids])
         out = ds.map_batches(Scorer, fn_constructor_args=(db.dsn, use), batch_size=BATCH,
-                             concurrency=pool, num_cpus=1, batch_format="numpy")
+                             compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=1,
+                             batch_format="numpy")
         show = sys.stderr.isatty() if progress is None else progress
         if show:
             print(f"scoring {len(ids):,} sessions with {pool} actor(s)...", file=sys.stderr)

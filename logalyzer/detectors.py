@@ -26,9 +26,7 @@ import torch
 
 from . import autoencoder as ae
 from . import lstm
-from .features import FEATURE_NAMES, SCALE_FLOORS, session_features
-
-KINDS = ("lstm", "ae")
+from .features import FEATURE_NAMES, KINDS, SCALE_FLOORS, session_features
 FENCE_K = 3.0
 MIN_MARGIN = 0.05
 
@@ -70,17 +68,17 @@ class LSTMDetector:
         out = np.zeros(len(sequences))
         surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
         for i, (nll, rank) in enumerate(surprise):
-            out[i] = lstm.session_score(nll, rank, self.cfg.top_g)
+            out[i] = lstm.session_score(nll, rank, self.cfg)
         return out
 
     def score(self, sequences: Sequence[list[str]]) -> list[Verdict]:
         out = []
         surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
         for seq, (nll, rank) in zip(sequences, surprise):
-            s = lstm.session_score(nll, rank, self.cfg.top_g)
+            s = lstm.session_score(nll, rank, self.cfg)
             out.append(Verdict(s, self.threshold, s > self.threshold, {
-                "events": len(seq), "misses": int((rank >= self.cfg.top_g).sum()),
-                "transitions": lstm.explain(seq, nll, rank, self.cfg.top_g)}))
+                "events": len(seq), "misses": int(lstm.misses(nll, rank, self.cfg).sum()),
+                "transitions": lstm.explain(seq, nll, rank, self.cfg)}))
         return out
 
     def payload(self) -> dict:
@@ -157,3 +155,32 @@ def from_bytes(data: bytes, version: int | None = None) -> Detector:
 
 def loss_fn(kind: str):
     return {"lstm": lstm.loss, "ae": ae.loss}[kind]
+
+
+def train_epoch(model: torch.nn.Module, kind: str, data: torch.Tensor, opt, batch_size: int,
+                device: str | torch.device = "cpu") -> float:
+    """One pass over ``data`` (rows of :meth:`training_data`) in a random order; the mean loss.
+    The same loop runs in each Ray Train worker and in :func:`fit_in_process`."""
+    loss, total = loss_fn(kind), 0.0
+    model.train()
+    for x in torch.split(data[torch.randperm(len(data))], batch_size):
+        x = x.to(device)
+        opt.zero_grad()
+        value = loss(model, x)
+        value.backward()
+        opt.step()
+        total += value.item() * len(x)
+    return total / max(len(data), 1)
+
+
+def fit_in_process(det: Detector, data: np.ndarray, epochs: int | None = None,
+                   seed: int = 0) -> list[float]:
+    """Train a detector here, without Ray (small data, tests, the HTTP service's fixtures);
+    the jobs use :func:`logalyzer.train.fit` instead. Returns the loss per epoch."""
+    torch.manual_seed(seed)
+    x = torch.from_numpy(data)
+    opt = torch.optim.Adam(det.model.parameters(), lr=det.cfg.lr)
+    losses = [train_epoch(det.model, det.kind, x, opt, det.cfg.batch_size)
+              for _ in range(epochs or det.cfg.epochs)]
+    det.model.eval()
+    return losses

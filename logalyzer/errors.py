@@ -27,10 +27,6 @@ class NoInputFiles(LogalyzerError):
     hint = "give files or folders holding *.gz / *.log logcat files"
 
 
-class StepNotAvailable(LogalyzerError):
-    hint = "see `logalyzer run --help` for the steps"
-
-
 
 class PortInUse(LogalyzerError):
     hint = "pick another one with --port (or LOGALYZER_SERVE_PORT)"

@@ -23,6 +23,9 @@ from typing import Iterable, Mapping
 
 from .sessions import Event
 
+#: The two detectors, named by the view each reads: ``lstm`` the event keys, ``ae`` the features.
+KINDS = ("lstm", "ae")
+
 #: Event types whose key carries one attribute, and which one.
 _FOLDED = {"HdmiHotplug": "connected", "HdcpStatus": "ok", "PlaybackError": "fatal",
            "TrickMode": "mode"}

@@ -2,7 +2,8 @@
 
 It learns, from the ``window`` keys before an event, the distribution of that event's key. A
 session is scored by how surprising its events are under that model: an event is a *miss*
-when its key is not among the ``top_g`` most likely next keys (DeepLog's rule), and the
+when its key is not among the ``top_g`` most likely next keys (DeepLog's rule) or had a
+probability under ``min_p``, and the
 session's score is its number of misses plus, to break ties between sessions with the same
 count, the mean surprise (-log p) of its misses scaled into [0, 1). So a score of 2.4 reads
 "two unexpected events"; the detail names them.
@@ -28,7 +29,8 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 @dataclass
 class LSTMConfig:
     window: int = 10          # keys of history the model sees
-    top_g: int = 1            # an event outside the g most likely next keys is a miss
+    top_g: int = 1            # an event outside the g most likely next keys is a miss,
+    min_p: float = 1e-3       # and so is one the model gave less than this probability
     embed: int = 16
     hidden: int = 64
     layers: int = 2
@@ -144,20 +146,26 @@ def batch_surprise(model: nn.Module, vocab: Vocab, seqs, window: int,
     return out
 
 
-def session_score(nll: np.ndarray, rank: np.ndarray, top_g: int) -> float:
+def misses(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> np.ndarray:
+    """Which events are misses: outside the top g, or below ``min_p`` (the top g of a confident
+    prediction hold keys the model all but rules out)."""
+    return (rank >= cfg.top_g) | (nll > -np.log(cfg.min_p))
+
+
+def session_score(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> float:
     """Misses, plus their mean surprise squashed into [0, 1) as a tie-break."""
-    miss = rank >= top_g
+    miss = misses(nll, rank, cfg)
     if not miss.any():
         return float(1 - np.exp(-nll.max() / 10)) * 0.5 if len(nll) else 0.0
     return float(miss.sum() + (1 - np.exp(-nll[miss].mean() / 10)))
 
 
-def explain(seq: list[str], nll: np.ndarray, rank: np.ndarray, top_g: int, limit: int = 5) -> list:
+def explain(seq: list[str], nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig,
+            limit: int = 5) -> list:
     """The most surprising misses as ``{"after", "event", "p", "rank", "position"}``."""
     out = []
-    for i in np.argsort(-nll):
-        if len(out) >= limit or rank[i] < top_g:
-            break
+    missed = np.flatnonzero(misses(nll, rank, cfg))
+    for i in missed[np.argsort(-nll[missed])][:limit]:
         out.append({"after": seq[i - 1] if i > 0 else BOS,
                     "event": seq[i] if i < len(seq) else EOS,
                     "p": round(float(np.exp(-nll[i])), 6), "rank": int(rank[i]),

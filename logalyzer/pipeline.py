@@ -2,7 +2,7 @@
 
 It replaces the original bash launcher, which ran five device batches side by side; here each
 step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → train → detect;
-a step that is not built yet stops the run *before* anything starts, with a clear message.
+an unknown step stops the run *before* anything starts, with a clear message.
 """
 
 from __future__ import annotations
@@ -10,26 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from .db import Database
-from .errors import InvalidIdentifier, LogalyzerError, StepNotAvailable
+from .errors import InvalidIdentifier, LogalyzerError
 from .files import is_valid_rxid
 from .settings import Settings
 
 STEPS = ("ingest", "sessionize", "train", "detect")
-AVAILABLE = set(STEPS)
 
 
 def parse_steps(text: str) -> list[str]:
-    """'ingest,sessionize' → ['ingest', 'sessionize'] in pipeline order; unknown or unbuilt
+    """'ingest,sessionize' → ['ingest', 'sessionize'] in pipeline order; unknown
     steps raise before anything runs."""
     asked = [s.strip().lower() for s in text.split(",") if s.strip()]
     unknown = [s for s in asked if s not in STEPS]
     if unknown:
         raise LogalyzerError(f"unknown step(s): {', '.join(unknown)}",
                              hint=f"steps are: {', '.join(STEPS)}")
-    missing = [s for s in asked if s not in AVAILABLE]
-    if missing:
-        raise StepNotAvailable(f"step(s) not available yet: {', '.join(missing)}",
-                               hint=f"available steps: {', '.join(sorted(AVAILABLE))}")
     return [s for s in STEPS if s in asked]
 
 

@@ -3,16 +3,6 @@
 -- Written by `logalyzer train` (models) and `logalyzer detect` (the other two), see
 -- logalyzer/train.py and logalyzer/detect.py.
 
-CREATE TABLE IF NOT EXISTS session_events (
-    rxid        text NOT NULL,
-    session_id  uuid NOT NULL,
-    event_keys  text[] NOT NULL,
-    PRIMARY KEY (rxid, session_id),
-    FOREIGN KEY (rxid, session_id) REFERENCES sessions (rxid, session_id) ON DELETE CASCADE
-);
-COMMENT ON TABLE session_events IS 'Each session''s VAR events as detector keys, in order (logalyzer/features.py event_key): the LSTM''s input, written by sessionize with the session';
-COMMENT ON COLUMN session_events.event_keys IS 'e.g. {ChangeContent,FirstFrame,HdmiHotplug:connected=false,...}';
-
 CREATE TABLE IF NOT EXISTS models (
     detector     text NOT NULL CHECK (detector IN ('lstm', 'ae')),
     version      integer NOT NULL CHECK (version > 0),

@@ -177,7 +177,7 @@ def reset(dsn: str) -> None:
                 " WHERE i.inhparent = 'log_lines'::regclass").fetchall():
             conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(psycopg.sql.Identifier(p)))
         conn.execute("TRUNCATE ingested_files RESTART IDENTITY")
-        conn.execute("TRUNCATE sessions, devices")
+        conn.execute("TRUNCATE sessions, devices CASCADE")
 
 
 @pytest.fixture(scope="module")

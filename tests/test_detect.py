@@ -1,0 +1,251 @@
+"""Anomaly detection: behaviour of the two detectors (pure core, trained in-process), their
+checkpoints and threshold rule, then the whole path end to end — Ray Train on 2 CPU workers,
+Ray Data scoring into the tables — and the CLI around it."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from logalyzer.autoencoder import AEConfig
+from logalyzer.cli import main
+from logalyzer.detect import consolidate, detect
+from logalyzer.detectors import (AEDetector, LSTMDetector, Verdict, fit_in_process, from_bytes,
+                                 threshold_rule, to_bytes)
+from logalyzer.evaluate import load_hdfs, prf
+from logalyzer.features import FEATURE_NAMES, event_key, event_keys, session_features
+from logalyzer.ingest import ingest
+from logalyzer.lstm import EOS, LSTMConfig
+from logalyzer.sessionize import sessionize
+from logalyzer.sessions import Event
+from logalyzer.synth import FleetSpec, generate_fleet
+from logalyzer.train import train
+
+from .conftest import SHARED, query
+
+T0 = 1_710_662_400_000
+
+# --------------------------------------------------------------------------- event keys
+
+
+def test_event_keys_fold_the_attribute_that_matters_and_nothing_else():
+    e = lambda t, **kw: Event(T0, 1, t, **kw)  # noqa: E731
+    assert event_key(e("HdmiHotplug", connected="false")) == "HdmiHotplug:connected=false"
+    assert event_key(e("HdmiHotplug", connected="1")) == "HdmiHotplug:connected=true"
+    assert event_key(e("PlaybackError", fatal="true")) == "PlaybackError:fatal=true"
+    assert event_key(e("HdcpStatus", detail={"ok": False})) == "HdcpStatus:ok=false"
+    assert event_key(e("TrickMode", detail={"mode": "ff"})) == "TrickMode:mode=FF"
+    assert event_key(e("BlackScreen", state="start")) == "BlackScreen:start"
+    assert event_key(e("VideoFreeze", dur_ms=300)) == "VideoFreeze"
+    assert event_key(e("ChangeContent", cid="ch1")) == event_key(e("ChangeContent", cid="vod-9"))
+    assert event_key(e("SomethingNew")) == "SomethingNew"
+
+
+# --------------------------------------------------------------------------- autoencoder
+
+
+def normal_row(r: random.Random, **over) -> dict:
+    """A sessions row like ordinary playback: minutes long, the odd drop or rebuffer."""
+    dur = r.uniform(120, 3000)
+    row = {"content_id": f"ch{r.randint(1, 50)}", "duration_s": dur, "ttff_ms": r.randint(400, 2000),
+           "black_screen_count": int(r.random() < 0.1), "black_screen_ms": 0,
+           "video_freeze_count": int(r.random() < 0.1), "video_freeze_ms": 0,
+           "display_drop_count": r.randint(0, 2), "dropped_frames": r.randint(0, 10),
+           "buffering_count": r.randint(0, 1), "rebuffer_ratio": r.uniform(0, 0.01),
+           "trick_mode_count": r.randint(0, 2), "hdmi_event_count": 0, "hdmi_disconnects": 0,
+           "standby_count": 0, "error_count": 0, "fatal_error": False, "video_start_failure": False,
+           "seq_gaps": 0, "event_count": r.randint(2, 12)}
+    row["black_screen_ms"] = row["black_screen_count"] * r.randint(200, 2000)
+    row["video_freeze_ms"] = row["video_freeze_count"] * r.randint(200, 2000)
+    return {**row, **over}
+
+
+@pytest.fixture(scope="module")
+def ae() -> AEDetector:
+    r = random.Random(1)
+    rows = [normal_row(r) for _ in range(600)]
+    det = AEDetector.new(replace(AEConfig(), epochs=40), rows)
+    fit_in_process(det, det.training_data(rows))
+    det.threshold = threshold_rule(det.scores(rows))
+    return det
+
+
+def test_a_freeze_storm_raises_the_autoencoder_score_and_names_freezes(ae):
+    r = random.Random(2)
+    base = normal_row(r, duration_s=900, video_freeze_count=0, video_freeze_ms=0)
+    storm = dict(base, video_freeze_count=18, video_freeze_ms=60_000, event_count=40)
+    calm, stormy = ae.score([base, storm])
+    assert stormy.score > 5 * calm.score and stormy.is_anomaly and not calm.is_anomaly
+    top = [f["feature"] for f in stormy.details["features"]]
+    assert {"freezes", "freezes_per_h", "freeze_share"} & set(top[:2])
+
+
+def test_irrelevant_changes_leave_the_autoencoder_score_alone(ae):
+    r = random.Random(3)
+    row = normal_row(r)
+    other = dict(row, content_id="vod-123456", rxid="R0000000009", start_ts="2030-01-01")
+    assert ae.score([row])[0].score == ae.score([other])[0].score
+    assert len(session_features(row)) == len(FEATURE_NAMES)
+
+
+# --------------------------------------------------------------------------- LSTM
+
+
+def normal_sequence(r: random.Random) -> list[str]:
+    seq = ["ChangeContent", "FirstFrame"]
+    for _ in range(r.randint(0, 6)):
+        seq += r.choice((["DisplayDrop"], ["BufferingStart", "BufferingEnd"], ["ResolutionChange"],
+                         ["TrickMode:mode=PAUSE", "TrickMode:mode=PLAY"]))
+    return seq
+
+
+@pytest.fixture(scope="module")
+def lstm() -> LSTMDetector:
+    r = random.Random(4)
+    seqs = [normal_sequence(r) for _ in range(400)]
+    det = LSTMDetector.new(replace(LSTMConfig(), epochs=15, top_g=5), seqs)  # 5 likely successors
+    fit_in_process(det, det.training_data(seqs))
+    det.threshold = threshold_rule(det.scores(seqs))
+    return det
+
+
+def test_an_impossible_transition_raises_the_lstm_score_and_is_named(lstm):
+    ok = ["ChangeContent", "FirstFrame", "DisplayDrop", "BufferingStart", "BufferingEnd"]
+    bad = ["ChangeContent", "BufferingEnd", "FirstFrame", "DisplayDrop", "BufferingStart", "BufferingEnd"]
+    v_ok, v_bad = lstm.score([ok, bad])
+    assert v_bad.score > v_ok.score + 1 and v_bad.is_anomaly and not v_ok.is_anomaly
+    named = {(t["after"], t["event"]) for t in v_bad.details["transitions"]}
+    assert ("ChangeContent", "BufferingEnd") in named
+    unseen = lstm.score([["ChangeContent", "FirstFrame", "HdcpStatus:ok=false"]])[0]
+    assert unseen.details["misses"] >= 1 and any(
+        t["event"] == "HdcpStatus:ok=false" for t in unseen.details["transitions"])
+
+
+def test_an_early_end_is_a_miss(lstm):
+    v = lstm.score([["ChangeContent"]])[0]
+    assert any(t["event"] == EOS for t in v.details["transitions"])
+
+
+def test_content_ids_and_timestamps_do_not_change_the_lstm_score(lstm):
+    def events(shift_ms: int, cid: str) -> list[Event]:
+        return [Event(T0 + shift_ms, 1, "ChangeContent", cid=cid, src="live"),
+                Event(T0 + shift_ms + 900, 2, "FirstFrame", ttff_ms=900),
+                Event(T0 + shift_ms + 5000, 3, "DisplayDrop", dropped=3)]
+    a, b = event_keys(events(0, "ch1")), event_keys(events(86_400_000, "vod-42"))
+    assert a == b
+    assert lstm.score([a])[0].score == lstm.score([b])[0].score
+
+
+# --------------------------------------------------------------------------- checkpoints, rules
+
+
+def test_checkpoints_load_by_themselves_and_score_the_same(ae, lstm):
+    for det, sample in ((ae, [normal_row(random.Random(5))]), (lstm, [normal_sequence(random.Random(6))])):
+        again = from_bytes(to_bytes(det), version=7)
+        assert again.kind == det.kind and again.version == 7 and again.threshold == det.threshold
+        assert again.cfg == det.cfg
+        assert again.score(sample)[0].score == pytest.approx(det.score(sample)[0].score, rel=1e-6)
+
+
+def test_threshold_rule_follows_the_normal_sessions_not_the_anomalies():
+    rng = np.random.default_rng(0)
+    normal = rng.normal(1.0, 0.1, 900)
+    with_anomalies = np.concatenate([normal, rng.normal(20, 1, 100)])  # 10 % far out
+    t1, t2 = threshold_rule(normal), threshold_rule(with_anomalies)
+    assert 1.2 < t1 < 2.5 and t2 < 3 and (with_anomalies > t2).sum() >= 100
+    assert threshold_rule([0.5] * 50) == pytest.approx(0.55)
+    assert math.isinf(threshold_rule([]))
+
+
+def test_combined_verdict_is_any_detector_and_carries_both_reasons():
+    lstm_v = Verdict(3.0, 2.0, True, {"transitions": [{"event": "X"}]})
+    ae_v = Verdict(0.1, 0.2, False, {"features": [{"feature": "freezes"}]})
+    verdict, flagged, reasons = consolidate({"lstm": lstm_v, "ae": ae_v})
+    assert verdict and flagged == ["lstm"]
+    assert reasons == {"features": [{"feature": "freezes"}], "transitions": [{"event": "X"}]}
+    assert consolidate({"ae": ae_v})[:2] == (False, [])
+
+
+def test_prf():
+    r = prf([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
+    assert (r.tp, r.fp, r.fn) == (2, 1, 1) and r.f1 == pytest.approx(2 / 3)
+
+
+def test_the_hdfs_benchmark_reads_with_its_documented_split():
+    rows = load_hdfs(SHARED / "hdfs-100k")
+    train_rows = [r for r in rows if r["split"] == "train"]
+    test_rows = [r for r in rows if r["split"] == "test"]
+    assert len(rows) == 7940
+    assert sum(r["anomaly"] for r in train_rows) == 256 and sum(r["anomaly"] for r in test_rows) == 57
+    assert sum(r["normal_train"] for r in rows) == 6096 and all(r["seq"] for r in rows)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fleet")
+    generate_fleet(out, FleetSpec(devices=6, hours=10, seed=5, noise_lines_per_minute=2, anomaly_rate=0.1))
+    return out
+
+
+def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_local):
+    ingest(settings, db, [str(fleet)], progress=False)
+    sessionize(settings, db, progress=False)
+    n = query(db.dsn, "SELECT count(*) FROM sessions")[0][0]
+    assert n > 100 and query(db.dsn, "SELECT count(*) FROM session_events")[0][0] == n
+
+    results = train(settings, db, workers=2, epochs=3, progress=False)
+    assert [r.detector for r in results] == ["ae", "lstm"]  # the autoencoder cleans the LSTM's data
+    assert all(r.version == 1 and r.workers == 2 and r.threshold > 0 for r in results)
+    models = query(db.dsn, "SELECT detector, version, threshold, metrics->'workers', length(checkpoint)"
+                           " FROM models ORDER BY detector")
+    assert [(m[0], m[1], m[3]) for m in models] == [("ae", 1, 2), ("lstm", 1, 2)]
+    assert all(m[4] > 1000 for m in models)
+
+    summary = detect(settings, db, progress=False)
+    assert summary.scored == n and summary.versions == {"lstm": 1, "ae": 1}
+    rows = query(db.dsn, "SELECT detector, count(*), count(*) FILTER (WHERE is_anomaly) FROM anomalies GROUP BY 1 ORDER BY 1")
+    assert [(r[0], r[1]) for r in rows] == [("ae", n), ("lstm", n)]
+    flagged = sum(r[2] for r in rows)
+    assert flagged > 0
+    cons = query(db.dsn, "SELECT c.is_anomaly, c.detectors, c.reasons, c.model_versions, c.ae_score,"
+                         " c.lstm_score, c.start_ts = s.start_ts FROM anomalies_consolidated c"
+                         " JOIN sessions s USING (rxid, session_id)")
+    assert cons and all(c[0] and c[1] and c[3] == {"lstm": 1, "ae": 1} and c[6] for c in cons)
+    assert all(max(c[4] or 0, c[5] or 0) > 1 for c in cons)
+    assert any(c[2]["features"] for c in cons)
+
+    assert detect(settings, db, progress=False).scored == 0            # nothing new
+    assert detect(settings, db, rescore=True, progress=False).scored == n
+
+    r = CliRunner().invoke(main, ["models"], env={"LOGALYZER_DSN": db.dsn}, catch_exceptions=False)
+    assert r.exit_code == 0 and "ae v1" in r.output and "lstm v1" in r.output
+
+
+def test_detect_without_models_and_train_without_sessions_are_clear_errors(db):
+    env = {"LOGALYZER_DSN": db.dsn}
+    r = CliRunner().invoke(main, ["detect"], env=env)
+    assert r.exit_code == 1 and "no trained" in r.output and "logalyzer train" in r.output
+    r = CliRunner().invoke(main, ["train"], env=env)
+    assert r.exit_code == 1 and "at least 20" in r.output
+    r = CliRunner().invoke(main, ["train", "--detectors", "lstm,bogus"], env=env)
+    assert r.exit_code == 1 and "unknown detector(s): bogus" in r.output
+
+
+@pytest.mark.parametrize("job, option", [("train", "--workers"), ("detect", "--rescore")])
+def test_ray_job_entry_points_answer_help(job, option):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and option in r.stdout and f"jobs/{job}.py" in r.stdout
