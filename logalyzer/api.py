@@ -31,14 +31,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .db import describe, migrate
 from .errors import (DatabaseUnreachable, Forbidden, IdempotencyConflict, InvalidIdentifier,
-                     LogalyzerError, NotFound, Unauthorized)
+                     InvalidRequest, LogalyzerError, NotFound, NotReady, Unauthorized,
+                     UnknownSessions)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Named error -> HTTP status; any other LogalyzerError is a 400.
-STATUS = {DatabaseUnreachable: 503, Unauthorized: 401, Forbidden: 403, NotFound: 404,
-          IdempotencyConflict: 409, InvalidIdentifier: 422}
+STATUS = {DatabaseUnreachable: 503, NotReady: 503, Unauthorized: 401, Forbidden: 403,
+          NotFound: 404, IdempotencyConflict: 409, UnknownSessions: 409, InvalidIdentifier: 422,
+          InvalidRequest: 422}
 
 #: (route template, method, status, seconds) -> None; Serve passes Ray metrics, tests nothing.
 RequestRecorder = Callable[[str, str, int, float], None]
@@ -61,8 +63,10 @@ class Service:
         self.db_timeout = db_timeout
         #: other Serve deployments bound into the app by name (e.g. a detector scorer)
         self.handles = dict(handles or {})
-        #: name -> check; /readyz runs them all. Add e.g. "models" when the scorer lands.
+        #: name -> check; /readyz runs them all ("models" is added by api_score.enable)
         self.readiness_checks: dict[str, ReadinessCheck] = {"database": self.check_database}
+        #: things with start()/stop() that live as long as the app (the model loader)
+        self.background: list = []
         self._pool = ConnectionPool(dsn, min_size=1, max_size=self.settings.serve_db_pool, open=False,
                                     timeout=db_timeout, name="logalyzer-api",
                                     kwargs={"autocommit": True, "connect_timeout": max(1, int(db_timeout))})
@@ -73,8 +77,12 @@ class Service:
         """Start filling the pool in the background (again is a no-op)."""
         if self._pool.closed:
             self._pool.open(wait=False)
+        for b in self.background:
+            b.start()
 
     def close(self) -> None:
+        for b in self.background:
+            b.stop()
         self._pool.close()
 
     @contextmanager
@@ -120,8 +128,8 @@ def error_responses(*codes: int) -> dict:
 
 def create_api(service: Service, *, on_request: RequestRecorder | None = None,
                routers: tuple = ()) -> FastAPI:
-    """The FastAPI application over ``service``. ``routers`` are extra APIRouters to mount
-    (the place for ``/v1/score`` and ``/v1/models/reload``, which need the detector models)."""
+    """The FastAPI application over ``service``. ``routers`` are extra APIRouters to mount,
+    e.g. ``api_score.enable(service)`` for ``/v1/score`` and ``/v1/models/reload``."""
     from .api_jam import router as jam_router
 
     @asynccontextmanager
@@ -131,12 +139,14 @@ def create_api(service: Service, *, on_request: RequestRecorder | None = None,
         service.close()
 
     app = FastAPI(title="LOGalyzer", version=__version__, lifespan=lifespan,
-                  description="Set-top-box log analysis: health, and jam-software rollouts. "
+                  description="Set-top-box log analysis: health, jam-software rollouts, "
+                              "anomaly scoring of playback sessions. "
                               "Authenticate with `Authorization: Bearer <secret>` "
                               "(`logalyzer tokens create`).")
     app.state.service = service
     _add_error_handlers(app, service.settings.serve_max_body)
-    app.add_middleware(BodyLimit, max_bytes=service.settings.serve_max_body)
+    app.add_middleware(BodyLimit, max_bytes=service.settings.serve_max_body,
+                       larger={"/v1/score": service.settings.score_max_body})
     if on_request is not None:  # outermost: it also sees the 413s
         app.add_middleware(RequestMetrics, record=on_request)
 
@@ -158,9 +168,6 @@ def create_api(service: Service, *, on_request: RequestRecorder | None = None,
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     app.include_router(jam_router)
-    # ---- detector scoring goes here: POST /v1/score and POST /v1/models/reload arrive as a
-    # router in `routers` (or as a Serve deployment in service.handles), with a "models"
-    # readiness check added to service.readiness_checks.
     for r in routers:
         app.include_router(r)
     return app
@@ -189,33 +196,37 @@ def _add_error_handlers(app: FastAPI, max_body: int) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 413:
-            return too_large(max_body)
+            return too_large(exc.detail if isinstance(exc.detail, int) else max_body)
         return await http_exception_handler(request, exc)
 
 
 def too_large(max_body: int) -> JSONResponse:
     return JSONResponse({"detail": f"request body over the limit of {max_body} bytes",
-                         "hint": "events and pushes are small JSON objects"}, status_code=413)
+                         "hint": "events and pushes are small JSON objects; send fewer sessions "
+                                 "per /v1/score request"}, status_code=413)
 
 
 class BodyLimit:
-    """Pure ASGI middleware: 413 for a body over ``max_bytes``, decided from Content-Length
-    before anything is read, and from the bytes actually received when there is none
-    (chunked uploads) or it lies. The body is never buffered here."""
+    """Pure ASGI middleware: 413 for a body over ``max_bytes`` (``larger``: path -> a larger
+    limit, e.g. for batches of sessions to score), decided from Content-Length before anything
+    is read, and from the bytes actually received when there is none (chunked uploads) or it
+    lies. The body is never buffered here."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, larger: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        if length is not None and (not length.isdigit() or int(length) > limit):
             if not length.isdigit():
                 return await JSONResponse({"detail": "bad Content-Length header", "hint": None},
                                           status_code=400)(scope, receive, send)
-            return await too_large(self.max_bytes)(scope, receive, send)
+            return await too_large(limit)(scope, receive, send)
         received = 0
         started = False
 
@@ -224,9 +235,9 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # An HTTPException: FastAPI's body reader re-raises these (others become 400)
-                    raise StarletteHTTPException(413)
+                    raise StarletteHTTPException(413, detail=limit)
             return message
 
         async def watched(message):
@@ -239,7 +250,7 @@ class BodyLimit:
         except StarletteHTTPException as exc:
             if exc.status_code != 413 or started:
                 raise
-            await too_large(self.max_bytes)(scope, receive, send)
+            await too_large(limit)(scope, receive, send)
 
 
 class RequestMetrics:

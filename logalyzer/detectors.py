@@ -66,15 +66,15 @@ class LSTMDetector:
 
     def scores(self, sequences: Sequence[list[str]]) -> np.ndarray:
         out = np.zeros(len(sequences))
-        for i, seq in enumerate(sequences):
-            nll, rank = lstm.event_surprise(self.model, self.vocab, seq, self.cfg.window)
+        surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
+        for i, (nll, rank) in enumerate(surprise):
             out[i] = lstm.session_score(nll, rank, self.cfg)
         return out
 
     def score(self, sequences: Sequence[list[str]]) -> list[Verdict]:
         out = []
-        for seq in sequences:
-            nll, rank = lstm.event_surprise(self.model, self.vocab, seq, self.cfg.window)
+        surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
+        for seq, (nll, rank) in zip(sequences, surprise):
             s = lstm.session_score(nll, rank, self.cfg)
             out.append(Verdict(s, self.threshold, s > self.threshold, {
                 "events": len(seq), "misses": int(lstm.misses(nll, rank, self.cfg).sum()),

@@ -46,3 +46,17 @@ class NotFound(LogalyzerError):
 
 class IdempotencyConflict(LogalyzerError):
     hint = "an Idempotency-Key names one request: use a new key for a different push"
+
+
+class InvalidRequest(LogalyzerError):
+    """Well-formed but unusable input (422), e.g. raw lines that hold no session."""
+
+
+class UnknownSessions(LogalyzerError):
+    """Scores asked to be stored for sessions the ``sessions`` table does not hold (409)."""
+    hint = "store scores only for sessions the batch job knows: ingest and sessionize first"
+
+
+class NotReady(LogalyzerError):
+    """The service cannot answer yet, e.g. no detector loaded (503)."""
+    hint = "train detectors (logalyzer train), then retry; /readyz says what is missing"

@@ -336,3 +336,10 @@ class LineReader:
             self.report.truncated_lines += int(truncated.sum())
         self.report.lines += len(arr)
         return Chunk(arr, truncated)
+
+
+def text_lines(text: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+    """Lines of a text already in memory (e.g. a request body), cleaned exactly as a file's
+    lines are (UTF-8 repaired, no NUL, no CR, over-long lines cut at :data:`MAX_LINE_BYTES`)."""
+    blob = text.encode("utf-8", "surrogatepass")  # a lone surrogate becomes U+FFFD below
+    return LineReader("<memory>", chunk_bytes)._lines(iter([blob]))

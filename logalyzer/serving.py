@@ -10,8 +10,10 @@ Three ways in, one application:
 The ingress app is built inside each replica (``__serve_build_asgi_app__``, the late-bound form
 of ``@serve.ingress``) around that replica's own :class:`~logalyzer.api.Service`, so the
 database pool and the readiness checks belong to the replica and nothing global is shared.
-Extra deployments (the detector scorer, later) are bound as keyword arguments of
-:func:`build` and reach the routes as ``service.handles[name]``.
+Detector scoring (``/v1/score``, ``/v1/models/reload``) runs inside this same replica, batched
+with ``@serve.batch`` (why not a deployment of its own: :mod:`logalyzer.scoring`). Other
+deployments can still be bound as keyword arguments of :func:`build` and reach the routes as
+``service.handles[name]``.
 
 Metrics: Serve's own (``ray_serve_num_http_requests``, ``ray_serve_http_request_latency_ms``,
 per route) plus ``logalyzer_api_requests`` (route template, method, status) and
@@ -49,7 +51,10 @@ class _RayMetrics:
         self.latency.observe(seconds * 1000, tags={"route": route, "method": method})
 
 
-@serve.deployment(name="LogalyzerAPI", max_ongoing_requests=32,
+# max_queued_requests: past 64 waiting requests the proxy answers 503 at once instead of
+# queueing; measured without it, an overloaded replica collapsed (timeouts, cancelled work, the
+# request rate falling far below capacity; bench/README.md).
+@serve.deployment(name="LogalyzerAPI", max_ongoing_requests=32, max_queued_requests=64,
                   ray_actor_options={"num_cpus": 0.5})  # I/O bound: it waits on PostgreSQL
 @serve.ingress()
 class LogalyzerAPI:
@@ -65,19 +70,25 @@ class LogalyzerAPI:
         self._metrics = _RayMetrics()
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.service, on_request=self._metrics.record)
+        from .api_score import enable
+
+        return create_api(self.service, on_request=self._metrics.record,
+                          routers=(enable(self.service),))
 
 
 #: Settings the process that starts Serve passes on to the replicas (their own environment
 #: may differ, e.g. on a cluster); the DSN travels separately.
-REPLICA_SETTINGS = ("serve_max_body", "serve_db_pool", "tz")
+REPLICA_SETTINGS = ("serve_max_body", "serve_db_pool", "tz", "score_max_body", "score_max_batch",
+                    "score_batch_wait_ms", "score_versions", "score_model_poll_s")
 
 
-def build(dsn: str | None = None, settings: Settings | None = None, **handles) -> Application:
+def build(dsn: str | None = None, settings: Settings | None = None, replicas: int = 1,
+          **handles) -> Application:
     """The bound application. ``handles``: other deployments' bound apps, e.g.
-    ``build(dsn, scorer=Scorer.bind())``, reachable in routes as ``service.handles["scorer"]``."""
+    ``build(dsn, other=Other.bind())``, reachable in routes as ``service.handles["other"]``."""
     options = settings.model_dump(include=set(REPLICA_SETTINGS)) if settings else None
-    return LogalyzerAPI.bind(dsn, options, **handles)
+    deployment = LogalyzerAPI if replicas == 1 else LogalyzerAPI.options(num_replicas=replicas)
+    return deployment.bind(dsn, options, **handles)
 
 
 def app_builder(args: dict) -> Application:
@@ -111,14 +122,15 @@ def check_port_free(host: str, port: int) -> None:
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-def start(settings: Settings, dsn: str, host: str, port: int) -> str:
+def start(settings: Settings, dsn: str, host: str, port: int, replicas: int = 1) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy on host:port, deploy; return the URL."""
     from .rayutil import ensure_ray
 
     check_port_free(host, port)
     ensure_ray(settings)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build(dsn, settings), name=APP_NAME, route_prefix="/", blocking=False,
+    app = build(dsn, settings, replicas=replicas)
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
               logging_config={"enable_access_log": settings.serve_access_log})
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}"

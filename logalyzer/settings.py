@@ -15,6 +15,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+KINDS = ("lstm", "ae")  # = detectors.KINDS (not imported: that would load torch)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOGALYZER_", extra="ignore")
 
@@ -28,6 +31,19 @@ class Settings(BaseSettings):
     serve_max_body: int = Field(65_536, ge=1024, description="largest request body in bytes (413 above)")
     serve_access_log: bool = Field(True, description="Serve logs one line per request (costs CPU at high rates)")
     serve_db_pool: int = Field(8, ge=1, le=256, description="PostgreSQL connections per Serve replica")
+    score_max_body: int = Field(4 * 1024 * 1024, ge=1024, description="largest /v1/score request body in bytes")
+    score_max_batch: int = Field(1000, ge=1, le=100_000, description="sessions per scoring batch (@serve.batch)")
+    score_batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="longest wait for a batch to fill, ms")
+    score_versions: dict[str, int] = Field(default_factory=dict, description='pinned detector versions, e.g. {"lstm": 3}; unset: the newest')
+    score_model_poll_s: float = Field(30.0, ge=0, description="how often a replica checks which model versions to serve (0: only at start)")
+
+    @field_validator("score_versions")
+    @classmethod
+    def _known_detectors(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = sorted(set(v) - set(KINDS))
+        if bad or any(int(x) < 1 for x in v.values()):
+            raise ValueError(f"detectors are {', '.join(KINDS)} with versions >= 1 (got {v})")
+        return v
 
     @field_validator("home")
     @classmethod

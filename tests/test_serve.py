@@ -13,8 +13,10 @@ import psycopg
 import pytest
 
 from logalyzer import tokens
+from logalyzer.db import Database
 
 from .conftest import query
+from .test_score import box_lines, measures_of, store_sessions, train_models
 
 SHA = "cd" * 32
 RX1, RX2, RX3 = "R0000000001", "R0000000002", "R0000000003"
@@ -40,6 +42,7 @@ def base_url(ray_local, settings, pg_dsn):
 @pytest.fixture()
 def http(base_url, db):
     with httpx.Client(base_url=base_url, timeout=30) as client:
+        client.base_url_dsn = db.dsn
         yield client
 
 
@@ -72,13 +75,20 @@ def make_push(http, tok, key=None, **over) -> httpx.Response:
                      headers={**auth(tok["admin"]), "Idempotency-Key": key or uuid.uuid4().hex})
 
 
-def test_health_and_readiness(http):
+def test_health_and_readiness(http, tok):
     assert http.get("/healthz").json() == {"status": "ok"}
+    http.post("/v1/models/reload", headers=auth(tok["admin"]))  # 404 (nothing trained): stays unloaded
     r = http.get("/readyz")
-    assert r.status_code == 200 and r.json() == {"ready": True, "checks": {"database": "ok"}}
+    if r.status_code == 503:  # no detector trained yet (the first test of the module)
+        assert r.json()["checks"]["database"] == "ok" and "no detector loaded" in r.json()["checks"]["models"]
+        train_models(Database(http.base_url_dsn))
+        assert http.post("/v1/models/reload", headers=auth(tok["admin"])).status_code == 200
+        r = http.get("/readyz")
+    assert r.status_code == 200 and r.json() == {"ready": True, "checks": {"database": "ok", "models": "ok"}}
     spec = http.get("/openapi.json").json()
     assert {"/jam-software/pushes", "/jam-software/events", "/jam-software/devices/{rxid}/pending",
-            "/jam-software/pushes/{push_id}/impact", "/healthz", "/readyz"} <= set(spec["paths"])
+            "/jam-software/pushes/{push_id}/impact", "/healthz", "/readyz", "/v1/score",
+            "/v1/models/reload"} <= set(spec["paths"])
 
 
 ROUTES = [("POST", "/jam-software/pushes", "admin"), ("GET", "/jam-software/pushes", "admin"),
@@ -270,3 +280,93 @@ def test_request_metrics_reach_rays_metrics_endpoint(http, tok):
             break
         time.sleep(2)
     assert "logalyzer_api_requests" in text and 'route="/jam-software/devices/{rxid}/pending"' in text
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@pytest.fixture()
+def served(http, tok, db):
+    """Versions 1 and 2 of both detectors registered; version 2 served."""
+    train_models(db)
+    train_models(db, seed=1)
+    r = http.post("/v1/models/reload", headers=auth(tok["admin"]))
+    assert r.status_code == 200 and r.json()["after"] == {"lstm": 2, "ae": 2}, r.text
+    return http
+
+
+def test_score_over_http_raw_lines_and_measures_agree_and_store(served, tok, db):
+    http = served
+    lines = box_lines(RX1, 4, seed=21, storms={1})
+    store_sessions(db.dsn, RX1, lines)
+    a = http.post("/v1/score", params={"store": "true"}, json={"sessions": [{"rxid": RX1, "lines": lines}]},
+                  headers=auth(tok[RX1]))
+    b = http.post("/v1/score", json={"sessions": measures_of(lines, RX1)}, headers=auth(tok[RX2]))
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    a, b = a.json(), b.json()
+    assert a["stored"] == 4 and b["stored"] == 0 and a["model_versions"] == {"lstm": 2, "ae": 2}
+    assert [s["is_anomaly"] for s in a["sessions"]] == [s["is_anomaly"] for s in b["sessions"]] == [False, True, False, False]
+    assert [s["scores"]["lstm"]["score"] for s in a["sessions"]] == pytest.approx(
+        [s["scores"]["lstm"]["score"] for s in b["sessions"]], rel=1e-6)
+    assert query(db.dsn, "SELECT count(*), min(model_version) FROM anomalies")[0] == (8, 2)
+    assert query(db.dsn, "SELECT count(*) FROM anomalies_consolidated WHERE is_anomaly")[0][0] == 1
+    r = http.post("/v1/score", json={"sessions": [{"duration_s": "long"}]}, headers=auth(tok[RX1]))
+    assert r.status_code == 422
+    assert http.post("/v1/score", json={"sessions": measures_of(lines, RX1)}).status_code == 401
+
+
+def test_concurrent_requests_are_batched(served, tok):
+    """Single-session requests arriving together are scored in shared batches (@serve.batch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = measures_of(box_lines(RX1, 1, seed=4), RX1)
+    base = str(served.base_url)
+
+    def call(_):
+        with httpx.Client(base_url=base, timeout=60) as c:
+            r = c.post("/v1/score", json={"sessions": one}, headers=auth(tok[RX1]))
+            return r.status_code, int(r.headers["x-score-batch"])
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(call, range(96)))
+    assert {s for s, _ in got} == {200}
+    assert max(n for _, n in got) > 1, got
+
+
+def test_reload_under_traffic_drops_nothing_and_switches_versions(served, tok):
+    """Clients score without pause while the versions are switched back and forth: every
+    request answers 200, each answer is scored by one consistent set of versions, and both
+    sets are seen."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = str(served.base_url)
+    body = {"sessions": measures_of(box_lines(RX1, 3, seed=8, storms={1}), RX1)}
+    stop = threading.Event()
+
+    def client(_):
+        seen = []
+        with httpx.Client(base_url=base, timeout=60) as c:
+            while not stop.is_set():
+                r = c.post("/v1/score", json=body, headers=auth(tok["admin"]))
+                if r.status_code != 200:
+                    seen.append(("error", r.status_code, r.text[:200]))
+                    continue
+                out = r.json()
+                per = {(k, v["model_version"]) for s in out["sessions"] for k, v in s["scores"].items()}
+                seen.append(("ok", tuple(sorted(out["model_versions"].items())), per == set(out["model_versions"].items())))
+        return seen
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client, k) for k in range(4)]
+        time.sleep(1.0)
+        for versions in ({"lstm": 1, "ae": 1}, {}, {"lstm": 1, "ae": 1}, {}):
+            r = served.post("/v1/models/reload", json={"versions": versions}, headers=auth(tok["admin"]))
+            assert r.status_code == 200, r.text
+            time.sleep(1.0)
+        stop.set()
+        results = [x for f in futures for x in f.result()]
+    assert [x for x in results if x[0] != "ok"] == []
+    assert all(x[2] for x in results)  # every answer scored by the versions it names
+    assert {x[1] for x in results} == {(("ae", 1), ("lstm", 1)), (("ae", 2), ("lstm", 2))}
+    assert len(results) > 20

@@ -1,0 +1,406 @@
+"""Scoring: raw lines → sessions (the batch path's code), batched LSTM surprise, and the
+/v1/score and /v1/models/reload routes in-process (no Ray) over the test PostgreSQL, with tiny
+detectors trained here in a second with plain torch and registered in the real registry.
+Over real HTTP through Serve: tests/test_serve.py."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import numpy as np
+import psycopg
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from logalyzer import autoencoder, lstm, tokens
+from logalyzer.api import Service, create_api
+from logalyzer.api_score import enable
+from logalyzer.db import ensure_partition
+from logalyzer.detectors import AEDetector, LSTMDetector, threshold_rule
+from logalyzer.features import FEATURE_COLUMNS
+from logalyzer.rawlines import event_from_data, events_from_lines, sessions_from_lines
+from logalyzer.registry import register
+from logalyzer.sessionize import _write_event_keys, _write_sessions, read_events
+from logalyzer.settings import Settings
+
+from .conftest import query
+
+RX, RX2 = "R0000000001", "R0000000002"
+T0 = datetime(2024, 3, 17, 8, 0, tzinfo=timezone.utc).timestamp()
+
+
+# --------------------------------------------------------------------------- synthetic boxes
+
+
+def _line(t: float, etype: str, data: str) -> str:
+    dt = datetime.fromtimestamp(t, timezone.utc)
+    return f"{dt:%Y-%m-%d %H:%M:%S}.{int(t * 1000) % 1000:03d}Z  1200  1300 I VAR     : PLAYER|fn|{etype}|{data}"
+
+
+def box_lines(rx: str, n: int, seed: int, storms: set[int] = frozenset(), t0: float = T0) -> list[str]:
+    """``n`` back-to-back sessions of one box as logcat lines; sessions in ``storms`` have a
+    freeze storm and a black screen before their first frame (what both detectors should flag)."""
+    r = random.Random(f"{rx}-{seed}")
+    out, t, seq = [], t0, 0
+
+    def emit(dt: float, etype: str, data: str = "") -> None:
+        nonlocal t, seq
+        t += dt
+        seq += 1
+        out.append(_line(t, etype, f"{data} seq={seq}".strip()))
+
+    emit(0, "BootInfo", "model=X1 fw=1.0 app=2.0")
+    for k in range(n):
+        emit(5, "ChangeContent", f"cid=ch{r.randint(1, 40)} src=live")
+        if k in storms:
+            emit(1, "BlackScreen", "dur_ms=4000")
+        emit(r.uniform(0.5, 1.5), "FirstFrame", f"ttff_ms={r.randint(600, 1400)}")
+        for _ in range(r.randint(0, 2)):
+            emit(r.uniform(60, 300), "BufferingStart")
+            emit(r.uniform(1, 4), "BufferingEnd")
+        if r.random() < 0.4:
+            emit(r.uniform(30, 200), "TrickMode", "mode=PAUSE")
+            emit(r.uniform(5, 60), "TrickMode", "mode=PLAY")
+        if k in storms:
+            for _ in range(25):
+                emit(2, "VideoFreeze", "state=start")
+                emit(3, "VideoFreeze", "state=end")
+        emit(r.uniform(300, 1200), "DisplayDrop", f"dropped={r.randint(1, 3)}")
+    return out
+
+
+def fit(det, data: np.ndarray, epochs: int, batch: int = 256, seed: int = 0):
+    from logalyzer.detectors import loss_fn
+
+    torch.manual_seed(seed)
+    model, loss = det.model.train(), loss_fn(det.kind)
+    opt = torch.optim.Adam(model.parameters(), lr=det.cfg.lr)
+    x = torch.from_numpy(data)
+    for _ in range(epochs):
+        for part in torch.split(x[torch.randperm(len(x))], batch):
+            opt.zero_grad()
+            loss(model, part).backward()
+            opt.step()
+    det.model.eval()
+    return det
+
+
+def train_models(db, seed: int = 0) -> dict:
+    """A tiny AE and LSTM from 120 ordinary sessions, registered; returns them by kind."""
+    sessions = []
+    for b in range(4):
+        rx = f"R{9_100_000_000 + b:010d}"
+        sessions += [{**m, "event_keys": k} for m, k in
+                     sessions_from_lines(box_lines(rx, 30, seed + b), rx)]
+    ae = AEDetector.new(replace(autoencoder.AEConfig(), epochs=40), sessions)
+    fit(ae, ae.training_data(sessions), 40, batch=32, seed=seed)
+    ae.threshold = threshold_rule(ae.scores(sessions))
+    seqs = [s["event_keys"] for s in sessions]
+    lm = LSTMDetector.new(replace(lstm.LSTMConfig(), hidden=32, layers=1, embed=8), seqs)
+    fit(lm, lm.training_data(seqs), 4, seed=seed)
+    lm.threshold = threshold_rule(lm.scores(seqs))
+    for det in (ae, lm):
+        register(db, det, {"test": True}, {"sessions": len(sessions)})
+    return {"ae": ae, "lstm": lm}
+
+
+# --------------------------------------------------------------------------- pure core
+
+
+def test_raw_lines_give_the_ground_truth_sessions_of_a_synthetic_fleet(tmp_path):
+    """Every header variant and both VAR dialects: lines → sessions equals the generator's truth
+    (which the batch ingest + sessionize path is held to in test_sessionize)."""
+    from logalyzer.files import LineReader, date_from_path, rxid_from_path
+    from logalyzer.sessions import _iso
+    from logalyzer.synth import FleetSpec, generate_fleet
+
+    from .test_sessionize import compare
+
+    generate_fleet(tmp_path, FleetSpec(devices=10, hours=1.5, seed=5, noise_lines_per_minute=30))
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())
+    files = defaultdict(list)
+    for p in sorted(tmp_path.rglob("*")):
+        if p.is_file() and rxid_from_path(p):
+            files[rxid_from_path(p)].append(p)
+    got = {}
+    for rx, paths in files.items():
+        text = "\n".join(line for p in paths for chunk in LineReader(p) for line in chunk.lines.to_pylist())
+        for m, keys in sessions_from_lines(text, rx, anchor=date_from_path(paths[0])):
+            got[(rx, _iso(m["start_ts"]))] = {**m, "end": _iso(m["end_ts"])}
+            assert len(keys) == m["event_count"]
+    assert len(got) == len(truth["sessions"]) > 20
+    assert compare(truth["sessions"], got) == []
+
+
+ODD = [  # (event type, data) with every kind of value the SQL extraction reads differently
+    ("ChangeContent", {"cid": 101, "src": "live", "seq": "7"}),
+    ("BlackScreen", {"state": "START", "dur_ms": "12x", "seq": 8.9}),
+    ("BlackScreen", {"state": True, "dur_ms": 1.9e3, "seq": None}),
+    ("VideoFreeze", {"dur_ms": "-42", "seq": "1234567890123456789"}),
+    ("FirstFrame", {"ttff_ms": {"a": 1}, "seq": [1]}),
+    ("DisplayDrop", {"dropped": False, "seq": 3}),
+    ("HdmiHotplug", {"connected": False, "port": 1, "seq": 4, "sid": 2, "mono": 5}),
+    ("PlaybackError", {"fatal": "TRUE", "code": 7, "msg": {"x": [1, "y"]}}),
+    ("StandbyEnter", None),
+    ("TrickMode", {"mode": "ff", "rate": 2.5, "seq": 99999999999999999999}),
+]
+
+
+def test_the_python_extraction_mirrors_the_sql_one(db):
+    """``rawlines.event_from_data`` against ``sessionize.events_query`` on the same stored rows."""
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        ensure_partition(conn, RX)
+        for i, (etype, data) in enumerate(ODD):
+            conn.execute("INSERT INTO log_lines (rxid, line_md5, line_no, ts, ts_inferred, status,"
+                         " truncated, message, event_type, data) VALUES (%s, md5(%s)::uuid, %s,"
+                         " to_timestamp(%s), false, 'ok', false, '', %s, %s)",
+                         (RX, str(i), i, 1_710_662_400 + i * 0.0015, etype,
+                          json.dumps(data) if data is not None else None))
+        try:
+            stored = read_events(conn, RX)
+        except psycopg.errors.NumericValueOutOfRange:  # a seq beyond bigint fails the SQL path
+            conn.execute(f"DELETE FROM {RX} WHERE event_type = 'TrickMode'")
+            stored = read_events(conn, RX)
+        rows = conn.execute(f"SELECT (extract(epoch FROM ts) * 1000)::bigint, event_type, data FROM {RX}").fetchall()
+    mine = sorted((event_from_data(ms, et, d) for ms, et, d in rows), key=lambda e: (e.ts_ms, e.seq is None, e.seq or 0))
+    assert mine == stored
+
+
+def test_duplicate_lines_count_once_and_events_are_in_time_then_seq_order():
+    lines = box_lines(RX, 2, seed=1)
+    shuffled = lines[::-1] + lines[:3]
+    assert events_from_lines(shuffled, RX) == events_from_lines(lines, RX)
+    assert [e.seq for e in events_from_lines(lines, RX)] == list(range(1, len(lines) + 1))
+
+
+def test_batched_surprise_equals_one_session_at_a_time():
+    seqs = [s for _, s in sessions_from_lines(box_lines(RX, 20, seed=2, storms={3}), RX)] + [[], ["Nope"]]
+    cfg = replace(lstm.LSTMConfig(), hidden=16, layers=1)
+    det = LSTMDetector.new(cfg, seqs)
+    together = lstm.batch_surprise(det.model, det.vocab, seqs, cfg.window, group=50)
+    for seq, (nll, rank) in zip(seqs, together):
+        n1, r1 = lstm.event_surprise(det.model, det.vocab, seq, cfg.window)
+        np.testing.assert_allclose(nll, n1, rtol=1e-5, atol=1e-6)
+        assert (rank == r1).all()
+
+
+# --------------------------------------------------------------------------- the routes in-process
+
+
+@pytest.fixture()
+def models(db):
+    return train_models(db)
+
+
+@pytest.fixture()
+def tok(db):
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        return {"admin": tokens.create_token(conn, admin=True, name="ops")[1],
+                RX: tokens.create_token(conn, rxid=RX)[1], RX2: tokens.create_token(conn, rxid=RX2)[1]}
+
+
+def make_client(dsn, **settings):
+    service = Service(dsn, Settings(dsn=dsn, score_model_poll_s=0.5, **settings))
+    client = TestClient(create_api(service, routers=(enable(service),)))
+    return client, service
+
+
+@pytest.fixture()
+def client(db, models, tok):
+    c, service = make_client(db.dsn)
+    with c:
+        wait_ready(c)
+        yield c
+
+
+def wait_ready(c, seconds: float = 30):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        r = c.get("/readyz")
+        if r.status_code == 200:
+            return r
+        time.sleep(0.1)
+    raise AssertionError(r.json())
+
+
+def H(secret):
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def measures_of(lines, rx=RX) -> list[dict]:
+    return [{**{c: m[c] for c in FEATURE_COLUMNS}, "rxid": rx, "session_id": m["session_id"],
+             "event_keys": k} for m, k in sessions_from_lines(lines, rx)]
+
+
+def test_scores_from_measures_and_from_raw_lines_agree(client, tok, models):
+    lines = box_lines(RX, 6, seed=77, storms={2})
+    as_measures = measures_of(lines)
+    a = client.post("/v1/score", json={"sessions": as_measures}, headers=H(tok[RX]))
+    b = client.post("/v1/score", json={"sessions": [{"rxid": RX, "lines": lines}]}, headers=H(tok[RX]))
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    a, b = a.json(), b.json()
+    assert a["model_versions"] == b["model_versions"] == {"lstm": 1, "ae": 1}
+    assert len(a["sessions"]) == len(b["sessions"]) == 6
+    for x, y in zip(a["sessions"], b["sessions"]):
+        assert (x["session_id"], x["is_anomaly"], x["detectors"]) == (y["session_id"], y["is_anomaly"], y["detectors"])
+        for k in ("lstm", "ae"):
+            assert x["scores"][k]["score"] == pytest.approx(y["scores"][k]["score"], rel=1e-6)
+            assert x["scores"][k]["model_version"] == 1
+    assert [s["is_anomaly"] for s in b["sessions"]] == [False, False, True, False, False, False]
+    storm = b["sessions"][2]
+    assert set(storm["detectors"]) == {"lstm", "ae"} and storm["scores"]["ae"]["ratio"] > 1
+    assert storm["reasons"]["features"] and storm["reasons"]["transitions"]
+    assert storm["measures"]["video_freeze_count"] == 25 and storm["source"] == "lines" and storm["item"] == 0
+    assert storm["start_ts"].startswith("2024-03-17")
+    # the same session, measures only: the autoencoder alone
+    bare = {k: v for k, v in as_measures[2].items() if k != "event_keys"}
+    r = client.post("/v1/score", json={"sessions": [bare]}, headers=H(tok["admin"])).json()
+    assert list(r["sessions"][0]["scores"]) == ["ae"] and r["sessions"][0]["is_anomaly"]
+
+
+def test_a_batch_of_a_thousand_sessions(client, tok):
+    many = measures_of(box_lines(RX, 250, seed=5)) * 4
+    r = client.post("/v1/score", json={"sessions": many}, headers=H(tok["admin"]))
+    assert r.status_code == 200 and len(r.json()["sessions"]) == 1000
+    assert [s["item"] for s in r.json()["sessions"]] == list(range(1000))
+
+
+@pytest.mark.parametrize("body, loc, message", [
+    ({"sessions": []}, ["body", "sessions"], "at least 1"),
+    ({"sessions": [{"duration_s": 1}] * 1001}, ["body", "sessions"], "at most 1000"),
+    ({"sessions": [{"duration_s": -1}]}, ["body", "sessions", 0, "measures", "duration_s"], "greater than or equal"),
+    ({"sessions": [{"duration_s": 1, "freezes": 3}]}, ["body", "sessions", 0, "measures", "freezes"], "Extra inputs"),
+    ({"sessions": [{"ttff_ms": 3}]}, ["body", "sessions", 0, "measures", "duration_s"], "Field required"),
+    ({"sessions": [{"duration_s": 1, "rebuffer_ratio": 2}]}, ["body", "sessions", 0, "measures", "rebuffer_ratio"], "less than"),
+    ({"sessions": [{"duration_s": 1, "event_keys": [""]}]}, ["body", "sessions", 0, "measures", "event_keys", 0], "at least 1"),
+    ({"sessions": [{"duration_s": 1, "rxid": "R1"}]}, ["body", "sessions", 0, "measures", "rxid"], "pattern"),
+    ({"sessions": [{"lines": ["x"], "tz": "Mars/Olympus"}]}, ["body", "sessions", 0, "lines", "tz"], "unknown time zone"),
+    ({"sessions": [{"lines": ["x"] * 20_001}]}, ["body", "sessions", 0, "lines", "lines"], "at most 20000"),
+    ({"sessions": [{"lines": ["x"], "duration_s": 1}]}, ["body", "sessions", 0, "lines", "duration_s"], "Extra inputs"),
+    ({"sessions": [1]}, ["body", "sessions", 0, "measures"], "valid dictionary"),
+])
+def test_malformed_requests_are_422_with_the_field(client, tok, body, loc, message):
+    r = client.post("/v1/score", json=body, headers=H(tok["admin"]))
+    assert r.status_code == 422, r.text
+    assert any(e["loc"] == loc and message in e["msg"] for e in r.json()["detail"]), r.json()
+
+
+def test_unusable_inputs_are_422_not_500(client, tok):
+    r = client.post("/v1/score", content=b'{"sessions": [{"duration_s": NaN}]}',
+                    headers={**H(tok["admin"]), "content-type": "application/json"})
+    assert r.status_code == 422
+    r = client.post("/v1/score", content=b'{"sessions": [{"lines": "\\ud800"}]}',
+                    headers={**H(tok["admin"]), "content-type": "application/json"})
+    assert r.status_code == 422 and "unicode" in str(r.json()["detail"])
+    # raw lines without a session: no result for that item, said so (a batch is not refused for it)
+    one = measures_of(box_lines(RX, 1, seed=3))
+    r = client.post("/v1/score", json={"sessions": [{"lines": "no logcat here\n\x00"}, one[0]]}, headers=H(tok["admin"]))
+    assert r.status_code == 200 and r.json()["empty_items"] == [0] and [s["item"] for s in r.json()["sessions"]] == [1]
+    r = client.post("/v1/score", json={"sessions": [{"duration_s": 1e9, "event_count": 10**12,
+                                                     "event_keys": ["never-seen"] * 50}]}, headers=H(tok["admin"]))
+    assert r.status_code == 200 and r.json()["sessions"][0]["is_anomaly"]
+    r = client.post("/v1/score", content=b"x" * (4 * 1024 * 1024 + 1), headers=H(tok["admin"]))
+    assert r.status_code == 413
+
+
+def test_who_may_score_store_and_reload(client, tok):
+    one = measures_of(box_lines(RX, 1, seed=3))
+    assert client.post("/v1/score", json={"sessions": one}).status_code == 401
+    assert client.post("/v1/score", json={"sessions": one}, headers=H("lgz_nope")).status_code == 401
+    assert client.post("/v1/score", json={"sessions": one}, headers=H(tok[RX2])).status_code == 200  # read-only
+    r = client.post("/v1/score?store=true", json={"sessions": one}, headers=H(tok[RX2]))
+    assert r.status_code == 403 and "belongs to R0000000002, not R0000000001" in r.json()["detail"]
+    assert client.post("/v1/models/reload", headers=H(tok[RX])).status_code == 403
+    assert client.post("/v1/models/reload").status_code == 401
+    assert client.post("/v1/models/reload", headers=H(tok["admin"])).status_code == 200
+
+
+def store_sessions(dsn, rx, lines):
+    """Write the sessions of ``lines`` into ``sessions`` as the batch job does."""
+    found = sessions_from_lines(lines, rx)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        _write_sessions(conn, rx, [m for m, _ in found])
+        _write_event_keys(conn, rx, [m for m, _ in found], [k for _, k in found])
+    return found
+
+
+def test_store_writes_anomalies_and_consolidated_rows(client, tok, db):
+    lines = box_lines(RX, 5, seed=9, storms={1, 3})
+    found = store_sessions(db.dsn, RX, lines)
+    r = client.post("/v1/score?store=true", json={"sessions": [{"rxid": RX, "lines": lines}]}, headers=H(tok[RX]))
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == 5
+    rows = query(db.dsn, "SELECT session_id::text, detector, model_version, is_anomaly FROM anomalies ORDER BY 1, 2")
+    assert len(rows) == 10 and {r[2] for r in rows} == {1}
+    flagged = {found[i][0]["session_id"] for i in (1, 3)}
+    cons = query(db.dsn, "SELECT session_id::text, is_anomaly, detectors, model_versions, start_ts FROM anomalies_consolidated")
+    assert {c[0] for c in cons} == flagged and all(c[1] for c in cons)
+    assert cons[0][3] == {"lstm": 1, "ae": 1}
+    starts = {m["session_id"]: m["start_ts"] for m, _ in found}
+    assert all(int(c[4].timestamp() * 1000) == starts[c[0]] for c in cons)
+    # the same rows as the batch job computes from the table (detect.read_batch + score_sessions)
+    from logalyzer.detect import read_batch, score_sessions
+    from logalyzer.registry import load
+
+    with psycopg.connect(db.dsn) as conn:
+        batch = read_batch(conn, [(RX, m["session_id"]) for m, _ in found])
+    ms = {k: load(db, k) for k in ("lstm", "ae")}
+    want = {(str(s["session_id"]), k): v.score for s, vs in zip(batch, score_sessions(ms, batch)) for k, v in vs.items()}
+    got = dict(((sid, det), sc) for sid, det, sc in query(db.dsn, "SELECT session_id::text, detector, score FROM anomalies"))
+    assert got == pytest.approx(want, rel=1e-6)
+
+    # admin, measures input; one session unknown: 409 and nothing written
+    known = measures_of(lines)[:2]
+    unknown = {**known[0], "session_id": str(uuid.uuid4())}
+    before = query(db.dsn, "SELECT max(scored_at) FROM anomalies")[0][0]
+    r = client.post("/v1/score?store=true", json={"sessions": known + [unknown]}, headers=H(tok["admin"]))
+    assert r.status_code == 409 and unknown["session_id"] in r.json()["detail"]
+    assert query(db.dsn, "SELECT max(scored_at) FROM anomalies")[0][0] == before
+    r = client.post("/v1/score?store=true", json={"sessions": [{k: v for k, v in known[0].items() if k != "session_id"}]},
+                    headers=H(tok["admin"]))
+    assert r.status_code == 422 and "rxid and session_id" in r.json()["detail"][0]["msg"]
+    r = client.post("/v1/score?store=true", json={"sessions": [{"lines": lines}]}, headers=H(tok["admin"]))
+    assert r.status_code == 422
+    assert client.post("/v1/score?store=true", json={"sessions": known}, headers=H(tok["admin"])).json()["stored"] == 2
+
+
+def test_readiness_waits_for_models_and_reload_swaps_versions(db, tok):
+    c, service = make_client(db.dsn)
+    with c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "no detector loaded" in r.json()["checks"]["models"]
+        r = c.post("/v1/score", json={"sessions": [{"duration_s": 1}]}, headers=H(tok["admin"]))
+        assert r.status_code == 503 and "no detector loaded" in r.json()["detail"]
+        train_models(db)                 # version 1 of each; the poller picks them up
+        assert wait_ready(c).json()["checks"] == {"database": "ok", "models": "ok"}
+        train_models(db, seed=1)         # version 2: served after a reload
+        r = c.post("/v1/models/reload", json={"versions": {"lstm": 1}}, headers=H(tok["admin"]))
+        assert r.status_code == 200 and r.json() == {"before": {"lstm": 1, "ae": 1}, "after": {"lstm": 1, "ae": 2}}
+        assert query(db.dsn, "SELECT detector, version, set_by FROM serving_models ORDER BY 1") == [
+            ("ae", None, "token 1 (ops)"), ("lstm", 1, "token 1 (ops)")]
+        assert service.scorer.wanted() == {"lstm": 1, "ae": 2}
+        one = measures_of(box_lines(RX, 1, seed=3))
+        assert c.post("/v1/score", json={"sessions": one}, headers=H(tok[RX])).json()["model_versions"] == {"lstm": 1, "ae": 2}
+        r = c.post("/v1/models/reload", json={"versions": {"ae": 9}}, headers=H(tok["admin"]))
+        assert r.status_code == 404 and "version 9 of the ae detector" in r.json()["detail"]
+        assert service.scorer.current.versions == {"lstm": 1, "ae": 2}    # nothing changed
+        assert c.post("/v1/models/reload", json={"versions": {"gru": 1}}, headers=H(tok["admin"])).status_code == 422
+        r = c.post("/v1/models/reload", headers=H(tok["admin"]))
+        assert r.json()["after"] == {"lstm": 2, "ae": 2}
+
+
+def test_pinned_versions_from_settings(db, tok):
+    train_models(db)
+    train_models(db, seed=1)
+    c, service = make_client(db.dsn, score_versions={"ae": 1})
+    with c:
+        wait_ready(c)
+        assert service.scorer.current.versions == {"lstm": 2, "ae": 1}
