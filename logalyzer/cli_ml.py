@@ -104,9 +104,9 @@ def describe_reasons(reasons: dict, limit: int = 2) -> str:
     """'freezes 2.8 (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame'."""
     parts = [f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
              for f in (reasons.get("features") or [])[:limit]]
-    parts += [f"unexpected {t['event']} after {t['after']}"
-              for t in (reasons.get("transitions") or [])[:limit]]
-    return "; ".join(parts)
+    seen = dict.fromkeys(f"unexpected {t['event']} after {t['after']}"
+                         for t in reasons.get("transitions") or [])
+    return "; ".join(parts + list(seen)[:limit])
 
 
 def print_top_anomalies(db, limit: int) -> None:

@@ -27,7 +27,6 @@ from psycopg.types.json import Jsonb
 
 from .db import Database
 from .detectors import KINDS, Verdict
-from .errors import LogalyzerError
 from .features import FEATURE_COLUMNS
 from .settings import Settings
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .db import Database
-from .detectors import KINDS, LSTMDetector
+from .detectors import LSTMDetector
 from .errors import LogalyzerError
 from .lstm import LSTMConfig
 from .settings import Settings
@@ -184,6 +184,3 @@ def run_hdfs(settings: Settings, folder: Path, workers: int = 2, seed: int = 0,
                        "threshold": round(best[2], 4), "validation_f1": round(best[0], 4)},
             "test": result.as_dict(), "training": {k: metrics[k] for k in (
                 "losses", "epoch_seconds", "sessions_per_s", "workers")}}
-
-
-__all__ = ["KINDS", "PRF", "prf", "run_hdfs", "run_synthetic", "score_against_truth"]

@@ -191,8 +191,8 @@ def fit(settings: Settings, det: Detector, data: np.ndarray, sessions: int, work
     best, metrics = result.best_checkpoints[0] if result.best_checkpoints else (
         result.checkpoint, result.metrics)
     with best.as_directory() as d:
-        det.model.load_state_dict(torch.load(os.path.join(d, "weights.pt"), weights_only=True,
-                                                    map_location="cpu"))
+        weights = torch.load(os.path.join(d, "weights.pt"), weights_only=True, map_location="cpu")
+    det.model.load_state_dict(weights)
     det.model.eval()
     last = result.metrics or metrics
     losses = json.loads(last.get("history", "[]"))
