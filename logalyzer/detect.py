@@ -61,27 +61,32 @@ def ratio(v: Verdict | None) -> float | None:
 _COLUMNS = ", ".join(f"s.{c}" for c in ("rxid", "session_id", "start_ts") + FEATURE_COLUMNS)
 
 
-def read_batch(conn, ids: list[tuple[str, str]]) -> list[dict]:
-    """The sessions (measures and event keys) of a batch of (rxid, session_id)."""
+def read_sessions(conn, ids: list[tuple[str, str]] | None = None,
+                  rxids: set[str] | None = None) -> list[dict]:
+    """Sessions with what the detectors read (measures and event keys; [] for a session
+    without keys): a batch of (rxid, session_id), or every session (of ``rxids``) in device
+    and time order. The one reader of detector input, for training and for detection."""
+    keys = "coalesce(e.event_keys, '{}') AS event_keys"
     with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT {_COLUMNS}, coalesce(e.event_keys, '{{}}') AS event_keys"
-            " FROM unnest(%s::text[], %s::uuid[]) AS b(rxid, session_id)"
-            " JOIN sessions s USING (rxid, session_id)"
-            " LEFT JOIN session_events e USING (rxid, session_id)",
-            ([r for r, _ in ids], [s for _, s in ids]))
+        if ids is not None:
+            cur.execute(
+                f"SELECT {_COLUMNS}, {keys} FROM unnest(%s::text[], %s::uuid[]) AS b(rxid, session_id)"
+                " JOIN sessions s USING (rxid, session_id)"
+                " LEFT JOIN session_events e USING (rxid, session_id)",
+                ([r for r, _ in ids], [s for _, s in ids]))
+        else:
+            cur.execute(
+                f"SELECT {_COLUMNS}, {keys} FROM sessions s"
+                " LEFT JOIN session_events e USING (rxid, session_id)"
+                " WHERE %(rx)s::text[] IS NULL OR s.rxid = ANY(%(rx)s::text[])"
+                " ORDER BY s.rxid, s.start_ts", {"rx": sorted(rxids) if rxids else None})
         names = [d.name for d in cur.description]
         return [dict(zip(names, r)) for r in cur]
 
 
 def score_sessions(models: dict, sessions: list[dict]) -> list[dict[str, Verdict]]:
     """Every detector's verdict for each session (the same code as the HTTP service)."""
-    per_kind = {}
-    for kind, det in models.items():
-        if kind == "lstm":
-            per_kind[kind] = det.score([s["event_keys"] for s in sessions])
-        else:
-            per_kind[kind] = det.score(sessions)
+    per_kind = {kind: det.score(det.inputs(sessions)) for kind, det in models.items()}
     return [{k: v[i] for k, v in per_kind.items()} for i in range(len(sessions))]
 
 
@@ -135,7 +140,7 @@ class Scorer:
     def __call__(self, batch: dict) -> dict:
         ids = list(zip(batch["rxid"].tolist(), batch["session_id"].tolist()))
         with self.db.connect() as conn:
-            sessions = read_batch(conn, ids)
+            sessions = read_sessions(conn, ids=ids)
             verdicts = score_sessions(self.models, sessions)
             anomalous = write_scores(conn, self.models, sessions, verdicts)
         flagged = {k: sum(v[k].is_anomaly for v in verdicts) for k in self.models}

@@ -61,6 +61,11 @@ class LSTMDetector:
         vocab = lstm.Vocab.build(sequences)
         return cls(cfg, vocab, lstm.NextKeyLSTM(len(vocab), cfg))
 
+    @staticmethod
+    def inputs(sessions: Sequence[Mapping]) -> list[list[str]]:
+        """What this detector reads of ``sessions`` rows: their event keys."""
+        return [s["event_keys"] for s in sessions]
+
     def training_data(self, sequences) -> np.ndarray:
         return lstm.training_windows(self.vocab, sequences, self.cfg.window)
 
@@ -97,6 +102,11 @@ class AEDetector:
     def new(cls, cfg: ae.AEConfig, rows: Sequence[Mapping]) -> AEDetector:
         scaler = ae.Scaler.fit(list(FEATURE_NAMES), _matrix(rows), SCALE_FLOORS)
         return cls(cfg, scaler, ae.SessionAE(len(FEATURE_NAMES), cfg))
+
+    @staticmethod
+    def inputs(sessions: Sequence[Mapping]) -> Sequence[Mapping]:
+        """What this detector reads of ``sessions`` rows: the rows themselves (their measures)."""
+        return sessions
 
     def training_data(self, rows: Sequence[Mapping]) -> np.ndarray:
         return self.scaler.transform(_matrix(rows))

@@ -41,7 +41,6 @@ from . import autoencoder, lstm
 from .db import Database
 from .detectors import KINDS, AEDetector, Detector, LSTMDetector, from_bytes, threshold_rule, to_bytes
 from .errors import LogalyzerError
-from .features import FEATURE_COLUMNS
 from .settings import Settings
 
 MIN_SESSIONS = 20
@@ -71,37 +70,25 @@ class TrainResult:
 
 
 def load_sessions(db: Database, rxids: set[str] | None = None) -> list[dict]:
-    """Every session with its measures and event keys (sessions without keys get [])."""
-    cols = ", ".join(f"s.{c}" for c in ("rxid", "session_id", "start_ts") + FEATURE_COLUMNS)
-    with db.connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            f"SELECT {cols}, coalesce(e.event_keys, '{{}}') AS event_keys FROM sessions s"
-            " LEFT JOIN session_events e USING (rxid, session_id)"
-            " WHERE %(rx)s::text[] IS NULL OR s.rxid = ANY(%(rx)s::text[])"
-            " ORDER BY s.rxid, s.start_ts", {"rx": sorted(rxids) if rxids else None})
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, r)) for r in cur]
+    """Every session (of ``rxids``) with what the detectors read, see :func:`detect.read_sessions`."""
+    from .detect import read_sessions
+
+    with db.connect() as conn:
+        return read_sessions(conn, rxids=rxids)
 
 
 def new_detector(kind: str, sessions: list[dict], overrides: dict | None = None) -> Detector:
     """An untrained detector whose vocabulary / scaler come from ``sessions``."""
-    if kind == "lstm":
-        cfg = replace(lstm.LSTMConfig(), **(overrides or {}))
-        return LSTMDetector.new(cfg, [s["event_keys"] for s in sessions])
-    cfg = replace(autoencoder.AEConfig(), **(overrides or {}))
-    return AEDetector.new(cfg, sessions)
+    cls, cfg = {"lstm": (LSTMDetector, lstm.LSTMConfig()), "ae": (AEDetector, autoencoder.AEConfig())}[kind]
+    return cls.new(replace(cfg, **(overrides or {})), cls.inputs(sessions))
 
 
 def training_array(det: Detector, sessions: list[dict]) -> np.ndarray:
-    if det.kind == "lstm":
-        return det.training_data([s["event_keys"] for s in sessions])
-    return det.training_data(sessions)
+    return det.training_data(det.inputs(sessions))
 
 
 def session_scores(det: Detector, sessions: list[dict]) -> np.ndarray:
-    if det.kind == "lstm":
-        return det.scores([s["event_keys"] for s in sessions])
-    return det.scores(sessions)
+    return det.scores(det.inputs(sessions))
 
 
 # --------------------------------------------------------------------------- Ray Train

@@ -346,12 +346,12 @@ def test_store_writes_anomalies_and_consolidated_rows(client, tok, db):
     assert cons[0][3] == {"lstm": 1, "ae": 1}
     starts = {m["session_id"]: m["start_ts"] for m, _ in found}
     assert all(int(c[4].timestamp() * 1000) == starts[c[0]] for c in cons)
-    # the same rows as the batch job computes from the table (detect.read_batch + score_sessions)
-    from logalyzer.detect import read_batch, score_sessions
+    # the same rows as the batch job computes from the table (detect.read_sessions + score_sessions)
+    from logalyzer.detect import read_sessions, score_sessions
     from logalyzer.registry import load
 
     with psycopg.connect(db.dsn) as conn:
-        batch = read_batch(conn, [(RX, m["session_id"]) for m, _ in found])
+        batch = read_sessions(conn, ids=[(RX, m["session_id"]) for m, _ in found])
     ms = {k: load(db, k) for k in ("lstm", "ae")}
     want = {(str(s["session_id"]), k): v.score for s, vs in zip(batch, score_sessions(ms, batch)) for k, v in vs.items()}
     got = dict(((sid, det), sc) for sid, det, sc in query(db.dsn, "SELECT session_id::text, detector, score FROM anomalies"))
