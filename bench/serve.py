@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -44,6 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 
 def percentiles(lat: list[float]) -> dict:
@@ -394,28 +394,20 @@ def main(argv=None) -> int:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
 
     import psycopg
-    from psycopg import sql
 
+    from _common import fresh_database
     from logalyzer import jam, serving, tokens
-    from logalyzer.db import migrate, open_database
     from logalyzer.jam_models import PushRequest
     from logalyzer.settings import Settings
 
     base = Settings(**({"home": args.home} if args.home else {}))
-    server = open_database(base, migrate_schema=False)
-    name = f"bench_{secrets.token_hex(5)}"
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = psycopg.conninfo.conninfo_to_dict(server.dsn)
-    params["dbname"] = name
-    dsn = psycopg.conninfo.make_conninfo(**params)
     result: dict = {"throughput_optimized": args.throughput_optimized, "devices": args.devices, "clients": args.clients, "seconds": args.seconds,
                     "access_log": args.access_log, "part": args.part, "replicas": args.replicas,
                     "batch_size": args.batch_size, "batch_clients": args.batch_clients,
                     "cpus": os.cpu_count(), "load_start": round(os.getloadavg()[0], 2)}
-    try:
+    with fresh_database(base, keep=args.keep_db) as (_, db):
+        dsn = db.dsn
         with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn)
             devices = []
             for i in range(args.devices):
                 rxid = f"R{9_000_000_000 + i:010d}"
@@ -452,10 +444,6 @@ def main(argv=None) -> int:
         from ray import serve
 
         serve.shutdown()
-    finally:
-        if not args.keep_db:
-            with psycopg.connect(server.dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     result["load_end"] = round(os.getloadavg()[0], 2)
 
     print(f"{args.devices} devices, {args.clients} concurrent clients, {args.seconds:g} s per measurement, "
