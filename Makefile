@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo-fleet
 
-.PHONY: setup demo test bench bench-serve fuzz serve-deploy superset superset-check clean help
+.PHONY: setup demo test lint format bench bench-serve fuzz serve-deploy superset superset-check clean help
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,14 @@ demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize -> train -> detect on
 
 test: $(STAMP)  ## the test suite (real PostgreSQL, real local Ray)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## ruff: lint and formatting check (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## ruff: fix what can be fixed, then format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a-time baseline), then sessionize, then training/scoring
 	$(PY) bench/ingest.py

@@ -9,7 +9,7 @@ same PostgreSQL server, from the same files:
   (c) a baseline shaped like the original tool: ``multiprocessing.Pool(2)``, Python ``gzip``
       line by line, one ``re`` match and one MD5 per line, ``execute_values`` INSERT ... ON
       CONFLICT through a psycopg2 pool;
-  (a) LOGalyzer's own ``logalyzer.ingest.ingest`` (Ray Data + COPY), called in this process
+  (a) LOGalyzer's own ``logalyzer.jobs.ingest.ingest`` (Ray Data + COPY), called in this process
       so that a sampler thread sees the whole process tree (local Ray's gcs/raylet/workers
       are descendants of this process) and can report its peak memory.
 
@@ -118,7 +118,7 @@ def fleet_hours(gb: float, devices: int) -> float:
 def ensure_fleet(out: Path, gb: float, devices: int) -> Fleet:
     """Generate the fleet once per parameter set; ground_truth.json (written last) marks a
     finished fleet, so an interrupted generation is redone instead of benchmarked."""
-    from logalyzer.synth import FleetSpec, generate_fleet
+    from logalyzer.core.synth import FleetSpec, generate_fleet
 
     hours = fleet_hours(gb, devices)
     spec = FleetSpec(devices=devices, hours=hours, seed=SEED, noise_lines_per_minute=NOISE_PER_MINUTE)
@@ -162,7 +162,7 @@ def psycopg_dbname(dsn: str) -> str:
 
 def open_server(home: Path | None):
     """LOGALYZER_DSN's server, else the embedded one; the returned handle keeps it alive."""
-    from logalyzer.db import open_database
+    from logalyzer.store.db import open_database
     from logalyzer.settings import Settings
 
     settings = Settings(home=home) if home else Settings()
@@ -437,8 +437,8 @@ def reset_logalyzer_tables(dsn: str) -> None:
 
 def timed_ingest(dsn: str, fleet: Fleet) -> tuple[object, float, float, float]:
     """One ingest() call; returns (summary, wall seconds, start, end) on perf_counter."""
-    from logalyzer.db import Database
-    from logalyzer.ingest import ingest
+    from logalyzer.store.db import Database
+    from logalyzer.jobs.ingest import ingest
     from logalyzer.settings import Settings
 
     t0 = time.perf_counter()
@@ -471,8 +471,8 @@ def run_logalyzer(dsn: str, fleet: Fleet, cold_run: bool) -> dict:
     """(a): optionally a cold ingest (Ray starts inside the call), then a warm one on empty
     tables with Ray already up; memory is sampled over both."""
     import psycopg
-    from logalyzer.db import migrate
-    from logalyzer.rayutil import ensure_ray
+    from logalyzer.store.db import migrate
+    from logalyzer.jobs.rayutil import ensure_ray
     from logalyzer.settings import Settings
 
     with psycopg.connect(dsn) as c:

@@ -9,10 +9,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import psycopg
 from psycopg import sql
 from bench.serve import _open_loop, score_bodies, free_port
-from logalyzer import serving, tokens
-from logalyzer.db import Database, migrate
+from logalyzer.http import serving
+from logalyzer.store import tokens
+from logalyzer.store.db import Database, migrate
 from logalyzer.settings import Settings
-from tests.test_score import train_models
+from bench._common import small_models
 
 OUT = os.environ.get("PROF_OUT", "/tmp/sv/prof")
 os.makedirs(OUT, exist_ok=True)
@@ -26,7 +27,7 @@ dsn = psycopg.conninfo.make_conninfo(**p)
 try:
     with psycopg.connect(dsn, autocommit=True) as c:
         migrate(c); secret = tokens.create_token(c, admin=True)[1]
-    train_models(Database(dsn))
+    small_models(Database(dsn), score_bodies(4))
     extra = json.loads(os.environ.get("EXTRA", "{}"))
     st = Settings(dsn=dsn, serve_access_log=False, **extra)
     url = serving.start(st, dsn, "127.0.0.1", free_port())

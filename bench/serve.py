@@ -64,8 +64,9 @@ def run_inprocess(dsn: str, kind: str, devices: list[tuple[str, str]], push_id, 
     """The library calls the route makes, from ``clients`` threads over a pool of that size."""
     from psycopg_pool import ConnectionPool
 
-    from logalyzer import jam, tokens
-    from logalyzer.jam_models import EventIn
+    from logalyzer.store import jam
+    from logalyzer.store import tokens
+    from logalyzer.core.jam import EventIn
 
     pool = ConnectionPool(dsn, min_size=clients, max_size=clients, kwargs={"autocommit": True}, open=True)
     pool.wait()
@@ -164,7 +165,7 @@ def run_http(url, kind, devices, push_id, clients, seconds, warmup) -> dict:
 def asgi_app():
     """The same FastAPI app without Ray Serve, for ``uvicorn --factory`` (BENCH_DSN): separates
     the cost of HTTP + FastAPI from the cost of Serve's proxy and replica hop."""
-    from logalyzer.api import Service, create_api
+    from logalyzer.http.app import Service, create_api
     from logalyzer.settings import Settings
 
     dsn = os.environ["BENCH_DSN"]
@@ -200,19 +201,15 @@ def free_port() -> int:
 
 
 def score_bodies(n_boxes: int = 8):
-    """Sessions (measures + event keys) of synthetic boxes, and tiny trained detectors' data."""
-    from tests.test_score import box_lines, measures_of
+    """Sessions (measures + event keys) of synthetic boxes (bench/_common.py)."""
+    from _common import synthetic_sessions
 
-    out = []
-    for b in range(n_boxes):
-        rx = f"R{9_200_000_000 + b:010d}"
-        out += measures_of(box_lines(rx, 60, seed=b, storms={7, 23}), rx)
-    return out
+    return synthetic_sessions(n_boxes)
 
 
 def run_inprocess_score(models: dict, sessions: list[dict], batch: int, seconds: float) -> dict:
     """The replica's scoring function called directly: one call per ``batch`` sessions."""
-    from logalyzer.scoring import score_flat
+    from logalyzer.core.verdict import score_flat
 
     lat, n, i = [], 0, 0
     t_end = time.perf_counter() + seconds
@@ -307,14 +304,14 @@ def bench_score(args, dsn: str, url: str, result: dict) -> None:
     """The scoring part: open-loop single-session rates, batched throughput, in-process reference."""
     import psycopg
 
-    from logalyzer import tokens
-    from logalyzer.db import Database
-    from logalyzer.registry import load
-    from tests.test_score import train_models
+    from logalyzer.store import tokens
+    from logalyzer.store.db import Database
+    from logalyzer.store.registry import load
+    from _common import small_models
 
     db = Database(dsn)
     t0 = time.perf_counter()
-    train_models(db)
+    small_models(db, score_bodies(4))
     result["score_train_s"] = round(time.perf_counter() - t0, 1)
     with psycopg.connect(dsn, autocommit=True) as conn:
         secret = tokens.create_token(conn, admin=True, name="bench")[1]
@@ -396,8 +393,10 @@ def main(argv=None) -> int:
     import psycopg
 
     from _common import fresh_database
-    from logalyzer import jam, serving, tokens
-    from logalyzer.jam_models import PushRequest
+    from logalyzer.store import jam
+    from logalyzer.http import serving
+    from logalyzer.store import tokens
+    from logalyzer.core.jam import PushRequest
     from logalyzer.settings import Settings
 
     base = Settings(**({"home": args.home} if args.home else {}))

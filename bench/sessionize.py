@@ -34,7 +34,7 @@ TARGET_FRACTION = 0.25
 
 def core_100k() -> dict:
     """The pure core on one device with 100k events (a realistic session pattern repeated)."""
-    from logalyzer.sessions import Event, sessionize
+    from logalyzer.core.sessions import Event, sessionize
 
     pattern = [("ChangeContent", {"cid": "ch1", "src": "live"}), ("FirstFrame", {"ttff_ms": 900}),
                ("BufferingStart", {}), ("BufferingEnd", {"dur_ms": 500}),
@@ -64,11 +64,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from _common import fresh_database
-    from logalyzer.ingest import ingest
-    from logalyzer.rayutil import ensure_ray
-    from logalyzer.sessionize import sessionize
+    from logalyzer.jobs.ingest import ingest
+    from logalyzer.jobs.rayutil import ensure_ray
+    from logalyzer.jobs.sessionize import sessionize
     from logalyzer.settings import Settings
-    from logalyzer.synth import FleetSpec, generate_fleet
+    from logalyzer.core.synth import FleetSpec, generate_fleet
 
     out = HERE / "out"
     fleet = out / f"fleet-d{args.devices}-h{args.hours:g}-s1-n{args.noise}"

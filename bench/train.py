@@ -41,15 +41,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from _common import fresh_database
-    from logalyzer.detect import detect, score_sessions
-    from logalyzer.detectors import fit_in_process
-    from logalyzer.ingest import ingest
-    from logalyzer.rayutil import ensure_ray
-    from logalyzer.registry import load
-    from logalyzer.sessionize import sessionize
+    from logalyzer.core.verdict import score_sessions
+    from logalyzer.jobs.detect import detect
+    from logalyzer.core.detectors import fit_in_process
+    from logalyzer.jobs.ingest import ingest
+    from logalyzer.jobs.rayutil import ensure_ray
+    from logalyzer.store.registry import load
+    from logalyzer.jobs.sessionize import sessionize
     from logalyzer.settings import Settings
-    from logalyzer.synth import FleetSpec, generate_fleet
-    from logalyzer.train import fit, load_sessions, new_detector, train, training_array
+    from logalyzer.core.synth import FleetSpec, generate_fleet
+    from logalyzer.jobs.train import fit, new_detector, train, training_array
+    from logalyzer.store.scores import load_sessions
 
     out = HERE / "out"
     fleet = out / f"fleet-d{args.devices}-h{args.hours:g}-s7-n2"

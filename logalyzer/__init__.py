@@ -1,13 +1,14 @@
 """LOGalyzer: find playback problems in a fleet of Android-TV set-top boxes from their logcat files.
 
-The package is layered (see the README's architecture section):
+The package is layered, one folder a layer, imports pointing down only (README,
+"Architecture"; ``tests/test_layers.py`` checks it):
 
-- pure core, no services: :mod:`logalyzer.files` (paths, RxIDs, streaming decompression),
-  :mod:`logalyzer.parser` (line headers, timestamps), :mod:`logalyzer.var` (VAR messages),
-  :mod:`logalyzer.synth` (synthetic fleet);
-- storage: :mod:`logalyzer.db` and the numbered SQL files under ``sql/``;
-- distributed jobs: :mod:`logalyzer.ingest`, :mod:`logalyzer.pipeline`;
-- faces: :mod:`logalyzer.cli`, ``jobs/``, ``serve/``.
+- :mod:`logalyzer.core`: pure (parsing, sessions, features, models, rules, synthetic fleet);
+- :mod:`logalyzer.settings`: configuration from the environment;
+- :mod:`logalyzer.store`: PostgreSQL (the schema is ``sql/``);
+- :mod:`logalyzer.jobs`: the distributed jobs on Ray;
+- faces: :mod:`logalyzer.http` (the HTTP service) and :mod:`logalyzer.cli` (the command);
+  outside the package ``jobs/``, ``serve/``, ``superset/`` and ``cluster/``.
 
 Importing the package has no side effects: nothing connects, starts or reads a file until a
 function is called.

@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-KINDS = ("lstm", "ae")  # = detectors.KINDS (not imported: that would load torch)
+from logalyzer.core.features import KINDS
 
 
 class Settings(BaseSettings):

@@ -8,7 +8,7 @@
 only: nothing starts or connects until Serve runs it.
 """
 
-from logalyzer.serving import app_builder
+from logalyzer.http.serving import app_builder
 
 app = app_builder({})
 

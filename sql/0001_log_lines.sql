@@ -1,5 +1,5 @@
 -- Raw log lines, one LIST partition per device (r##########), and the file ledger.
--- Partitions are created on the fly by the ingest (logalyzer.db.ensure_partition), each with a
+-- Partitions are created on the fly by the ingest (logalyzer.store.db.ensure_partition), each with a
 -- unique index on line_md5: the idempotency key, MD5(rxid || E'\n' || raw line) stored as uuid.
 
 CREATE TABLE IF NOT EXISTS ingested_files (

@@ -1,5 +1,5 @@
 -- Playback sessions (LOG_FORMAT.md section 4; column names are the contract) and devices.
--- Written by `logalyzer sessionize` (logalyzer/sessionize.py), one device at a time: a
+-- Written by `logalyzer sessionize` (logalyzer/jobs/sessionize.py), one device at a time: a
 -- device's rows are recomputed whole when it has new lines, and upserted by their
 -- deterministic id, so a re-run changes nothing (updated_at moves only when values change).
 -- No index on log_lines for this: every index slows the ingest's COPY, and reading one

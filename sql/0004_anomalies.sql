@@ -1,7 +1,7 @@
 -- Anomaly detection (LOG_FORMAT.md section 5): the model registry, one score per session and
 -- detector, and one consolidated row per flagged session for dashboards.
 -- Written by `logalyzer train` (models) and `logalyzer detect` (the other two), see
--- logalyzer/train.py and logalyzer/detect.py.
+-- logalyzer/jobs/train.py and logalyzer/jobs/detect.py.
 
 CREATE TABLE IF NOT EXISTS models (
     detector     text NOT NULL CHECK (detector IN ('lstm', 'ae')),
@@ -54,7 +54,7 @@ CREATE INDEX IF NOT EXISTS anomalies_consolidated_start ON anomalies_consolidate
 COMMENT ON TABLE anomalies_consolidated IS 'One row per session that any detector flagged; ready for dashboards';
 COMMENT ON COLUMN anomalies_consolidated.lstm_score IS 'LSTM score as a multiple of its threshold (> 1: above it); null when not scored';
 COMMENT ON COLUMN anomalies_consolidated.ae_score IS 'autoencoder score as a multiple of its threshold';
-COMMENT ON COLUMN anomalies_consolidated.is_anomaly IS 'the combined verdict (rule in logalyzer/detect.py)';
+COMMENT ON COLUMN anomalies_consolidated.is_anomaly IS 'the combined verdict (rule in logalyzer/jobs/detect.py)';
 COMMENT ON COLUMN anomalies_consolidated.detectors IS 'detectors that flagged the session';
 COMMENT ON COLUMN anomalies_consolidated.reasons IS '{"features": [...top features...], "transitions": [...unexpected events...]}';
 COMMENT ON COLUMN anomalies_consolidated.model_versions IS '{"lstm": n, "ae": m}';

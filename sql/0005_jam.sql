@@ -1,6 +1,6 @@
 -- jam-software: push an app to boxes, record what the boxes report, and measure the effect.
--- Written by the HTTP service (logalyzer/jam.py behind /jam-software/*) and `logalyzer tokens`
--- (logalyzer/tokens.py). jam_push_impact() is read by the service and by the dashboards.
+-- Written by the HTTP service (logalyzer/store/jam.py behind /jam-software/*) and `logalyzer tokens`
+-- (logalyzer/store/tokens.py). jam_push_impact() is read by the service and by the dashboards.
 
 CREATE TABLE IF NOT EXISTS api_tokens (
     token_id      serial PRIMARY KEY,
@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS jam_targets (
 );
 CREATE INDEX IF NOT EXISTS jam_targets_open ON jam_targets (rxid) WHERE state IN ('pending', 'delivered');
 CREATE INDEX IF NOT EXISTS jam_targets_rxid ON jam_targets (rxid);
-COMMENT ON TABLE jam_targets IS 'One row per box of a push, with where it stands (state machine in logalyzer/jam.py)';
+COMMENT ON TABLE jam_targets IS 'One row per box of a push, with where it stands (state machine in logalyzer/store/jam.py)';
 COMMENT ON COLUMN jam_targets.state IS 'pending -> delivered -> installed | failed; failed -> installed on a successful retry; never backwards';
 COMMENT ON COLUMN jam_targets.delivered_at IS 'first time the box fetched the push (or reported on it)';
 COMMENT ON COLUMN jam_targets.installed_at IS 'server time the installed event was received; the pivot of jam_push_impact()';

@@ -68,7 +68,7 @@ COMMENT ON FUNCTION qoe_device_dashboard(timestamptz, timestamptz) IS
     'viewing hours and the anomalous sessions among them; model/fw unknown when never seen';
 
 -- reasons is {"features": [...], "transitions": [...]} (LOG_FORMAT.md section 5, written by
--- logalyzer/detect.py): the autoencoder's items are {"feature", "value", ...}, the LSTM's
+-- logalyzer/jobs/detect.py): the autoencoder's items are {"feature", "value", ...}, the LSTM's
 -- {"after", "event", "p", ...}. Each becomes "feature" or "after -> event" (other shapes their
 -- name, event or JSON text), listed once each, alphabetically.
 CREATE OR REPLACE FUNCTION anomaly_reason_text(p_reasons jsonb) RETURNS text

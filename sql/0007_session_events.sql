@@ -1,5 +1,5 @@
--- Each session's VAR events as the LSTM detector's keys (logalyzer/features.py event_key), in
--- order; written by `logalyzer sessionize` together with the session (logalyzer/sessionize.py),
+-- Each session's VAR events as the LSTM detector's keys (logalyzer/core/features.py event_key), in
+-- order; written by `logalyzer sessionize` together with the session (logalyzer/jobs/sessionize.py),
 -- read by `logalyzer train` and `logalyzer detect`. Its own migration: it came after 0004 had
 -- been applied to databases in use.
 
@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS session_events (
     PRIMARY KEY (rxid, session_id),
     FOREIGN KEY (rxid, session_id) REFERENCES sessions (rxid, session_id) ON DELETE CASCADE
 );
-COMMENT ON TABLE session_events IS 'Each session''s VAR events as detector keys, in order (logalyzer/features.py event_key): the LSTM''s input, written by sessionize with the session';
+COMMENT ON TABLE session_events IS 'Each session''s VAR events as detector keys, in order (logalyzer/core/features.py event_key): the LSTM''s input, written by sessionize with the session';
 COMMENT ON COLUMN session_events.event_keys IS 'e.g. {ChangeContent,FirstFrame,HdmiHotplug:connected=false,...}';
 
 -- Sessions analysed before this table existed have no keys yet: mark every analysed device

@@ -1,4 +1,4 @@
--- Which detector versions the HTTP service serves (logalyzer/scoring.py). Written by
+-- Which detector versions the HTTP service serves (logalyzer/http/scoring.py). Written by
 -- POST /v1/models/reload; every Serve replica polls it, so one reload reaches all replicas
 -- and survives restarts. No row for a detector: LOGALYZER_SCORE_VERSIONS, else the newest.
 -- Numbered 0008: main has 0006 (dashboards) and 0007 (session_events).

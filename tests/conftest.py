@@ -13,20 +13,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import ray
 from psycopg import sql
 
-from logalyzer.db import Database, migrate
+from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-
+from logalyzer.store.db import Database, migrate
 
 def _server_dsn(tmp_root: Path) -> tuple[str, object | None]:
     dsn = os.environ.get("LOGALYZER_TEST_DSN")
     if dsn:
         return dsn, None
-    import pgserver
+    import pgserver  # only without LOGALYZER_TEST_DSN: it starts a server of its own
 
     server = pgserver.get_server(tmp_root / "pgdata", cleanup_mode="delete")
     return server.get_uri(), server
@@ -81,15 +79,6 @@ def settings(pg_dsn, tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def ray_local(settings):
     """One local Ray for the whole session (ray.init costs seconds on 2 cores)."""
-    import ray
-
-    from logalyzer.rayutil import ensure_ray
-
     ensure_ray(settings)
     yield ray
     ray.shutdown()
-
-
-def query(dsn: str, q: str, params=()) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(q, params).fetchall()

@@ -13,8 +13,8 @@ from schemathesis.checks import positive_data_acceptance
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings as hsettings
 
-from logalyzer import tokens
-from logalyzer.api import Service, create_api
+from logalyzer.store import tokens
+from logalyzer.http.app import Service, create_api
 from logalyzer.cli import main
 
 from fastapi.testclient import TestClient
@@ -80,9 +80,9 @@ def test_readiness_checks_are_a_list_to_extend(db):
 
 @pytest.fixture()
 def api(db):
-    from logalyzer.api_score import enable
+    from logalyzer.http.score import enable
 
-    from .test_score import train_models, wait_ready
+    from .helpers import train_models, wait_ready
 
     with psycopg.connect(db.dsn, autocommit=True) as conn:
         admin = tokens.create_token(conn, admin=True)[1]

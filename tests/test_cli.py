@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from logalyzer.cli import main
 
-from .conftest import ROOT, query
+from .helpers import ROOT, query
 
 BIN = Path(sys.executable).parent / "logalyzer"
 
@@ -133,7 +133,7 @@ def test_db_migrate_is_idempotent_and_info_reports(cli_env):
     first = runner.invoke(main, ["db", "migrate"])
     assert first.exit_code == 0 and "up to date" in first.output
     info = runner.invoke(main, ["db", "info"])
-    from logalyzer.db import migrations
+    from logalyzer.store.db import migrations
 
     files = migrations()
     assert info.exit_code == 0 and f"schema version: {files[-1][0]}" in info.output

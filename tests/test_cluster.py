@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, query
+from .helpers import ROOT, query
 
 CLUSTER = ROOT / "cluster"
 K8S = CLUSTER / "k8s"
@@ -194,7 +194,7 @@ def _same_as_shared(env: dict) -> None:
 
 
 def test_rayjob_runs_the_pipeline_launcher_with_the_shared_runtime_env():
-    from logalyzer.pipeline import parse_steps
+    from logalyzer.jobs.pipeline import parse_steps
 
     spec = manifests()["RayJob"]["spec"]
     argv = shlex.split(spec["entrypoint"])

@@ -12,21 +12,22 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from logalyzer.autoencoder import AEConfig
+from logalyzer.core.autoencoder import AEConfig
 from logalyzer.cli import main
-from logalyzer.detect import consolidate, detect
-from logalyzer.detectors import (AEDetector, LSTMDetector, Verdict, fit_in_process, from_bytes,
+from logalyzer.core.verdict import consolidate
+from logalyzer.jobs.detect import detect
+from logalyzer.core.detectors import (AEDetector, LSTMDetector, Verdict, fit_in_process, from_bytes,
                                  threshold_rule, to_bytes)
-from logalyzer.evaluate import load_hdfs, prf
-from logalyzer.features import FEATURE_NAMES, event_key, event_keys, session_features
-from logalyzer.ingest import ingest
-from logalyzer.lstm import EOS, LSTMConfig
-from logalyzer.sessionize import sessionize
-from logalyzer.sessions import Event
-from logalyzer.synth import FleetSpec, generate_fleet
-from logalyzer.train import train
+from logalyzer.jobs.evaluate import load_hdfs, prf
+from logalyzer.core.features import FEATURE_NAMES, event_key, event_keys, session_features
+from logalyzer.jobs.ingest import ingest
+from logalyzer.core.lstm import EOS, LSTMConfig
+from logalyzer.jobs.sessionize import sessionize
+from logalyzer.core.sessions import Event
+from logalyzer.core.synth import FleetSpec, generate_fleet
+from logalyzer.jobs.train import train
 
-from .conftest import SHARED, query
+from .helpers import DATA, query
 
 T0 = 1_710_662_400_000
 
@@ -177,7 +178,7 @@ def test_prf():
 
 
 def test_the_hdfs_benchmark_reads_with_its_documented_split():
-    rows = load_hdfs(SHARED / "hdfs-100k")
+    rows = load_hdfs(DATA / "hdfs-100k")
     train_rows = [r for r in rows if r["split"] == "train"]
     test_rows = [r for r in rows if r["split"] == "test"]
     assert len(rows) == 7940
@@ -244,7 +245,7 @@ def test_ray_job_entry_points_answer_help(job, option):
     import subprocess
     import sys
 
-    from .conftest import ROOT
+    from .helpers import ROOT
 
     r = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help"],
                        capture_output=True, text=True, timeout=120)

@@ -12,12 +12,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from logalyzer.db import ensure_partition, partition_name
+from logalyzer.store.db import ensure_partition, partition_name
 from logalyzer.errors import InvalidIdentifier
-from logalyzer.ingest import ingest
-from logalyzer.synth import FleetSpec, generate_fleet
+from logalyzer.jobs.ingest import ingest
+from logalyzer.core.synth import FleetSpec, generate_fleet
 
-from .conftest import SHARED, query
+from .helpers import DATA, query
 
 RX = "R1234567890"
 GOOD = [f"03-17 16:13:{i:02d}.000  1702  2395 I Tag: good line {i}" for i in range(40)]
@@ -185,7 +185,7 @@ def test_rxid_option_names_files_without_one(db, settings, ray_local, tmp_path):
 
 
 def test_golden_android_file_loads_with_its_fields(db, settings, ray_local, tmp_path):
-    src = SHARED / "loghub-android" / "Android_2k.log"
+    src = DATA / "loghub-android" / "Android_2k.log"
     f = tmp_path / RX / "Android_2k_20170317.log"
     f.parent.mkdir()
     f.write_bytes(src.read_bytes())

@@ -10,9 +10,10 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from logalyzer import jam, tokens
+from logalyzer.store import jam
+from logalyzer.store import tokens
 from logalyzer.errors import IdempotencyConflict, LogalyzerError, NotFound, Unauthorized
-from logalyzer.jam_models import EventIn, PushRequest
+from logalyzer.core.jam import EventIn, PushRequest
 
 SHA = "ab" * 32
 T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)

@@ -12,13 +12,13 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from logalyzer.files import LineReader
-from logalyzer.parser import FileParser
+from logalyzer.core.files import LineReader
+from logalyzer.core.parser import FileParser
 
-from .conftest import SHARED
+from .helpers import DATA
 
 UTC = timezone.utc
-ANDROID = SHARED / "loghub-android"
+ANDROID = DATA / "loghub-android"
 
 
 def parse_lines(lines, rxid="R1234567890", **kw):
@@ -196,7 +196,7 @@ def test_arbitrary_bytes_never_raise_and_every_line_is_kept(tmp_path, data, gz):
     try:
         rows = sum((fp.parse(c.lines, c.truncated).num_rows for c in reader), 0)
     except Exception as exc:  # only the documented refusal is allowed
-        from logalyzer.files import NotALogFile
+        from logalyzer.core.files import NotALogFile
 
         assert isinstance(exc, NotALogFile)
         return

@@ -9,7 +9,7 @@ import psycopg
 import pyarrow as pa
 from hypothesis import given, settings as hsettings, strategies as st
 
-from logalyzer.pgbinary import encode
+from logalyzer.store.pgbinary import encode
 
 COLUMNS = "u uuid, i8 bigint, i4 integer, f double precision, b boolean, ts timestamptz, s text, j jsonb"
 

@@ -18,96 +18,21 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from logalyzer import autoencoder, lstm, tokens
-from logalyzer.api import Service, create_api
-from logalyzer.api_score import enable
-from logalyzer.db import ensure_partition
-from logalyzer.detectors import AEDetector, LSTMDetector, threshold_rule
-from logalyzer.features import FEATURE_COLUMNS
-from logalyzer.rawlines import event_from_data, events_from_lines, sessions_from_lines
-from logalyzer.registry import register
-from logalyzer.sessionize import _write_event_keys, _write_sessions, read_events
+from logalyzer.core import autoencoder
+from logalyzer.core import lstm
+from logalyzer.store import tokens
+from logalyzer.http.app import Service, create_api
+from logalyzer.http.score import enable
+from logalyzer.store.db import ensure_partition
+from logalyzer.core.detectors import AEDetector, LSTMDetector, threshold_rule
+from logalyzer.core.features import FEATURE_COLUMNS
+from logalyzer.core.rawlines import event_from_data, events_from_lines, sessions_from_lines
+from logalyzer.store.registry import register
+from logalyzer.store.sessions import read_events, write_event_keys, write_sessions
 from logalyzer.settings import Settings
 
-from .conftest import query
+from .helpers import RX, RX2, box_lines, measures_of, query, store_sessions, train_models, wait_ready
 
-RX, RX2 = "R0000000001", "R0000000002"
-T0 = datetime(2024, 3, 17, 8, 0, tzinfo=timezone.utc).timestamp()
-
-
-# --------------------------------------------------------------------------- synthetic boxes
-
-
-def _line(t: float, etype: str, data: str) -> str:
-    dt = datetime.fromtimestamp(t, timezone.utc)
-    return f"{dt:%Y-%m-%d %H:%M:%S}.{int(t * 1000) % 1000:03d}Z  1200  1300 I VAR     : PLAYER|fn|{etype}|{data}"
-
-
-def box_lines(rx: str, n: int, seed: int, storms: set[int] = frozenset(), t0: float = T0) -> list[str]:
-    """``n`` back-to-back sessions of one box as logcat lines; sessions in ``storms`` have a
-    freeze storm and a black screen before their first frame (what both detectors should flag)."""
-    r = random.Random(f"{rx}-{seed}")
-    out, t, seq = [], t0, 0
-
-    def emit(dt: float, etype: str, data: str = "") -> None:
-        nonlocal t, seq
-        t += dt
-        seq += 1
-        out.append(_line(t, etype, f"{data} seq={seq}".strip()))
-
-    emit(0, "BootInfo", "model=X1 fw=1.0 app=2.0")
-    for k in range(n):
-        emit(5, "ChangeContent", f"cid=ch{r.randint(1, 40)} src=live")
-        if k in storms:
-            emit(1, "BlackScreen", "dur_ms=4000")
-        emit(r.uniform(0.5, 1.5), "FirstFrame", f"ttff_ms={r.randint(600, 1400)}")
-        for _ in range(r.randint(0, 2)):
-            emit(r.uniform(60, 300), "BufferingStart")
-            emit(r.uniform(1, 4), "BufferingEnd")
-        if r.random() < 0.4:
-            emit(r.uniform(30, 200), "TrickMode", "mode=PAUSE")
-            emit(r.uniform(5, 60), "TrickMode", "mode=PLAY")
-        if k in storms:
-            for _ in range(25):
-                emit(2, "VideoFreeze", "state=start")
-                emit(3, "VideoFreeze", "state=end")
-        emit(r.uniform(300, 1200), "DisplayDrop", f"dropped={r.randint(1, 3)}")
-    return out
-
-
-def fit(det, data: np.ndarray, epochs: int, batch: int = 256, seed: int = 0):
-    from logalyzer.detectors import loss_fn
-
-    torch.manual_seed(seed)
-    model, loss = det.model.train(), loss_fn(det.kind)
-    opt = torch.optim.Adam(model.parameters(), lr=det.cfg.lr)
-    x = torch.from_numpy(data)
-    for _ in range(epochs):
-        for part in torch.split(x[torch.randperm(len(x))], batch):
-            opt.zero_grad()
-            loss(model, part).backward()
-            opt.step()
-    det.model.eval()
-    return det
-
-
-def train_models(db, seed: int = 0) -> dict:
-    """A tiny AE and LSTM from 120 ordinary sessions, registered; returns them by kind."""
-    sessions = []
-    for b in range(4):
-        rx = f"R{9_100_000_000 + b:010d}"
-        sessions += [{**m, "event_keys": k} for m, k in
-                     sessions_from_lines(box_lines(rx, 30, seed + b), rx)]
-    ae = AEDetector.new(replace(autoencoder.AEConfig(), epochs=40), sessions)
-    fit(ae, ae.training_data(sessions), 40, batch=32, seed=seed)
-    ae.threshold = threshold_rule(ae.scores(sessions))
-    seqs = [s["event_keys"] for s in sessions]
-    lm = LSTMDetector.new(replace(lstm.LSTMConfig(), hidden=32, layers=1, embed=8), seqs)
-    fit(lm, lm.training_data(seqs), 4, seed=seed)
-    lm.threshold = threshold_rule(lm.scores(seqs))
-    for det in (ae, lm):
-        register(db, det, {"test": True}, {"sessions": len(sessions)})
-    return {"ae": ae, "lstm": lm}
 
 
 # --------------------------------------------------------------------------- pure core
@@ -116,11 +41,11 @@ def train_models(db, seed: int = 0) -> dict:
 def test_raw_lines_give_the_ground_truth_sessions_of_a_synthetic_fleet(tmp_path):
     """Every header variant and both VAR dialects: lines → sessions equals the generator's truth
     (which the batch ingest + sessionize path is held to in test_sessionize)."""
-    from logalyzer.files import LineReader, date_from_path, rxid_from_path
-    from logalyzer.sessions import _iso
-    from logalyzer.synth import FleetSpec, generate_fleet
+    from logalyzer.core.files import LineReader, date_from_path, rxid_from_path
+    from logalyzer.core.sessions import _iso
+    from logalyzer.core.synth import FleetSpec, generate_fleet
 
-    from .test_sessionize import compare
+    from .helpers import compare
 
     generate_fleet(tmp_path, FleetSpec(devices=10, hours=1.5, seed=5, noise_lines_per_minute=30))
     truth = json.loads((tmp_path / "ground_truth.json").read_text())
@@ -219,25 +144,8 @@ def client(db, models, tok):
         yield c
 
 
-def wait_ready(c, seconds: float = 30):
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        r = c.get("/readyz")
-        if r.status_code == 200:
-            return r
-        time.sleep(0.1)
-    raise AssertionError(r.json())
-
-
 def H(secret):
     return {"Authorization": f"Bearer {secret}"}
-
-
-def measures_of(lines, rx=RX) -> list[dict]:
-    return [{**{c: m[c] for c in FEATURE_COLUMNS}, "rxid": rx, "session_id": m["session_id"],
-             "event_keys": k} for m, k in sessions_from_lines(lines, rx)]
 
 
 def test_scores_from_measures_and_from_raw_lines_agree(client, tok, models):
@@ -323,15 +231,6 @@ def test_who_may_score_store_and_reload(client, tok):
     assert client.post("/v1/models/reload", headers=H(tok["admin"])).status_code == 200
 
 
-def store_sessions(dsn, rx, lines):
-    """Write the sessions of ``lines`` into ``sessions`` as the batch job does."""
-    found = sessions_from_lines(lines, rx)
-    with psycopg.connect(dsn) as conn, conn.transaction():
-        _write_sessions(conn, rx, [m for m, _ in found])
-        _write_event_keys(conn, rx, [m for m, _ in found], [k for _, k in found])
-    return found
-
-
 def test_store_writes_anomalies_and_consolidated_rows(client, tok, db):
     lines = box_lines(RX, 5, seed=9, storms={1, 3})
     found = store_sessions(db.dsn, RX, lines)
@@ -347,8 +246,9 @@ def test_store_writes_anomalies_and_consolidated_rows(client, tok, db):
     starts = {m["session_id"]: m["start_ts"] for m, _ in found}
     assert all(int(c[4].timestamp() * 1000) == starts[c[0]] for c in cons)
     # the same rows as the batch job computes from the table (detect.read_sessions + score_sessions)
-    from logalyzer.detect import read_sessions, score_sessions
-    from logalyzer.registry import load
+    from logalyzer.core.verdict import score_sessions
+    from logalyzer.store.scores import read_sessions
+    from logalyzer.store.registry import load
 
     with psycopg.connect(db.dsn) as conn:
         batch = read_sessions(conn, ids=[(RX, m["session_id"]) for m, _ in found])

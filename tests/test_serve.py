@@ -12,11 +12,11 @@ import httpx
 import psycopg
 import pytest
 
-from logalyzer import tokens
-from logalyzer.db import Database
+from logalyzer.store import tokens
+from logalyzer.store.db import Database
 
-from .conftest import query
-from .test_score import box_lines, measures_of, store_sessions, train_models
+from .helpers import query
+from .helpers import box_lines, measures_of, store_sessions, train_models
 
 SHA = "cd" * 32
 RX1, RX2, RX3 = "R0000000001", "R0000000002", "R0000000003"
@@ -32,7 +32,7 @@ def free_port() -> int:
 def base_url(ray_local, settings, pg_dsn):
     from ray import serve
 
-    from logalyzer import serving
+    from logalyzer.http import serving
 
     url = serving.start(settings, pg_dsn, "127.0.0.1", free_port())
     yield url

@@ -14,12 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from logalyzer.cli import main
-from logalyzer.ingest import ingest
-from logalyzer.sessionize import plan, sessionize
-from logalyzer.sessions import Event, sessionize as pure_sessionize
-from logalyzer.synth import FleetSpec, generate_fleet
+from logalyzer.jobs.ingest import ingest
+from logalyzer.jobs.sessionize import plan, sessionize
+from logalyzer.core.sessions import Event, sessionize as pure_sessionize
+from logalyzer.core.synth import FleetSpec, generate_fleet
 
-from .conftest import query
+from .helpers import SESSION_MEASURES as MEASURES
+from .helpers import compare, query
 
 UTC = timezone.utc
 T0 = 1_710_662_400_000  # 2024-03-17T08:00:00Z in ms
@@ -118,8 +119,8 @@ def test_video_start_failure_seq_gaps_fatal_and_deterministic_ids():
 
 
 def test_playback_types_are_the_generators():
-    from logalyzer.sessions import PLAYBACK_TYPES
-    from logalyzer.synth import PLAYBACK_TYPES as SYNTH
+    from logalyzer.core.sessions import PLAYBACK_TYPES
+    from logalyzer.core.synth import PLAYBACK_TYPES as SYNTH
 
     assert PLAYBACK_TYPES == SYNTH
 
@@ -132,11 +133,6 @@ def test_same_timestamp_is_ordered_by_seq():
 
 # --------------------------------------------------------------------------- against the truth
 
-MEASURES = ("content_id", "source", "duration_s", "ttff_ms", "black_screen_count",
-            "black_screen_ms", "video_freeze_count", "video_freeze_ms", "display_drop_count",
-            "dropped_frames", "buffering_count", "rebuffer_ms", "trick_mode_count",
-            "hdmi_event_count", "hdmi_disconnects", "standby_count", "error_count",
-            "fatal_error", "video_start_failure", "seq_gaps", "event_count", "model", "fw", "app")
 _ISO = "YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\""
 
 
@@ -149,24 +145,6 @@ def stored_sessions(dsn: str, rxids: set[str] | None = None) -> dict[tuple[str, 
         names = [d.name for d in cur.description]
         rows = [dict(zip(names, r)) for r in cur]
     return {(r["rxid"], r["start"]): r for r in rows if rxids is None or r["rxid"] in rxids}
-
-
-def compare(truth_sessions: list[dict], got: dict) -> list[str]:
-    """Differences between the truth's sessions and the stored ones (empty = exact match)."""
-    got = dict(got)
-    problems = []
-    for t in truth_sessions:
-        g = got.pop((t["rxid"], t["start_ts"]), None)
-        if g is None:
-            problems.append(f"missing {t['rxid']} {t['start_ts']} {t['edge_cases']}")
-            continue
-        diffs = {k: (t[k], g[k]) for k in MEASURES if t[k] != g[k]}
-        if t["end_ts"] != g["end"]:
-            diffs["end_ts"] = (t["end_ts"], g["end"])
-        if diffs:
-            problems.append(f"{t['rxid']} {t['start_ts']} {t['edge_cases']}: {diffs}")
-    problems += [f"extra {k}" for k in got]
-    return problems
 
 
 def reset(dsn: str) -> None:
@@ -190,7 +168,7 @@ def fleet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analysed(pg_dsn, settings, ray_local, fleet):
     """The fleet ingested and sessionized once; what was stored, read back."""
-    from logalyzer.db import Database
+    from logalyzer.store.db import Database
 
     out, truth = fleet
     reset(pg_dsn)
@@ -243,7 +221,7 @@ def test_edge_case_sessions_match_the_truth(analysed, edge):
 
 
 def test_rerun_changes_nothing_and_keeps_ids(analysed, pg_dsn, settings):
-    from logalyzer.db import Database
+    from logalyzer.store.db import Database
 
     db = Database(pg_dsn)
     before = query(pg_dsn, "SELECT rxid, session_id, updated_at FROM sessions ORDER BY 1, 2")
@@ -261,8 +239,8 @@ def test_views_and_drill_down(analysed, pg_dsn):
     assert daily[0] == len(truth["sessions"])
     assert daily[1] == pytest.approx(sum(s["duration_s"] for s in truth["sessions"]) / 3600)
     assert daily[2] == sum(s["hdmi_disconnects"] for s in truth["sessions"])
-    from logalyzer.db import Database
-    from logalyzer.sessionize import fleet_overview
+    from logalyzer.store.db import Database
+    from logalyzer.store.reports import fleet_overview
 
     o = fleet_overview(Database(pg_dsn), worst=3)
     assert (o["devices"], o["sessions"]) == (10, len(truth["sessions"])) and len(o["worst"]) == 3
@@ -294,7 +272,7 @@ def test_views_and_drill_down(analysed, pg_dsn):
 
 
 def test_new_file_for_one_device_updates_only_that_device(analysed, pg_dsn, settings, tmp_path):
-    from logalyzer.db import Database
+    from logalyzer.store.db import Database
 
     truth, _, _ = analysed
     rx = truth["devices"][3]["rxid"]

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import yaml
 
-from .conftest import ROOT, query
+from .helpers import ROOT, query
 
 spec = importlib.util.spec_from_file_location("build_bundle", ROOT / "superset" / "build_bundle.py")
 bb = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""Tests for the synthetic fleet generator (logalyzer.synth).
+"""Tests for the synthetic fleet generator (logalyzer.core.synth).
 
 The strongest check here parses the written files back with a small, independent VAR reader
 and recomputes the sessions: the ground truth must be derivable from the files alone.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from logalyzer.synth import (ANOMALY_KINDS, EVENT_TYPES, HEADER_VARIANTS, MARKER_MAIN, FleetSpec,
+from logalyzer.core.synth import (ANOMALY_KINDS, EVENT_TYPES, HEADER_VARIANTS, MARKER_MAIN, FleetSpec,
                              VarEvent, generate_fleet, truth_sessions)
 
 UTC = timezone.utc

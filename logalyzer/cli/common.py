@@ -1,0 +1,75 @@
+"""What every ``logalyzer`` command shares: help options, settings, the database, and the
+rule for errors: a :class:`~logalyzer.errors.LogalyzerError` is one line (``Error: ...``)
+plus a hint, exit status 1; usage errors exit with 2 (click's rule); tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from logalyzer.core.files import is_valid_rxid
+from logalyzer.errors import InvalidIdentifier, LogalyzerError
+from logalyzer.settings import Settings
+from logalyzer.store.db import Database, open_database
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def fail(message: str, hint: str = "") -> None:
+    click.secho(f"Error: {message}", fg="red", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+    sys.exit(1)
+
+
+def friendly(fn):
+    """Turn named errors into one line and a hint; let real bugs show their traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LogalyzerError as exc:
+            fail(str(exc), exc.hint)
+        except KeyboardInterrupt:
+            fail("interrupted", "re-run the same command: finished files are skipped")
+
+    return wrapper
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:  # pydantic's ValidationError: one line per bad field
+        errors = getattr(exc, "errors", lambda: [])()
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors) or str(exc)
+        raise LogalyzerError(f"bad configuration: {msg}",
+                             hint="see `logalyzer --help` for the environment variables") from exc
+
+
+def open_db(settings: Settings, migrate_schema: bool = True) -> Database:
+    """The configured database (embedded unless LOGALYZER_DSN), migrated unless told not to."""
+    return open_database(settings, migrate_schema=migrate_schema)
+
+
+def parse_rxids(rxids: str | None = None, rxids_file: str | Path | None = None) -> set[str] | None:
+    """The devices to restrict the run to, from ``--rxids R1,R2`` or a file (one per line,
+    ``#`` comments); None means all."""
+    found: list[str] = []
+    if rxids:
+        found += [r.strip().upper() for r in rxids.split(",") if r.strip()]
+    if rxids_file:
+        for line in Path(rxids_file).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                found.append(line.upper())
+    if not rxids and not rxids_file:
+        return None
+    bad = [r for r in found if not is_valid_rxid(r)]
+    if bad:
+        raise InvalidIdentifier(f"not RxIDs: {', '.join(bad[:5])}")
+    return set(found)

@@ -1,0 +1,98 @@
+"""The feature detector: an autoencoder over session feature vectors (pure core, PyTorch).
+
+Each session's feature vector (:mod:`logalyzer.core.features`) is standardised with the training
+set's mean and spread, squeezed through a narrow bottleneck and rebuilt. A session like the
+fleet's usual ones is rebuilt well; an unusual one is not. The score is the mean squared
+reconstruction error over the standardised features, and the features with the largest error
+are the explanation ("freezes: 3.0 where sessions like this have 0.1").
+
+Two choices make it work on a history that holds anomalies (measured on synthetic fleets with
+10 % anomalous sessions: F1 of this detector alone from about 0.1 to 0.95-0.98 on five fleets):
+
+- **Rebuilt values are bounded** (``bound`` standard units, through a scaled tanh). An
+  autoencoder extrapolates linearly: one that has seen sessions with one or two freezes
+  rebuilds fifteen just as well, so a freeze storm scored as normal. Bounded, it cannot rebuild
+  what lies far outside the usual range, and the error grows with the distance.
+- **A floor under each feature's spread** (``MIN_SCALE``, larger for some features, see
+  ``features.SCALE_FLOORS``), so a yes/no feature that is almost always "no" (standby ended
+  the session) does not turn every "yes" into an outlier. Inputs are clipped to ±10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+CLIP = 10.0
+MIN_SCALE = 0.2
+
+
+@dataclass
+class AEConfig:
+    hidden: int = 64
+    bottleneck: int = 12
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 3e-3
+    top_features: int = 3     # features named in an explanation
+    bound: float = 2.5        # rebuilt values are squashed into ±bound standard units
+
+
+class Scaler:
+    """Per-feature mean and spread from the training sessions."""
+
+    def __init__(self, names: list[str], mean: list[float], scale: list[float]):
+        self.names, self.mean, self.scale = list(names), np.array(mean), np.array(scale)
+
+    @classmethod
+    def fit(cls, names: list[str], x: np.ndarray, floors: dict[str, float] | None = None) -> Scaler:
+        floor = np.array([(floors or {}).get(n, MIN_SCALE) for n in names])
+        return cls(names, x.mean(axis=0).tolist(), np.maximum(x.std(axis=0), floor).tolist())
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return np.clip((x - self.mean) / self.scale, -CLIP, CLIP).astype(np.float32)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return z * self.scale + self.mean
+
+    def to_dict(self) -> dict:
+        return {"names": self.names, "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+
+class SessionAE(nn.Module):
+    def __init__(self, n_features: int, cfg: AEConfig):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(n_features, cfg.hidden), nn.ReLU(),
+                                     nn.Linear(cfg.hidden, cfg.bottleneck))
+        self.decoder = nn.Sequential(nn.ReLU(), nn.Linear(cfg.bottleneck, cfg.hidden), nn.ReLU(),
+                                     nn.Linear(cfg.hidden, n_features))
+        self.bound = cfg.bound
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(self.encoder(x))    # x (B, F) standardised → (B, F) rebuilt
+        return self.bound * torch.tanh(out / self.bound)
+
+
+def loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    return nn.functional.mse_loss(model(batch), batch)
+
+
+@torch.no_grad()
+def errors(model: nn.Module, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, F) standardised → ((N,) scores, (N, F) reconstructions)."""
+    rebuilt = model(torch.from_numpy(z)).numpy()
+    return ((rebuilt - z) ** 2).mean(axis=1), rebuilt
+
+
+def explain(scaler: Scaler, raw: np.ndarray, z: np.ndarray, rebuilt: np.ndarray,
+            limit: int) -> list[dict]:
+    """One session's top features: name, value, what the model expected, share of the error."""
+    sq = (rebuilt - z) ** 2
+    expected = scaler.inverse(rebuilt)
+    total = float(sq.sum()) or 1.0
+    return [{"feature": scaler.names[i], "value": round(float(raw[i]), 4),
+             "expected": round(float(expected[i]), 4), "share": round(float(sq[i]) / total, 3)}
+            for i in np.argsort(-sq)[:limit]]

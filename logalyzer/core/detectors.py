@@ -1,0 +1,196 @@
+"""The two detectors behind one interface, their checkpoints and their thresholds (pure core).
+
+A checkpoint is self-describing: ``torch.save`` bytes of a plain dict holding the detector's
+kind, its config dataclass, what it needs to read input (the LSTM's vocabulary, the
+autoencoder's feature names and scaler), its threshold and the state dict, so
+``from_bytes(data)`` is all it takes to score with it, anywhere. The bytes live in the
+``models`` table (:mod:`logalyzer.store.registry`).
+
+**The threshold rule** (no labels, the training history holds some anomalies as real data
+does): a robust upper fence over the training scores, ``Q3 + k·IQR`` (Tukey's "far out" fence
+with k = 3), never below the 90th percentile, plus a small floor (:data:`MIN_MARGIN`) so a
+degenerate distribution (all scores equal) does not flag every session scoring a hair above it.
+Quartiles, unlike a mean and standard deviation, barely move when a tenth of the sessions are
+anomalous, so the fence follows the normal sessions.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from logalyzer.core import autoencoder as ae
+from logalyzer.core import lstm
+from logalyzer.core.features import FEATURE_NAMES, KINDS, SCALE_FLOORS, session_features  # noqa: F401 (KINDS re-exported)
+FENCE_K = 3.0
+MIN_MARGIN = 0.05
+
+
+def threshold_rule(scores: Sequence[float], k: float = FENCE_K) -> float:
+    """The documented rule (module docstring): max(Q3 + k·IQR, P90) + MIN_MARGIN."""
+    s = np.asarray(scores, dtype=float)
+    if s.size == 0:
+        return math.inf
+    q1, q3, p90 = np.quantile(s, [0.25, 0.75, 0.90])
+    return float(max(q3 + k * (q3 - q1), p90) + MIN_MARGIN)
+
+
+@dataclass
+class Verdict:
+    score: float
+    threshold: float
+    is_anomaly: bool
+    details: dict = field(default_factory=dict)
+
+
+class LSTMDetector:
+    kind = "lstm"
+
+    def __init__(self, cfg: lstm.LSTMConfig, vocab: lstm.Vocab, model: lstm.NextKeyLSTM,
+                 threshold: float = math.inf, version: int | None = None):
+        self.cfg, self.vocab, self.model = cfg, vocab, model.eval()
+        self.threshold, self.version = threshold, version
+
+    @classmethod
+    def new(cls, cfg: lstm.LSTMConfig, sequences) -> LSTMDetector:
+        vocab = lstm.Vocab.build(sequences)
+        return cls(cfg, vocab, lstm.NextKeyLSTM(len(vocab), cfg))
+
+    @staticmethod
+    def inputs(sessions: Sequence[Mapping]) -> list[list[str]]:
+        """What this detector reads of ``sessions`` rows: their event keys."""
+        return [s["event_keys"] for s in sessions]
+
+    def training_data(self, sequences) -> np.ndarray:
+        return lstm.training_windows(self.vocab, sequences, self.cfg.window)
+
+    def scores(self, sequences: Sequence[list[str]]) -> np.ndarray:
+        out = np.zeros(len(sequences))
+        surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
+        for i, (nll, rank) in enumerate(surprise):
+            out[i] = lstm.session_score(nll, rank, self.cfg)
+        return out
+
+    def score(self, sequences: Sequence[list[str]]) -> list[Verdict]:
+        out = []
+        surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
+        for seq, (nll, rank) in zip(sequences, surprise):
+            s = lstm.session_score(nll, rank, self.cfg)
+            out.append(Verdict(s, self.threshold, s > self.threshold, {
+                "events": len(seq), "misses": int(lstm.misses(nll, rank, self.cfg).sum()),
+                "transitions": lstm.explain(seq, nll, rank, self.cfg)}))
+        return out
+
+    def payload(self) -> dict:
+        return {"vocab": self.vocab.keys}
+
+
+class AEDetector:
+    kind = "ae"
+
+    def __init__(self, cfg: ae.AEConfig, scaler: ae.Scaler, model: ae.SessionAE,
+                 threshold: float = math.inf, version: int | None = None):
+        self.cfg, self.scaler, self.model = cfg, scaler, model.eval()
+        self.threshold, self.version = threshold, version
+
+    @classmethod
+    def new(cls, cfg: ae.AEConfig, rows: Sequence[Mapping]) -> AEDetector:
+        scaler = ae.Scaler.fit(list(FEATURE_NAMES), _matrix(rows), SCALE_FLOORS)
+        return cls(cfg, scaler, ae.SessionAE(len(FEATURE_NAMES), cfg))
+
+    @staticmethod
+    def inputs(sessions: Sequence[Mapping]) -> Sequence[Mapping]:
+        """What this detector reads of ``sessions`` rows: the rows themselves (their measures)."""
+        return sessions
+
+    def training_data(self, rows: Sequence[Mapping]) -> np.ndarray:
+        return self.scaler.transform(_matrix(rows))
+
+    def scores(self, rows: Sequence[Mapping]) -> np.ndarray:
+        return ae.errors(self.model, self.training_data(rows))[0] if len(rows) else np.zeros(0)
+
+    def score(self, rows: Sequence[Mapping]) -> list[Verdict]:
+        if not len(rows):
+            return []
+        raw = _matrix(rows)
+        z = self.scaler.transform(raw)
+        err, rebuilt = ae.errors(self.model, z)
+        return [Verdict(float(err[i]), self.threshold, bool(err[i] > self.threshold), {
+            "features": ae.explain(self.scaler, raw[i], z[i], rebuilt[i], self.cfg.top_features)})
+            for i in range(len(rows))]
+
+    def payload(self) -> dict:
+        return {"scaler": self.scaler.to_dict()}
+
+
+Detector = LSTMDetector | AEDetector
+
+
+def _matrix(rows: Sequence[Mapping]) -> np.ndarray:
+    return np.array([session_features(r) for r in rows], dtype=np.float64).reshape(
+        len(rows), len(FEATURE_NAMES))
+
+
+def to_bytes(det: Detector, extra: dict | None = None) -> bytes:
+    """The self-describing checkpoint of a detector (see the module docstring)."""
+    buf = io.BytesIO()
+    torch.save({"kind": det.kind, "config": asdict(det.cfg), "threshold": det.threshold,
+                "state_dict": det.model.state_dict(), **det.payload(), "extra": extra or {}}, buf)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes, version: int | None = None) -> Detector:
+    """Load a checkpoint made by :func:`to_bytes` (plain types only: ``weights_only``)."""
+    ck = torch.load(io.BytesIO(data), weights_only=True)
+    if ck["kind"] == "lstm":
+        cfg = lstm.LSTMConfig(**ck["config"])
+        vocab = lstm.Vocab(ck["vocab"])
+        model = lstm.NextKeyLSTM(len(vocab), cfg)
+        model.load_state_dict(ck["state_dict"])
+        return LSTMDetector(cfg, vocab, model, ck["threshold"], version)
+    if ck["kind"] == "ae":
+        cfg = ae.AEConfig(**ck["config"])
+        sc = ck["scaler"]
+        model = ae.SessionAE(len(sc["names"]), cfg)
+        model.load_state_dict(ck["state_dict"])
+        return AEDetector(cfg, ae.Scaler(sc["names"], sc["mean"], sc["scale"]), model,
+                          ck["threshold"], version)
+    raise ValueError(f"unknown detector kind in checkpoint: {ck['kind']!r}")
+
+
+def loss_fn(kind: str):
+    return {"lstm": lstm.loss, "ae": ae.loss}[kind]
+
+
+def train_epoch(model: torch.nn.Module, kind: str, data: torch.Tensor, opt, batch_size: int,
+                device: str | torch.device = "cpu") -> float:
+    """One pass over ``data`` (rows of :meth:`training_data`) in a random order; the mean loss.
+    The same loop runs in each Ray Train worker and in :func:`fit_in_process`."""
+    loss, total = loss_fn(kind), 0.0
+    model.train()
+    for x in torch.split(data[torch.randperm(len(data))], batch_size):
+        x = x.to(device)
+        opt.zero_grad()
+        value = loss(model, x)
+        value.backward()
+        opt.step()
+        total += value.item() * len(x)
+    return total / max(len(data), 1)
+
+
+def fit_in_process(det: Detector, data: np.ndarray, epochs: int | None = None,
+                   seed: int = 0) -> list[float]:
+    """Train a detector here, without Ray (small data, tests, the HTTP service's fixtures);
+    the jobs use :func:`logalyzer.jobs.train.fit` instead. Returns the loss per epoch."""
+    torch.manual_seed(seed)
+    x = torch.from_numpy(data)
+    opt = torch.optim.Adam(det.model.parameters(), lr=det.cfg.lr)
+    losses = [train_epoch(det.model, det.kind, x, opt, det.cfg.batch_size)
+              for _ in range(epochs or det.cfg.epochs)]
+    det.model.eval()
+    return losses

@@ -1,0 +1,59 @@
+"""The verdict rules: every detector's score of a session, and the combined verdict.
+
+**The combined verdict** (``anomalies_consolidated.is_anomaly``), one rule for all:
+a session is anomalous when any detector's score is above its threshold. The two detectors
+look at different things (the order of events, the amounts of them), so requiring both would
+miss what only one can see: a black screen *before* the first frame is normal in amount but
+never in order; a freeze storm is ordinary events in ordinary order, only far too many.
+Scores are reported as multiples of their thresholds (> 1 = flagged, :func:`ratio`), so they
+compare across detectors and versions.
+
+Pure: the batch job (:mod:`logalyzer.jobs.detect`) and the HTTP service
+(:mod:`logalyzer.http.score`) both score through :func:`score_sessions`, so a session gets the
+same verdict whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from logalyzer.core.features import KINDS
+
+if TYPE_CHECKING:  # types only: the rules need no torch, so report readers stay light
+    from logalyzer.core.detectors import Detector, Verdict
+
+
+def score_sessions(models: dict[str, Detector], sessions: list[dict]) -> list[dict[str, Verdict]]:
+    """Every detector's verdict for each session."""
+    per_kind = {kind: det.score(det.inputs(sessions)) for kind, det in models.items()}
+    return [{k: v[i] for k, v in per_kind.items()} for i in range(len(sessions))]
+
+
+def score_flat(models: dict[str, Detector], sessions: list[dict]) -> list[dict[str, Verdict]]:
+    """:func:`score_sessions` for sessions that may lack ``event_keys`` (None), as the HTTP
+    service receives them: those are scored by the autoencoder only (the LSTM has nothing to
+    read)."""
+    out: list[dict[str, Verdict]] = [{} for _ in sessions]
+    has = [i for i, s in enumerate(sessions) if s.get("event_keys") is not None]
+    lacks = [i for i, s in enumerate(sessions) if s.get("event_keys") is None]
+    for idx, use in ((has, models), (lacks, {k: d for k, d in models.items() if k != "lstm"})):
+        if idx and use:
+            for i, v in zip(idx, score_sessions(use, [sessions[i] for i in idx])):
+                out[i] = v
+    return out
+
+
+def consolidate(verdicts: dict[str, Verdict]) -> tuple[bool, list[str], dict]:
+    """The combined verdict (module docstring), the detectors that flagged, and the reasons."""
+    flagged = [k for k in KINDS if k in verdicts and verdicts[k].is_anomaly]
+    reasons = {"features": verdicts["ae"].details.get("features", []) if "ae" in verdicts else [],
+               "transitions": (verdicts["lstm"].details.get("transitions", [])
+                               if "lstm" in verdicts else [])}
+    return bool(flagged), flagged, reasons
+
+
+def ratio(v: Verdict | None) -> float | None:
+    """The score as a multiple of its threshold (> 1 = flagged); None without a verdict."""
+    if v is None:
+        return None
+    return v.score / v.threshold if v.threshold > 0 else float(v.is_anomaly) * 2

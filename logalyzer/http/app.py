@@ -1,0 +1,223 @@
+"""The HTTP service as a plain ASGI application (FastAPI): health, readiness, the jam-software
+routes, request limits and metrics. Ray Serve wraps it (:mod:`logalyzer.http.serving`); tests
+and benchmarks can also call it in-process without Ray.
+
+Everything a request needs hangs off one :class:`Service` (a PostgreSQL pool, the readiness
+checks, handles of other Serve deployments), built by the face that starts the process and
+passed to :func:`create_api`: nothing happens at import time.
+
+Errors: :mod:`logalyzer.http.errors`; who may call what: :mod:`logalyzer.http.auth`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager, contextmanager
+from typing import Callable, Iterator
+
+import psycopg
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from logalyzer import __version__
+from logalyzer.errors import DatabaseUnreachable
+from logalyzer.http.errors import add_error_handlers, too_large
+from logalyzer.http.jam import router as jam_router
+from logalyzer.settings import Settings
+from logalyzer.store.db import describe, migrate
+
+log = logging.getLogger(__name__)
+
+#: (route template, method, status, seconds) -> None; Serve passes Ray metrics, tests nothing.
+RequestRecorder = Callable[[str, str, int, float], None]
+ReadinessCheck = Callable[[], None]  # raises (with a one-line message) when not ready
+
+
+class Service:
+    """What the routes share: a PostgreSQL pool, the readiness checks, other deployments.
+
+    The pool opens in the background, so a replica starts even while the database is down
+    (its routes then answer 503 and ``/readyz`` says why). Pool connections are autocommit:
+    each library call's ``with conn.transaction()`` is a real transaction that has committed
+    before the response is written. The schema is migrated on first use (idempotent).
+    """
+
+    def __init__(self, dsn: str, settings: Settings | None = None, *, db_timeout: float = 5.0,
+                 handles: dict | None = None):
+        self.settings = settings or Settings(dsn=dsn)
+        self.dsn = dsn
+        self.db_timeout = db_timeout
+        #: other Serve deployments bound into the app by name (e.g. a detector scorer)
+        self.handles = dict(handles or {})
+        #: name -> check; /readyz runs them all ("models" is added by api_score.enable)
+        self.readiness_checks: dict[str, ReadinessCheck] = {"database": self.check_database}
+        #: things with start()/stop() that live as long as the app (the model loader)
+        self.background: list = []
+        self._pool = ConnectionPool(dsn, min_size=1, max_size=self.settings.serve_db_pool, open=False,
+                                    timeout=db_timeout, name="logalyzer-api",
+                                    kwargs={"autocommit": True, "connect_timeout": max(1, int(db_timeout))})
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    def open(self) -> None:
+        """Start filling the pool in the background (again is a no-op)."""
+        if self._pool.closed:
+            self._pool.open(wait=False)
+        for b in self.background:
+            b.start()
+
+    def close(self) -> None:
+        for b in self.background:
+            b.stop()
+        self._pool.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; an unreachable or failing server is :class:`DatabaseUnreachable`."""
+        try:
+            with self._pool.connection() as conn:
+                if not self._schema_ready:
+                    self._migrate(conn)
+                yield conn
+        except PoolTimeout as exc:  # the pool could not connect (it logs why) within db_timeout
+            raise DatabaseUnreachable(f"{describe(self.dsn)} is unreachable: no connection within "
+                                      f"{self.db_timeout:g} s") from exc
+        except psycopg.OperationalError as exc:  # lost connection, server shutting down, deadlock...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnreachable(f"{describe(self.dsn)} failed: {reason}",
+                                      hint="retry; if it persists, check the server") from exc
+
+    def _migrate(self, conn: psycopg.Connection) -> None:
+        with self._schema_lock:
+            if not self._schema_ready:
+                migrate(conn)
+                self._schema_ready = True
+
+    def check_database(self) -> None:
+        with self.connection() as conn:
+            conn.execute("SELECT 1")
+
+
+def create_api(service: Service, *, on_request: RequestRecorder | None = None,
+               routers: tuple = ()) -> FastAPI:
+    """The FastAPI application over ``service``. ``routers`` are extra APIRouters to mount,
+    e.g. ``logalyzer.http.score.enable(service)`` for ``/v1/score`` and ``/v1/models/reload``."""
+    @asynccontextmanager
+    async def lifespan(_app):
+        service.open()
+        yield
+        service.close()
+
+    app = FastAPI(title="LOGalyzer", version=__version__, lifespan=lifespan,
+                  description="Set-top-box log analysis: health, jam-software rollouts, "
+                              "anomaly scoring of playback sessions. "
+                              "Authenticate with `Authorization: Bearer <secret>` "
+                              "(`logalyzer tokens create`).")
+    app.state.service = service
+    add_error_handlers(app, service.settings.serve_max_body)
+    app.add_middleware(BodyLimit, max_bytes=service.settings.serve_max_body,
+                       larger={"/v1/score": service.settings.score_max_body})
+    if on_request is not None:  # outermost: it also sees the 413s
+        app.add_middleware(RequestMetrics, record=on_request)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Ready to serve: every readiness check passes",
+             responses={503: {"description": "a check failed; the body says which and why"}})
+    def readyz() -> JSONResponse:
+        checks = {}
+        for name, check in service.readiness_checks.items():
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:  # a failed check is an answer, not an error
+                checks[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    app.include_router(jam_router)
+    for r in routers:
+        app.include_router(r)
+    return app
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for a body over ``max_bytes`` (``larger``: path -> a larger
+    limit, e.g. for batches of sessions to score), decided from Content-Length before anything
+    is read, and from the bytes actually received when there is none (chunked uploads) or it
+    lies. The body is never buffered here."""
+
+    def __init__(self, app, max_bytes: int, larger: dict[str, int] | None = None):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            if not length.isdigit():
+                return await JSONResponse({"detail": "bad Content-Length header", "hint": None},
+                                          status_code=400)(scope, receive, send)
+            return await too_large(limit)(scope, receive, send)
+        received = 0
+        started = False
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException: FastAPI's body reader re-raises these (others become 400)
+                    raise StarletteHTTPException(413, detail=limit)
+            return message
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except StarletteHTTPException as exc:
+            if exc.status_code != 413 or started:
+                raise
+            await too_large(limit)(scope, receive, send)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: per request, the matched route's template (not the raw path, so
+    RxIDs and ids do not explode the metric's cardinality), method, status and latency."""
+
+    def __init__(self, app, record: RequestRecorder):
+        self.app = app
+        self.record = record
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            try:
+                self.record(route, scope.get("method", ""), status[0], time.perf_counter() - start)
+            except Exception:  # metrics must never break a request
+                log.exception("recording request metrics failed")

@@ -1,0 +1,183 @@
+"""Evaluation (``logalyzer eval``): how well the detectors find what is known to be there.
+
+Two yardsticks:
+
+- **synthetic** — a generated fleet with ground truth (``ground_truth.json`` labels every
+  session normal or one of the anomaly kinds). The fleet goes through the real pipeline
+  (ingest → sessionize → train → detect) and the stored verdicts are compared with the labels:
+  precision, recall and F1 of each detector and of the combined verdict, overall and per
+  anomaly kind. Per kind, a detector's precision counts that kind's sessions against the
+  *normal* sessions it flagged (sessions of other kinds are left out), so each kind's row reads
+  "this kind versus normal playback".
+- **hdfs** — the public HDFS-100k benchmark (``tests/data/hdfs-100k``, sessions of
+  template ids). The protocol of its README: the LSTM learns from the train split's normal
+  sessions only (80 % of the train split, seeded); ``top_g``, ``min_p`` and the threshold are
+  chosen on the other 20 % (normal and anomalous: best F1, and among equals the setting that
+  flags the fewest sessions); precision, recall and F1 are reported once on the test split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from logalyzer.core import lstm
+from logalyzer.core.detectors import LSTMDetector
+from logalyzer.core.features import KINDS
+from logalyzer.core.lstm import LSTMConfig
+from logalyzer.core.synth import FleetSpec, generate_fleet
+from logalyzer.errors import LogalyzerError
+from logalyzer.jobs.pipeline import STEPS, run_pipeline
+from logalyzer.jobs.train import fit
+from logalyzer.settings import Settings
+from logalyzer.store.db import Database
+from logalyzer.store.scores import count_sessions, session_flags
+
+#: The public HDFS-100k sample, inside the repository (tests/data/README.md says where from).
+HDFS_DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "hdfs-100k"
+
+
+@dataclass
+class PRF:
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def as_dict(self) -> dict:
+        return {"precision": round(self.precision, 4), "recall": round(self.recall, 4),
+                "f1": round(self.f1, 4), "tp": self.tp, "fp": self.fp, "fn": self.fn}
+
+
+def prf(predicted, actual) -> PRF:
+    p, a = np.asarray(predicted, bool), np.asarray(actual, bool)
+    return PRF(int((p & a).sum()), int((p & ~a).sum()), int((~p & a).sum()))
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def _truth_key(rxid: str, ts) -> tuple[str, str]:
+    if isinstance(ts, datetime):
+        ts = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return rxid, ts
+
+
+def score_against_truth(db: Database, truth_path: str | Path) -> dict:
+    """Compare the stored verdicts with a synthetic fleet's labels (module docstring)."""
+    truth = json.loads(Path(truth_path).read_text())
+    labels = {_truth_key(s["rxid"], s["start_ts"]): s["anomaly_kind"] for s in truth["sessions"]}
+    rows = session_flags(db)
+    found = {_truth_key(r[0], r[1]): r[2:] for r in rows}
+    missing = [k for k in labels if k not in found]
+    kinds = [labels[k] for k in labels if k in found]
+    names = (*KINDS, "combined")
+    flags = np.array([found[k] for k in labels if k in found], bool).reshape(-1, len(names))
+    actual = np.array([k is not None for k in kinds])
+    out = {"sessions": len(kinds), "anomalous": int(actual.sum()), "unmatched": len(missing),
+           "overall": {}, "per_kind": {}}
+    for j, name in enumerate(names):
+        out["overall"][name] = prf(flags[:, j], actual).as_dict()
+    for kind in sorted({k for k in kinds if k}):
+        keep = np.array([k is None or k == kind for k in kinds])
+        out["per_kind"][kind] = {"sessions": int(sum(k == kind for k in kinds)), **{
+            name: prf(flags[keep, j], actual[keep]).as_dict()
+            for j, name in enumerate(names)}}
+    return out
+
+
+def run_synthetic(settings: Settings, db: Database, out_dir: Path, devices: int, hours: float,
+                  seed: int, workers: int = 2, progress: bool | None = None) -> dict:
+    """Generate a fleet, run the whole pipeline on it, and score the verdicts. The database
+    must hold no sessions yet: the comparison covers every stored session."""
+    if count_sessions(db):
+        raise LogalyzerError("the database already holds sessions",
+                             hint="point LOGALYZER_DSN (or LOGALYZER_HOME) at an empty database")
+    spec = FleetSpec(devices=devices, hours=hours, seed=seed, noise_lines_per_minute=5)
+    fleet = generate_fleet(out_dir, spec)
+    trained = run_pipeline(settings, db, [str(out_dir)], list(STEPS), progress=progress,
+                           workers=workers)["train"]
+    result = score_against_truth(db, fleet.truth_path)
+    result["spec"] = {"devices": devices, "hours": hours, "seed": seed}
+    result["models"] = {t.detector: {"version": t.version, "threshold": t.threshold,
+                                     "flagged_share": t.flagged_share} for t in trained}
+    return result
+
+
+# --------------------------------------------------------------------------- HDFS
+
+
+def load_hdfs(folder: Path | None = None) -> list[dict]:
+    """The benchmark's sessions; ``folder`` defaults to the copy in the checkout."""
+    folder = folder or HDFS_DATA
+    path = Path(folder) / "HDFS_100k_sessions.csv"
+    if not path.is_file():
+        raise LogalyzerError(f"no HDFS benchmark at {path}",
+                             hint="pass --data pointing at the hdfs-100k folder")
+    with path.open(newline="") as f:
+        return [{"seq": r["TemplateSequence"].split(), "anomaly": r["Label"] == "Anomaly",
+                 "split": r["DeepLoglizerSplit"], "normal_train": r["InTrainSemiSupervised"] == "1"}
+                for r in csv.DictReader(f)]
+
+
+def run_hdfs(settings: Settings, folder: Path | None = None, workers: int = 2, seed: int = 0,
+             epochs: int = 20, g_grid: tuple[int, ...] = (2, 3, 4, 5, 6),
+             p_grid: tuple[float, ...] = (1e-3, 1e-4, 1e-6)) -> dict:
+    """The HDFS protocol (module docstring), training with Ray Train like the fleet's LSTM.
+    ``top_g``, ``min_p`` and the threshold are chosen together on the validation part."""
+    rows = load_hdfs(folder)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    order = np.random.default_rng(seed).permutation(len(train_rows))
+    n_val = len(train_rows) // 5
+    val = [train_rows[i] for i in order[:n_val]]
+    learn = [train_rows[i]["seq"] for i in order[n_val:] if train_rows[i]["normal_train"]]
+    torch.manual_seed(seed)
+    det = LSTMDetector.new(replace(LSTMConfig(), epochs=epochs), learn)
+    det, metrics = fit(settings, det, det.training_data(learn), len(learn), workers, seed=seed)
+
+    def surprise(part):  # (nll, rank) per session, computed once for every candidate setting
+        return [lstm.event_surprise(det.model, det.vocab, r["seq"], det.cfg.window) for r in part]
+
+    def scores(stats, cfg):
+        return np.array([lstm.session_score(n, k, cfg) for n, k in stats])
+
+    val_stats, labels = surprise(val), [r["anomaly"] for r in val]
+    best, best_key = (-1.0, det.cfg, 0.0), (-1.0, 0)
+    for g in g_grid:
+        for p in p_grid:
+            cfg = replace(det.cfg, top_g=g, min_p=p)
+            vs = scores(val_stats, cfg)
+            for th in np.unique(vs):
+                flagged = vs > th
+                # best F1; among equals, the setting that flags the fewest sessions
+                key = (round(prf(flagged, labels).f1, 6), -int(flagged.sum()))
+                if key > best_key:
+                    best, best_key = (key[0], cfg, float(th)), key
+    det.cfg, det.threshold = best[1], best[2]
+    ts = scores(surprise(test), det.cfg)
+    result = prf(ts > det.threshold, [r["anomaly"] for r in test])
+    return {"train_normal_sessions": len(learn), "validation_sessions": len(val),
+            "test_sessions": len(test), "test_anomalies": int(sum(r["anomaly"] for r in test)),
+            "chosen": {"top_g": det.cfg.top_g, "min_p": det.cfg.min_p,
+                       "threshold": round(best[2], 4), "validation_f1": round(best[0], 4)},
+            "test": result.as_dict(), "training": {k: metrics[k] for k in (
+                "losses", "epoch_seconds", "sessions_per_s", "workers")}}

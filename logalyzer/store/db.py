@@ -1,0 +1,241 @@
+"""Storage: connections, the embedded server, migrations, device partitions, COPY.
+
+Every identifier built from input (a device's partition) goes through :func:`partition_name`,
+which validates the RxID, and is quoted by psycopg's ``sql.Identifier``; every value is a bound
+parameter.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from logalyzer.errors import DatabaseUnreachable, InvalidIdentifier, LogalyzerError
+from logalyzer.core.files import is_valid_rxid
+from logalyzer.settings import Settings
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"  # beside the package, in the checkout
+_MIGRATION_RE = re.compile(r"(\d{4})_[\w-]+\.sql")
+_LOCK_MIGRATE = 7_301_001  # advisory lock keys (arbitrary, fixed)
+_LOCK_PARTITION = 7_301_002
+
+
+@dataclass
+class Database:
+    """A resolved DSN, plus the embedded server handle that keeps it alive (if any)."""
+
+    dsn: str
+    embedded: object | None = None
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return connect(self.dsn, **kwargs)
+
+
+def open_database(settings: Settings, migrate_schema: bool = True) -> Database:
+    """Resolve the database of ``settings``: ``LOGALYZER_DSN``, else the embedded server.
+
+    The embedded PostgreSQL (the ``pgserver`` package) lives in ``LOGALYZER_HOME/pgdata``; it
+    is started on first use and stopped when the last process using it exits. Applies the
+    migrations unless told not to.
+    """
+    if settings.dsn:
+        db = Database(settings.dsn)
+    else:
+        db = _embedded(settings.home)
+    if migrate_schema:
+        with db.connect() as conn:
+            migrate(conn)
+    return db
+
+
+def _embedded(home: Path) -> Database:
+    try:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver  # only without LOGALYZER_DSN; it warns at import, silenced here
+    except ImportError as exc:  # pragma: no cover - declared dependency
+        raise LogalyzerError("the embedded PostgreSQL needs the pgserver package",
+                             hint="pip install pgserver, or set LOGALYZER_DSN") from exc
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+    except Exception as exc:  # pgserver raises several kinds; all mean "could not start"
+        raise DatabaseUnreachable(
+            f"could not start the embedded PostgreSQL in {home / 'pgdata'}: {exc}",
+        ) from exc
+    return Database(server.get_uri(), embedded=server)
+
+
+def describe(dsn: str) -> str:
+    """'database X on host Y' for messages: never the password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the database given by LOGALYZER_DSN (unparsable URL)"
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"database {info.get('dbname') or info.get('user') or '?'} on {host}{port}"
+
+
+def connect(dsn: str, **kwargs) -> psycopg.Connection:
+    """A psycopg connection, or :class:`DatabaseUnreachable` naming host and database."""
+    try:
+        return psycopg.connect(dsn, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = reason.replace(psycopg.conninfo.conninfo_to_dict(dsn).get("password") or "\0", "***")
+        raise DatabaseUnreachable(f"cannot reach {describe(dsn)}: {reason}") from exc
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnreachable(f"LOGALYZER_DSN is not a valid PostgreSQL URL: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[str, Path]]:
+    """Numbered SQL files in order: [('0001', path), ...]."""
+    if not sql_dir.is_dir():
+        raise LogalyzerError(f"schema folder {sql_dir} not found",
+                             hint="run from a checkout of LOGalyzer (sql/ sits beside logalyzer/)")
+    found = []
+    for p in sorted(sql_dir.iterdir()):
+        m = _MIGRATION_RE.fullmatch(p.name)
+        if m:
+            found.append((m.group(1), p))
+    return found
+
+
+def migrate(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply the migrations not yet recorded in ``schema_migrations``; return their names.
+
+    Safe to run from many processes at once: an advisory lock serialises them, and each file
+    is applied in its own transaction together with its record.
+    """
+    applied_now: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, path in migrations(sql_dir):
+            if version in done:
+                continue
+            conn.execute(path.read_text())
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                         (version, path.name))
+            applied_now.append(path.name)
+    return applied_now
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+def partition_name(rxid: str) -> str:
+    """The partition of a device: ``R1234567890`` → ``r1234567890`` (validated)."""
+    if not is_valid_rxid(rxid):
+        raise InvalidIdentifier(f"not an RxID: {rxid!r}")
+    return rxid.lower()
+
+
+def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
+    """Create the device's ``log_lines`` partition if it does not exist; return its name.
+
+    Several workers may meet a new device at once: an advisory lock per device lets one of
+    them create it while the others wait and then find it. Runs in its own transaction, so
+    it must not be called inside one that has written to ``log_lines`` (the creation needs a
+    lock on the parent table).
+    """
+    name = partition_name(rxid)
+    if _exists(conn, name):
+        return name
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_PARTITION, rxid))
+        if not _exists(conn, name):
+            conn.execute(
+                sql.SQL("CREATE TABLE {} PARTITION OF log_lines FOR VALUES IN ({})").format(
+                    sql.Identifier(name), sql.Literal(rxid)
+                )
+            )
+            conn.execute(
+                sql.SQL("CREATE UNIQUE INDEX {} ON {} (line_md5)").format(
+                    sql.Identifier(f"{name}_md5"), sql.Identifier(name)
+                )
+            )
+    return name
+
+
+def _exists(conn: psycopg.Connection, name: str) -> bool:
+    # A plain query of pg_class, not to_regclass(): the latter reads the backend's catalog
+    # cache, which an advisory lock does not refresh, so it can miss a table another session
+    # has just created and committed.
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = %s"
+        " AND relnamespace = current_schema()::regnamespace)", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+# --------------------------------------------------------------------------- loading
+
+#: Columns of a parsed chunk in COPY order (= parser.SCHEMA), then the two the loader adds.
+LINE_COLUMNS = (
+    "line_md5", "line_no", "ts", "ts_inferred", "uptime_s", "pid", "tid", "uid", "level", "tag",
+    "message", "status", "truncated", "category", "function", "event_type", "data",
+)
+COPY_COLUMNS = LINE_COLUMNS + ("rxid", "file_id")
+
+
+class LineLoader:
+    """Loads parsed chunks (binary COPY data, rows sorted by ``line_md5``) into a device's
+    partition.
+
+    Fast path: COPY straight into the partition. COPY cannot skip duplicates, so when a chunk
+    holds a line already stored (a re-read file, the overlap of rotated files) the COPY fails
+    on the unique index, is rolled back, and the chunk goes the slow way: COPY into a temporary
+    table, then ``INSERT ... ON CONFLICT DO NOTHING``. Measured on 600k lines: direct COPY
+    4.9 s, temporary table + INSERT 9.2 s. Because every chunk is sorted by ``line_md5``, two
+    loaders writing overlapping lines take the index's locks in the same order (no deadlock),
+    and the index is filled in key order (a third faster than random order).
+    """
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        cols = sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
+        with conn.transaction():
+            conn.execute("DROP TABLE IF EXISTS pg_temp.stage_lines")
+            conn.execute(sql.SQL("CREATE TEMP TABLE stage_lines ON COMMIT DELETE ROWS AS"
+                                 " SELECT {} FROM log_lines WITH NO DATA").format(cols))
+        self._cols = cols
+        self.direct = True  # False after a chunk full of duplicates: stay on the slow path
+
+    def load(self, rxid: str, data: bytes, rows: int) -> int:
+        """Load one chunk (binary COPY of :data:`COPY_COLUMNS`); return the rows inserted."""
+        part = sql.Identifier(partition_name(rxid))
+        if self.direct:
+            try:
+                with self.conn.transaction():
+                    self._copy(part, data)
+                return rows
+            except psycopg.errors.UniqueViolation:
+                pass
+        with self.conn.transaction():
+            self._copy(sql.Identifier("stage_lines"), data)
+            cur = self.conn.execute(
+                sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM stage_lines"
+                        " ON CONFLICT (line_md5) DO NOTHING").format(part, cols=self._cols))
+            inserted = cur.rowcount
+        self.direct = inserted > rows // 2  # mostly new lines: try the fast path again
+        return inserted
+
+    def _copy(self, table: sql.Composable, data: bytes) -> None:
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(table, self._cols)
+        with self.conn.cursor() as cur, cur.copy(stmt) as cp:
+            cp.write(data)
+
