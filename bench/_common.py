@@ -33,7 +33,9 @@ def fresh_database(base_settings, keep: bool = False):
     finally:
         if not keep:
             with psycopg.connect(server.dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -53,16 +55,26 @@ def synthetic_sessions(n_boxes: int = 8, hours: float = 12.0, seed: int = 11) ->
 
     out: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        generate_fleet(tmp, FleetSpec(devices=n_boxes, hours=hours, seed=seed, noise_lines_per_minute=2))
+        generate_fleet(
+            tmp, FleetSpec(devices=n_boxes, hours=hours, seed=seed, noise_lines_per_minute=2)
+        )
         files = defaultdict(list)
         for p in sorted(Path(tmp).rglob("*")):
             if p.is_file() and rxid_from_path(p):
                 files[rxid_from_path(p)].append(p)
         for rx, paths in sorted(files.items()):
-            lines = [line for p in paths for chunk in LineReader(p) for line in chunk.lines.to_pylist()]
+            lines = [
+                line for p in paths for chunk in LineReader(p) for line in chunk.lines.to_pylist()
+            ]
             for m, keys in sessions_from_lines(lines, rx, anchor=date_from_path(paths[0])):
-                out.append({**{c: m[c] for c in FEATURE_COLUMNS}, "rxid": rx,
-                            "session_id": m["session_id"], "event_keys": keys})
+                out.append(
+                    {
+                        **{c: m[c] for c in FEATURE_COLUMNS},
+                        "rxid": rx,
+                        "session_id": m["session_id"],
+                        "event_keys": keys,
+                    }
+                )
     return out
 
 
@@ -74,8 +86,10 @@ def small_models(db, sessions: list[dict], epochs: int = 20) -> dict:
     from logalyzer.jobs.train import new_detector, session_scores, training_array
     from logalyzer.store.registry import register
 
-    small = {"lstm": {"hidden": 32, "layers": 1, "embed": 8, "epochs": max(1, epochs // 5)},
-             "ae": {"epochs": epochs}}
+    small = {
+        "lstm": {"hidden": 32, "layers": 1, "embed": 8, "epochs": max(1, epochs // 5)},
+        "ae": {"epochs": epochs},
+    }
     models = {}
     for kind in KINDS:
         det = new_detector(kind, sessions, small.get(kind))

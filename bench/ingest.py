@@ -33,10 +33,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "out"
@@ -69,22 +69,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench/ingest.py",
         description="Ingest benchmark: LOGalyzer (a) vs zcat|psql \\copy (b) vs a "
-                    "row-at-a-time psycopg2 loader (c), on one PostgreSQL server.",
+        "row-at-a-time psycopg2 loader (c), on one PostgreSQL server.",
         epilog="Server: LOGALYZER_DSN if set, else the embedded PostgreSQL under --home. "
-               "A fresh database bench_<hex> is created for the run and dropped at the end.")
-    p.add_argument("--gb", type=float, default=1.1,
-                   help="uncompressed size of the synthetic fleet in GB (default 1.1; 0.05 = smoke run)")
-    p.add_argument("--devices", type=int, default=DEVICES, help=f"devices in the fleet (default {DEVICES})")
-    p.add_argument("--baseline-fraction", type=float, default=0.25,
-                   help="share of the files the slow baseline (c) reads; its rate is per second "
-                        "of what it read (default 0.25)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="folder for the cached fleet and ingest.json (default bench/out)")
-    p.add_argument("--home", type=Path, default=None,
-                   help="LOGALYZER_HOME of the embedded server (default: LOGalyzer's own default)")
+        "A fresh database bench_<hex> is created for the run and dropped at the end.",
+    )
+    p.add_argument(
+        "--gb",
+        type=float,
+        default=1.1,
+        help="uncompressed size of the synthetic fleet in GB (default 1.1; 0.05 = smoke run)",
+    )
+    p.add_argument(
+        "--devices", type=int, default=DEVICES, help=f"devices in the fleet (default {DEVICES})"
+    )
+    p.add_argument(
+        "--baseline-fraction",
+        type=float,
+        default=0.25,
+        help="share of the files the slow baseline (c) reads; its rate is per second "
+        "of what it read (default 0.25)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder for the cached fleet and ingest.json (default bench/out)",
+    )
+    p.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="LOGALYZER_HOME of the embedded server (default: LOGalyzer's own default)",
+    )
     p.add_argument("--keep-db", action="store_true", help="do not drop the bench_<hex> database")
-    p.add_argument("--no-cold-run", action="store_true",
-                   help="skip the separate cold-start ingest; report Ray start-up + warm ingest instead")
+    p.add_argument(
+        "--no-cold-run",
+        action="store_true",
+        help="skip the separate cold-start ingest; report Ray start-up + warm ingest instead",
+    )
     p.add_argument("--skip-reference", action="store_true", help="do not run (b)")
     p.add_argument("--skip-baseline", action="store_true", help="do not run (c)")
     args = p.parse_args(argv)
@@ -121,7 +143,9 @@ def ensure_fleet(out: Path, gb: float, devices: int) -> Fleet:
     from logalyzer.core.synth import FleetSpec, generate_fleet
 
     hours = fleet_hours(gb, devices)
-    spec = FleetSpec(devices=devices, hours=hours, seed=SEED, noise_lines_per_minute=NOISE_PER_MINUTE)
+    spec = FleetSpec(
+        devices=devices, hours=hours, seed=SEED, noise_lines_per_minute=NOISE_PER_MINUTE
+    )
     fdir = out / f"fleet-d{devices}-h{hours:g}-s{SEED}-n{NOISE_PER_MINUTE}"
     truth = fdir / "ground_truth.json"
     took = None
@@ -135,10 +159,20 @@ def ensure_fleet(out: Path, gb: float, devices: int) -> Fleet:
     totals = json.loads(truth.read_text(encoding="utf-8"))["totals"]
     files = sorted(fdir.rglob("*.gz"))
     if len(files) != totals["files"]:
-        raise SystemExit(f"{fdir}: {len(files)} .gz files but the truth lists {totals['files']}; "
-                         f"delete the folder to regenerate")
-    return Fleet(fdir, files, totals["bytes_uncompressed"], totals["lines"], devices, hours,
-                 spec.overlap_lines, took)
+        raise SystemExit(
+            f"{fdir}: {len(files)} .gz files but the truth lists {totals['files']}; "
+            f"delete the folder to regenerate"
+        )
+    return Fleet(
+        fdir,
+        files,
+        totals["bytes_uncompressed"],
+        totals["lines"],
+        devices,
+        hours,
+        spec.overlap_lines,
+        took,
+    )
 
 
 # --------------------------------------------------------------------------- database
@@ -162,8 +196,8 @@ def psycopg_dbname(dsn: str) -> str:
 
 def open_server(home: Path | None):
     """LOGALYZER_DSN's server, else the embedded one; the returned handle keeps it alive."""
-    from logalyzer.store.db import open_database
     from logalyzer.settings import Settings
+    from logalyzer.store.db import open_database
 
     settings = Settings(home=home) if home else Settings()
     return open_database(settings, migrate_schema=False)
@@ -211,8 +245,11 @@ def checkpoint(dsn: str) -> None:
 def server_facts(dsn: str) -> dict:
     """Version and the settings that move COPY speed most, for the record."""
     names = ("shared_buffers", "max_wal_size", "synchronous_commit", "fsync", "wal_level")
-    rows = execute(dsn, "SELECT name, setting || coalesce(unit, '') FROM pg_settings"
-                        f" WHERE name IN ({', '.join(repr(n) for n in names)})")
+    rows = execute(
+        dsn,
+        "SELECT name, setting || coalesce(unit, '') FROM pg_settings"
+        f" WHERE name IN ({', '.join(repr(n) for n in names)})",
+    )
     facts = dict(rows)
     facts["version"] = execute(dsn, "SHOW server_version")[0][0]
     return facts
@@ -242,7 +279,7 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
@@ -291,11 +328,13 @@ class MemorySampler:
             return max((s[1] for s in part), default=None)
 
         top = max(inside, key=lambda s: s[1], default=None)
-        return {"peak_bytes": top[1] if top else None,
-                "processes_at_peak": top[2] if top else None,
-                "peak_first_half_bytes": peak([s for s in inside if s[0] < mid]),
-                "peak_second_half_bytes": peak([s for s in inside if s[0] >= mid]),
-                "samples": len(inside)}
+        return {
+            "peak_bytes": top[1] if top else None,
+            "processes_at_peak": top[2] if top else None,
+            "peak_first_half_bytes": peak([s for s in inside if s[0] < mid]),
+            "peak_second_half_bytes": peak([s for s in inside if s[0] >= mid]),
+            "samples": len(inside),
+        }
 
 
 # --------------------------------------------------------------------------- (b) reference
@@ -318,8 +357,9 @@ def run_reference(dsn: str, fleet: Fleet) -> dict:
     psql = find_psql()
     t0 = time.perf_counter()
     zcat = subprocess.Popen(["zcat", "--", *map(str, fleet.files)], stdout=subprocess.PIPE)
-    load = subprocess.Popen([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", REF_COPY],
-                            stdin=zcat.stdout)
+    load = subprocess.Popen(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", REF_COPY], stdin=zcat.stdout
+    )
     zcat.stdout.close()  # psql owns the pipe now; zcat sees SIGPIPE if psql dies
     rc_load, rc_zcat = load.wait(), zcat.wait()
     seconds = time.perf_counter() - t0
@@ -327,16 +367,26 @@ def run_reference(dsn: str, fleet: Fleet) -> dict:
         raise RuntimeError(f"reference failed: zcat rc={rc_zcat}, psql rc={rc_load}")
     rows = execute(dsn, "SELECT count(*) FROM ref_raw")[0][0]
     execute(dsn, "TRUNCATE ref_raw")  # free the space; the next phase starts clean
-    return rate({"name": "(b) zcat | psql \\copy", "psql": psql, "rows": rows,
-                 "rows_match_lines": rows == fleet.lines, "files": len(fleet.files)},
-                fleet.lines, fleet.bytes_uncompressed, seconds)
+    return rate(
+        {
+            "name": "(b) zcat | psql \\copy",
+            "psql": psql,
+            "rows": rows,
+            "rows_match_lines": rows == fleet.lines,
+            "files": len(fleet.files),
+        },
+        fleet.lines,
+        fleet.bytes_uncompressed,
+        seconds,
+    )
 
 
 # --------------------------------------------------------------------------- (c) baseline
 
 # The logcat "threadtime" header: MM-DD HH:MM:SS.mmm  PID  TID L TAG: message
 THREADTIME = re.compile(
-    r"^(\d\d-\d\d)\s+(\d\d:\d\d:\d\d\.\d{3})\s+(\d+)\s+(\d+)\s+([VDIWEFAS])\s+(.*?)\s*:\s(.*)$")
+    r"^(\d\d-\d\d)\s+(\d\d:\d\d:\d\d\.\d{3})\s+(\d+)\s+(\d+)\s+([VDIWEFAS])\s+(.*?)\s*:\s(.*)$"
+)
 RXID = re.compile(r"(?<!\d)R(\d{10})(?!\d)", re.IGNORECASE)
 
 BASELINE_DDL = (
@@ -346,8 +396,10 @@ BASELINE_DDL = (
     " tag text, message text NOT NULL)",
     "CREATE UNIQUE INDEX baseline_lines_md5 ON baseline_lines (line_md5)",
 )
-BASELINE_INSERT = ("INSERT INTO baseline_lines (rxid, line_md5, file, line_no, log_date, log_time,"
-                   " pid, tid, level, tag, message) VALUES %s ON CONFLICT (line_md5) DO NOTHING")
+BASELINE_INSERT = (
+    "INSERT INTO baseline_lines (rxid, line_md5, file, line_no, log_date, log_time,"
+    " pid, tid, level, tag, message) VALUES %s ON CONFLICT (line_md5) DO NOTHING"
+)
 
 _pg_pool = None  # one psycopg2 pool per baseline worker process, made by _baseline_init
 
@@ -412,18 +464,29 @@ def run_baseline(dsn: str, fleet: Fleet, fraction: float) -> dict:
     checkpoint(dsn)
     subset = baseline_subset(fleet.files, fraction)
     t0 = time.perf_counter()
-    with multiprocessing.Pool(BASELINE_WORKERS, initializer=_baseline_init, initargs=(dsn,)) as pool:
+    with multiprocessing.Pool(
+        BASELINE_WORKERS, initializer=_baseline_init, initargs=(dsn,)
+    ) as pool:
         done = pool.map(_baseline_file, [str(p) for p in subset], chunksize=1)
     seconds = time.perf_counter() - t0
     lines, nbytes = sum(d[0] for d in done), sum(d[1] for d in done)
     rows = execute(dsn, "SELECT count(*) FROM baseline_lines")[0][0]
     execute(dsn, "TRUNCATE baseline_lines")
-    return rate({"name": "(c) row-at-a-time baseline", "rows": rows, "files": len(subset),
-                 "fraction_requested": fraction,
-                 "fraction_of_files": len(subset) / len(fleet.files),
-                 "fraction_of_bytes": nbytes / fleet.bytes_uncompressed,
-                 "workers": BASELINE_WORKERS, "page_size": BASELINE_PAGE_SIZE},
-                lines, nbytes, seconds)
+    return rate(
+        {
+            "name": "(c) row-at-a-time baseline",
+            "rows": rows,
+            "files": len(subset),
+            "fraction_requested": fraction,
+            "fraction_of_files": len(subset) / len(fleet.files),
+            "fraction_of_bytes": nbytes / fleet.bytes_uncompressed,
+            "workers": BASELINE_WORKERS,
+            "page_size": BASELINE_PAGE_SIZE,
+        },
+        lines,
+        nbytes,
+        seconds,
+    )
 
 
 # --------------------------------------------------------------------------- (a) LOGalyzer
@@ -437,12 +500,14 @@ def reset_logalyzer_tables(dsn: str) -> None:
 
 def timed_ingest(dsn: str, fleet: Fleet) -> tuple[object, float, float, float]:
     """One ingest() call; returns (summary, wall seconds, start, end) on perf_counter."""
-    from logalyzer.store.db import Database
     from logalyzer.jobs.ingest import ingest
     from logalyzer.settings import Settings
+    from logalyzer.store.db import Database
 
     t0 = time.perf_counter()
-    summary = ingest(Settings(dsn=dsn), Database(dsn), [str(p) for p in fleet.files], progress=False)
+    summary = ingest(
+        Settings(dsn=dsn), Database(dsn), [str(p) for p in fleet.files], progress=False
+    )
     t1 = time.perf_counter()
     return summary, t1 - t0, t0, t1
 
@@ -453,11 +518,17 @@ def summarize_ingest(summary) -> dict:
     for f in summary.files:
         statuses[f.status] = statuses.get(f.status, 0) + 1
     errors = sorted({f.error for f in summary.files if f.error})[:5]
-    return {"files": len(summary.files), "statuses": statuses, "errors": errors,
-            "lines_read": summary.total("lines_read"), "bytes_text": summary.total("bytes_text"),
-            "lines_loaded": summary.total("lines_loaded"),
-            "lines_duplicate": summary.total("lines_duplicate"),
-            "lines_unparsed": summary.total("lines_unparsed"), "markers": summary.total("markers")}
+    return {
+        "files": len(summary.files),
+        "statuses": statuses,
+        "errors": errors,
+        "lines_read": summary.total("lines_read"),
+        "bytes_text": summary.total("bytes_text"),
+        "lines_loaded": summary.total("lines_loaded"),
+        "lines_duplicate": summary.total("lines_duplicate"),
+        "lines_unparsed": summary.total("lines_unparsed"),
+        "markers": summary.total("markers"),
+    }
 
 
 def expected_distinct(fleet: Fleet, markers: int) -> int:
@@ -471,9 +542,10 @@ def run_logalyzer(dsn: str, fleet: Fleet, cold_run: bool) -> dict:
     """(a): optionally a cold ingest (Ray starts inside the call), then a warm one on empty
     tables with Ray already up; memory is sampled over both."""
     import psycopg
-    from logalyzer.store.db import migrate
+
     from logalyzer.jobs.rayutil import ensure_ray
     from logalyzer.settings import Settings
+    from logalyzer.store.db import migrate
 
     with psycopg.connect(dsn) as c:
         migrate(c)
@@ -482,8 +554,12 @@ def run_logalyzer(dsn: str, fleet: Fleet, cold_run: bool) -> dict:
     with MemorySampler() as mem:
         if cold_run:
             summary, wall, t0, t1 = timed_ingest(dsn, fleet)
-            out["cold"] = rate({"name": "(a) LOGalyzer, cold", **summarize_ingest(summary)},
-                               summary.total("lines_read"), summary.total("bytes_text"), wall)
+            out["cold"] = rate(
+                {"name": "(a) LOGalyzer, cold", **summarize_ingest(summary)},
+                summary.total("lines_read"),
+                summary.total("bytes_text"),
+                wall,
+            )
             out["cold"]["memory"] = mem.window(t0, t1)
             reset_logalyzer_tables(dsn)
         s0 = time.perf_counter()
@@ -491,21 +567,29 @@ def run_logalyzer(dsn: str, fleet: Fleet, cold_run: bool) -> dict:
         out["ray_start_s"] = None if cold_run else time.perf_counter() - s0
         summary, wall, t0, t1 = timed_ingest(dsn, fleet)
         warm = summarize_ingest(summary)
-    out["warm"] = rate({"name": "(a) LOGalyzer, warm", **warm},
-                       warm["lines_read"], warm["bytes_text"], wall)
+    out["warm"] = rate(
+        {"name": "(a) LOGalyzer, warm", **warm}, warm["lines_read"], warm["bytes_text"], wall
+    )
     out["warm"]["memory"] = mem.window(t0, t1)
     out["memory_all"] = mem.window(float("-inf"), float("inf"))
     out["memory_all"]["driver_before_bytes"] = mem.samples[0][1] if mem.samples else None
     out["memory_all"]["processes_at_peak_bytes"] = dict(mem.top)
     if not cold_run:  # Ray already running when ingest() ran: estimate the cold call
-        out["cold"] = rate({"name": "(a) LOGalyzer, cold (estimate: Ray start + warm)", **warm},
-                           warm["lines_read"], warm["bytes_text"], out["ray_start_s"] + wall)
+        out["cold"] = rate(
+            {"name": "(a) LOGalyzer, cold (estimate: Ray start + warm)", **warm},
+            warm["lines_read"],
+            warm["bytes_text"],
+            out["ray_start_s"] + wall,
+        )
     rows = execute(dsn, "SELECT count(*) FROM log_lines")[0][0]
     exp = expected_distinct(fleet, warm["markers"])
-    out["sanity"] = {"rows_in_log_lines": rows, "expected_distinct_lines": exp,
-                     "rows_match": rows == exp == warm["lines_loaded"],
-                     "lines_read_match": warm["lines_read"] == fleet.lines,
-                     "all_done": set(warm["statuses"]) == {"done"}}
+    out["sanity"] = {
+        "rows_in_log_lines": rows,
+        "expected_distinct_lines": exp,
+        "rows_match": rows == exp == warm["lines_loaded"],
+        "lines_read_match": warm["lines_read"] == fleet.lines,
+        "all_done": set(warm["statuses"]) == {"done"},
+    }
     return out
 
 
@@ -523,9 +607,13 @@ def shutdown_ray() -> None:
 
 def rate(d: dict, lines: int, nbytes: int, seconds: float) -> dict:
     """Add lines, MB (1e6 bytes, uncompressed), seconds and their per-second rates to d."""
-    d.update(lines=lines, mb=nbytes / 1e6, seconds=seconds,
-             lines_per_s=lines / seconds if seconds else None,
-             mb_per_s=nbytes / 1e6 / seconds if seconds else None)
+    d.update(
+        lines=lines,
+        mb=nbytes / 1e6,
+        seconds=seconds,
+        lines_per_s=lines / seconds if seconds else None,
+        mb_per_s=nbytes / 1e6 / seconds if seconds else None,
+    )
     return d
 
 
@@ -539,14 +627,33 @@ def verdicts(res: dict) -> list[dict]:
     """The three targets, each PASS/MISS (or n/a when its phase was skipped)."""
     a = res["logalyzer"]
     peak = a["memory_all"]["peak_bytes"] or 0
-    rows = [("a/b (LOGalyzer warm / zcat|psql)", ratio(a["warm"], res.get("reference")), ">=", TARGET_A_OVER_B),
-            ("a/c (LOGalyzer warm / baseline)", ratio(a["warm"], res.get("baseline")), ">=", TARGET_A_OVER_C),
-            ("peak memory of the ingest tree (GB)", peak / 1024**3, "<", TARGET_PEAK_BYTES / 1024**3)]
+    rows = [
+        (
+            "a/b (LOGalyzer warm / zcat|psql)",
+            ratio(a["warm"], res.get("reference")),
+            ">=",
+            TARGET_A_OVER_B,
+        ),
+        (
+            "a/c (LOGalyzer warm / baseline)",
+            ratio(a["warm"], res.get("baseline")),
+            ">=",
+            TARGET_A_OVER_C,
+        ),
+        ("peak memory of the ingest tree (GB)", peak / 1024**3, "<", TARGET_PEAK_BYTES / 1024**3),
+    ]
     out = []
     for name, value, op, target in rows:
         ok = None if value is None else (value >= target if op == ">=" else value < target)
-        out.append({"name": name, "value": value, "op": op, "target": target,
-                    "result": "n/a" if ok is None else ("PASS" if ok else "MISS")})
+        out.append(
+            {
+                "name": name,
+                "value": value,
+                "op": op,
+                "target": target,
+                "result": "n/a" if ok is None else ("PASS" if ok else "MISS"),
+            }
+        )
     return out
 
 
@@ -562,77 +669,127 @@ def print_report(res: dict) -> None:
     """The human summary: one aligned table of rates, memory, targets, sanity checks."""
     fl, a = res["fleet"], res["logalyzer"]
     print()
-    print(f"Fleet   {fl['dir']}: {fl['files']} files, {fl['devices']} devices x {fl['hours']:g} h, "
-          f"{fl['bytes_uncompressed'] / 1e6:,.0f} MB uncompressed, {fl['lines']:,} lines"
-          + (f" (generated in {fl['generated_s']:.0f} s)" if fl["generated_s"] else " (cached)"))
+    print(
+        f"Fleet   {fl['dir']}: {fl['files']} files, {fl['devices']} devices x {fl['hours']:g} h, "
+        f"{fl['bytes_uncompressed'] / 1e6:,.0f} MB uncompressed, {fl['lines']:,} lines"
+        + (f" (generated in {fl['generated_s']:.0f} s)" if fl["generated_s"] else " (cached)")
+    )
     sv = res["server"]
-    print(f"Server  PostgreSQL {sv['version']} ({sv['where']}), database {res['database']}; "
-          f"shared_buffers={sv.get('shared_buffers')} synchronous_commit={sv.get('synchronous_commit')} "
-          f"fsync={sv.get('fsync')}")
+    print(
+        f"Server  PostgreSQL {sv['version']} ({sv['where']}), database {res['database']}; "
+        f"shared_buffers={sv.get('shared_buffers')} "
+        f"synchronous_commit={sv.get('synchronous_commit')} "
+        f"fsync={sv.get('fsync')}"
+    )
     la0, la1 = res["load_average_at_start"], res["load_average_at_end"]
     busy = max(la0[0], la1[1]) > 0.5 * (res["machine"]["cpus"] or 1)
     code = res["code"]
-    print(f"Code    commit {code['commit']}"
-          + (" + uncommitted edits in logalyzer/ or sql/" if code["logalyzer_uncommitted_edits"] else ""))
-    print(f"Machine {res['machine']['cpus']} CPUs, Python {res['machine']['python']}; load average "
-          f"{la0[0]:.1f} at start, {la1[1]:.1f} over the last 5 min at end"
-          + ("  <- other work was running: rates are noisy" if busy else ""))
+    print(
+        f"Code    commit {code['commit']}"
+        + (
+            " + uncommitted edits in logalyzer/ or sql/"
+            if code["logalyzer_uncommitted_edits"]
+            else ""
+        )
+    )
+    print(
+        f"Machine {res['machine']['cpus']} CPUs, Python {res['machine']['python']}; load average "
+        f"{la0[0]:.1f} at start, {la1[1]:.1f} over the last 5 min at end"
+        + ("  <- other work was running: rates are noisy" if busy else "")
+    )
     print()
     head = f"{'':46} {'lines':>12} {'MB':>9} {'seconds':>9} {'lines/s':>11} {'MB/s':>8}"
     print(head)
     print("-" * len(head))
     rows = [a["warm"], a["cold"], res.get("reference"), res.get("baseline")]
-    labels = ["(a) LOGalyzer ingest, Ray already started *",
-              "(a) LOGalyzer ingest, cold (incl. Ray start)" if res["cold_measured"]
-              else "(a) LOGalyzer, cold = Ray start + warm",
-              "(b) zcat | psql \\copy (physical reference)",
-              "(c) row-at-a-time baseline"]
+    labels = [
+        "(a) LOGalyzer ingest, Ray already started *",
+        "(a) LOGalyzer ingest, cold (incl. Ray start)"
+        if res["cold_measured"]
+        else "(a) LOGalyzer, cold = Ray start + warm",
+        "(b) zcat | psql \\copy (physical reference)",
+        "(c) row-at-a-time baseline",
+    ]
     for label, r in zip(labels, rows):
         if r is None:
             print(f"{label:46} {'skipped':>12}")
             continue
-        print(f"{label:46} {r['lines']:>12,} {r['mb']:>9,.1f} {r['seconds']:>9.2f} "
-              f"{fmt(r['lines_per_s'], ',.0f'):>11} {fmt(r['mb_per_s'], '.1f'):>8}")
+        print(
+            f"{label:46} {r['lines']:>12,} {r['mb']:>9,.1f} {r['seconds']:>9.2f} "
+            f"{fmt(r['lines_per_s'], ',.0f'):>11} {fmt(r['mb_per_s'], '.1f'):>8}"
+        )
     print("* the warm numbers are the ones used in the ratios below")
     if a["ray_start_s"] is None:
-        print(f"  cold - warm (Ray start-up and first-use costs): {a['cold']['seconds'] - a['warm']['seconds']:.2f} s")
+        print(
+            f"  cold - warm (Ray start-up and first-use costs): "
+            f"{a['cold']['seconds'] - a['warm']['seconds']:.2f} s"
+        )
     else:
         print(f"  Ray start-up (ensure_ray, timed alone): {a['ray_start_s']:.2f} s")
     if res.get("baseline"):
         b = res["baseline"]
-        print(f"  (c) read {b['files']} of {fl['files']} files (--baseline-fraction {b['fraction_requested']:g}: "
-              f"{b['fraction_of_files']:.0%} of the files, {b['fraction_of_bytes']:.0%} of the bytes); "
-              f"rate over what it read")
+        print(
+            f"  (c) read {b['files']} of {fl['files']} files "
+            f"(--baseline-fraction {b['fraction_requested']:g}: "
+            f"{b['fraction_of_files']:.0%} of the files, "
+            f"{b['fraction_of_bytes']:.0%} of the bytes); "
+            f"rate over what it read"
+        )
     if res.get("reference"):
         r = res["reference"]
-        print(f"  (b) rows in ref_raw {r['rows']:,} vs lines in the files {fl['lines']:,}: "
-              f"{'OK' if r['rows_match_lines'] else 'MISMATCH'}")
+        print(
+            f"  (b) rows in ref_raw {r['rows']:,} vs lines in the files {fl['lines']:,}: "
+            f"{'OK' if r['rows_match_lines'] else 'MISMATCH'}"
+        )
     print()
     w = a["warm"]["memory"]
-    print("Memory of the ingest (PSS summed over this process and all its descendants, "
-          f"sampled every {SAMPLE_EVERY_S:g} s)")
+    print(
+        "Memory of the ingest (PSS summed over this process and all its descendants, "
+        f"sampled every {SAMPLE_EVERY_S:g} s)"
+    )
     m = a["memory_all"]
-    top = ", ".join(f"{k.split(' ', 1)[1]} {v / 1e6:.0f}" for k, v in list(m["processes_at_peak_bytes"].items())[:4])
-    print(f"  overall: peak {gib(m['peak_bytes'])} ({m['processes_at_peak']} processes; largest MB: {top}); "
-          f"this process alone before Ray {gib(m['driver_before_bytes'])}")
-    print(f"  warm ingest: peak {gib(w['peak_bytes'])} ({w['processes_at_peak']} processes); "
-          f"first half {gib(w['peak_first_half_bytes'])}, second half {gib(w['peak_second_half_bytes'])}")
+    top = ", ".join(
+        f"{k.split(' ', 1)[1]} {v / 1e6:.0f}"
+        for k, v in list(m["processes_at_peak_bytes"].items())[:4]
+    )
+    print(
+        f"  overall: peak {gib(m['peak_bytes'])} "
+        f"({m['processes_at_peak']} processes; largest MB: {top}); "
+        f"this process alone before Ray {gib(m['driver_before_bytes'])}"
+    )
+    print(
+        f"  warm ingest: peak {gib(w['peak_bytes'])} ({w['processes_at_peak']} processes); "
+        f"first half {gib(w['peak_first_half_bytes'])}, "
+        f"second half {gib(w['peak_second_half_bytes'])}"
+    )
     if "memory" in a["cold"]:
         c = a["cold"]["memory"]
-        print(f"  cold ingest: peak {gib(c['peak_bytes'])} ({c['processes_at_peak']} processes); "
-              f"first half {gib(c['peak_first_half_bytes'])}, second half {gib(c['peak_second_half_bytes'])}")
+        print(
+            f"  cold ingest: peak {gib(c['peak_bytes'])} ({c['processes_at_peak']} processes); "
+            f"first half {gib(c['peak_first_half_bytes'])}, "
+            f"second half {gib(c['peak_second_half_bytes'])}"
+        )
     print()
     print(f"{'Target':40} {'value':>9}   {'goal':>8}   result")
     for v in res["targets"]:
-        print(f"{v['name']:40} {fmt(v['value'], '.2f'):>9}   {v['op']:>2} {v['target']:<5g}   {v['result']}")
+        print(
+            f"{v['name']:40} {fmt(v['value'], '.2f'):>9}   "
+            f"{v['op']:>2} {v['target']:<5g}   {v['result']}"
+        )
     print()
     s, st = a["sanity"], a["warm"]
-    print(f"Sanity  log_lines rows {s['rows_in_log_lines']:,}, expected distinct {s['expected_distinct_lines']:,} "
-          f"(lines - {st['markers']:,} markers - overlap of rotated files), loaded {st['lines_loaded']:,}: "
-          f"{'OK' if s['rows_match'] else 'MISMATCH'}")
-    print(f"        lines read {st['lines_read']:,} vs lines in the files {fl['lines']:,}: "
-          f"{'OK' if s['lines_read_match'] else 'MISMATCH'}; statuses {st['statuses']}"
-          + (f"; errors {st['errors']}" if st["errors"] else ""))
+    print(
+        f"Sanity  log_lines rows {s['rows_in_log_lines']:,}, "
+        f"expected distinct {s['expected_distinct_lines']:,} "
+        f"(lines - {st['markers']:,} markers - overlap of rotated files), "
+        f"loaded {st['lines_loaded']:,}: "
+        f"{'OK' if s['rows_match'] else 'MISMATCH'}"
+    )
+    print(
+        f"        lines read {st['lines_read']:,} vs lines in the files {fl['lines']:,}: "
+        f"{'OK' if s['lines_read_match'] else 'MISMATCH'}; statuses {st['statuses']}"
+        + (f"; errors {st['errors']}" if st["errors"] else "")
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -641,16 +798,24 @@ def print_report(res: dict) -> None:
 def code_version() -> dict:
     """The commit measured and whether logalyzer/ had uncommitted edits: a result is only
     comparable with another of the same code."""
+
     def git(*a: str) -> str | None:
         try:
-            return subprocess.run(["git", "-C", str(HERE.parent), *a], capture_output=True,
-                                  text=True, timeout=10, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(HERE.parent), *a],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
     dirty = git("status", "--porcelain", "--", "logalyzer", "sql")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "logalyzer_uncommitted_edits": None if dirty is None else bool(dirty)}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "logalyzer_uncommitted_edits": None if dirty is None else bool(dirty),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -660,11 +825,20 @@ def main(argv: list[str] | None = None) -> int:
     server = open_server(args.home)
     where = "LOGALYZER_DSN" if os.environ.get("LOGALYZER_DSN") else "embedded pgserver"
     res: dict = {
-        "fleet": {"dir": str(fleet.dir), "files": len(fleet.files), "devices": fleet.devices,
-                  "hours": fleet.hours, "bytes_uncompressed": fleet.bytes_uncompressed,
-                  "lines": fleet.lines, "generated_s": fleet.generated_s},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "fleet": {
+            "dir": str(fleet.dir),
+            "files": len(fleet.files),
+            "devices": fleet.devices,
+            "hours": fleet.hours,
+            "bytes_uncompressed": fleet.bytes_uncompressed,
+            "lines": fleet.lines,
+            "generated_s": fleet.generated_s,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "code": code_version(),
         "load_average_at_start": os.getloadavg(),
         "cold_measured": not args.no_cold_run,
@@ -679,9 +853,17 @@ def main(argv: list[str] | None = None) -> int:
                 print("(b) zcat | psql ...", flush=True)
                 res["reference"] = run_reference(dsn, fleet)
             if not args.skip_baseline:
-                print(f"(c) row-at-a-time baseline on ~{args.baseline_fraction:g} of the files ...", flush=True)
+                print(
+                    f"(c) row-at-a-time baseline on ~{args.baseline_fraction:g} of the files ...",
+                    flush=True,
+                )
                 res["baseline"] = run_baseline(dsn, fleet, args.baseline_fraction)
-            print("(a) LOGalyzer ingest" + ("" if args.no_cold_run else " (cold, then warm)") + " ...", flush=True)
+            print(
+                "(a) LOGalyzer ingest"
+                + ("" if args.no_cold_run else " (cold, then warm)")
+                + " ...",
+                flush=True,
+            )
             res["logalyzer"] = run_logalyzer(dsn, fleet, cold_run=not args.no_cold_run)
         finally:
             shutdown_ray()

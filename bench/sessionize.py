@@ -36,11 +36,18 @@ def core_100k() -> dict:
     """The pure core on one device with 100k events (a realistic session pattern repeated)."""
     from logalyzer.core.sessions import Event, sessionize
 
-    pattern = [("ChangeContent", {"cid": "ch1", "src": "live"}), ("FirstFrame", {"ttff_ms": 900}),
-               ("BufferingStart", {}), ("BufferingEnd", {"dur_ms": 500}),
-               ("DisplayDrop", {"dropped": 3}), ("BlackScreen", {"state": "start"}),
-               ("BlackScreen", {"state": "end", "dur_ms": 300}), ("TrickMode", {}),
-               ("HdmiHotplug", {"connected": "false"}), ("ResolutionChange", {})]
+    pattern = [
+        ("ChangeContent", {"cid": "ch1", "src": "live"}),
+        ("FirstFrame", {"ttff_ms": 900}),
+        ("BufferingStart", {}),
+        ("BufferingEnd", {"dur_ms": 500}),
+        ("DisplayDrop", {"dropped": 3}),
+        ("BlackScreen", {"state": "start"}),
+        ("BlackScreen", {"state": "end", "dur_ms": 300}),
+        ("TrickMode", {}),
+        ("HdmiHotplug", {"connected": "false"}),
+        ("ResolutionChange", {}),
+    ]
     events, t = [], 1_710_662_400_000
     for i in range(100_000):
         etype, kw = pattern[i % len(pattern)]
@@ -50,8 +57,12 @@ def core_100k() -> dict:
     t0 = time.perf_counter()
     rows = sessionize("R0000000001", events, ordered=True)
     secs = time.perf_counter() - t0
-    return {"events": len(events), "sessions": len(rows), "seconds": round(secs, 3),
-            "events_per_s": round(len(events) / secs)}
+    return {
+        "events": len(events),
+        "sessions": len(rows),
+        "seconds": round(secs, 3),
+        "events_per_s": round(len(events) / secs),
+    }
 
 
 def main(argv=None) -> int:
@@ -60,28 +71,39 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", type=int, default=10, help="devices in the fleet")
     ap.add_argument("--noise", type=int, default=700, help="non-VAR lines per device-minute")
     ap.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
-    ap.add_argument("--home", type=Path, default=None, help="LOGALYZER_HOME for the embedded server")
+    ap.add_argument(
+        "--home", type=Path, default=None, help="LOGALYZER_HOME for the embedded server"
+    )
     args = ap.parse_args(argv)
 
     from _common import fresh_database
+
+    from logalyzer.core.synth import FleetSpec, generate_fleet
     from logalyzer.jobs.ingest import ingest
     from logalyzer.jobs.rayutil import ensure_ray
     from logalyzer.jobs.sessionize import sessionize
     from logalyzer.settings import Settings
-    from logalyzer.core.synth import FleetSpec, generate_fleet
 
     out = HERE / "out"
     fleet = out / f"fleet-d{args.devices}-h{args.hours:g}-s1-n{args.noise}"
     if not (fleet / "ground_truth.json").exists():
         print(f"generating {fleet} ...", flush=True)
-        generate_fleet(fleet, FleetSpec(devices=args.devices, hours=args.hours, seed=1,
-                                        noise_lines_per_minute=args.noise))
+        generate_fleet(
+            fleet,
+            FleetSpec(
+                devices=args.devices, hours=args.hours, seed=1, noise_lines_per_minute=args.noise
+            ),
+        )
     truth = json.loads((fleet / "ground_truth.json").read_text())
 
     base_settings = Settings(**({"home": args.home} if args.home else {}))
-    result: dict = {"fleet": fleet.name, "lines": truth["totals"]["lines"],
-                    "var_events": truth["totals"]["var_events"], "truth_sessions": len(truth["sessions"]),
-                    "cpus": os.cpu_count()}
+    result: dict = {
+        "fleet": fleet.name,
+        "lines": truth["totals"]["lines"],
+        "var_events": truth["totals"]["var_events"],
+        "truth_sessions": len(truth["sessions"]),
+        "cpus": os.cpu_count(),
+    }
     with fresh_database(base_settings, keep=args.keep_db) as (settings, db):
         t0 = time.perf_counter()
         ensure_ray(settings)
@@ -95,29 +117,45 @@ def main(argv=None) -> int:
         with db.connect() as conn:
             stored = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
         result.update(
-            sessionize_s=round(secs, 2), sessions=summary.total("sessions"), events=summary.total("events"),
+            sessionize_s=round(secs, 2),
+            sessions=summary.total("sessions"),
+            events=summary.total("events"),
             sessions_per_s=round(summary.total("sessions") / secs, 1),
             events_per_s=round(summary.total("events") / secs),
             fraction_of_ingest=round(secs / result["ingest_s"], 3),
             device_read_s=round(sum(d["read_s"] for d in summary.devices), 2),
             device_compute_s=round(sum(d["compute_s"] for d in summary.devices), 3),
             device_write_s=round(sum(d["write_s"] for d in summary.devices), 2),
-            sessions_match_truth_count=stored == len(truth["sessions"]))
+            sessions_match_truth_count=stored == len(truth["sessions"]),
+        )
     result["core_100k_events"] = core_100k()
 
     f = result["fraction_of_ingest"]
     print(f"fleet {fleet.name}: {result['lines']:,} lines, {result['var_events']:,} VAR events")
-    print(f"ingest (warm Ray): {result['ingest_s']:.1f} s;  Ray start-up {result['ray_start_s']:.1f} s (not counted)")
-    print(f"sessionize --full: {result['sessionize_s']:.2f} s: {result['sessions']:,} sessions "
-          f"({result['sessions_per_s']:,.0f}/s), {result['events']:,} events ({result['events_per_s']:,}/s)")
-    print(f"  summed over devices: read {result['device_read_s']} s, compute "
-          f"{result['device_compute_s']} s, write {result['device_write_s']} s")
+    print(
+        f"ingest (warm Ray): {result['ingest_s']:.1f} s;  "
+        f"Ray start-up {result['ray_start_s']:.1f} s (not counted)"
+    )
+    print(
+        f"sessionize --full: {result['sessionize_s']:.2f} s: {result['sessions']:,} sessions "
+        f"({result['sessions_per_s']:,.0f}/s), "
+        f"{result['events']:,} events ({result['events_per_s']:,}/s)"
+    )
+    print(
+        f"  summed over devices: read {result['device_read_s']} s, compute "
+        f"{result['device_compute_s']} s, write {result['device_write_s']} s"
+    )
     print(f"  sessions stored = truth: {result['sessions_match_truth_count']}")
     c = result["core_100k_events"]
-    print(f"pure core, one device with 100k events: {c['seconds']} s ({c['events_per_s']:,} events/s, "
-          f"{c['sessions']:,} sessions)")
-    print(f"fraction of ingest time: {f:.1%} (target < {TARGET_FRACTION:.0%}): "
-          f"{'PASS' if f < TARGET_FRACTION else 'MISS'}")
+    print(
+        f"pure core, one device with 100k events: {c['seconds']} s "
+        f"({c['events_per_s']:,} events/s, "
+        f"{c['sessions']:,} sessions)"
+    )
+    print(
+        f"fraction of ingest time: {f:.1%} (target < {TARGET_FRACTION:.0%}): "
+        f"{'PASS' if f < TARGET_FRACTION else 'MISS'}"
+    )
     out.mkdir(exist_ok=True)
     (out / "sessionize.json").write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -41,25 +41,33 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from _common import fresh_database
+
+    from logalyzer.core.detectors import fit_in_process
+    from logalyzer.core.synth import FleetSpec, generate_fleet
     from logalyzer.core.verdict import score_sessions
     from logalyzer.jobs.detect import detect
-    from logalyzer.core.detectors import fit_in_process
     from logalyzer.jobs.ingest import ingest
     from logalyzer.jobs.rayutil import ensure_ray
-    from logalyzer.store.registry import load
     from logalyzer.jobs.sessionize import sessionize
-    from logalyzer.settings import Settings
-    from logalyzer.core.synth import FleetSpec, generate_fleet
     from logalyzer.jobs.train import fit, new_detector, train, training_array
+    from logalyzer.settings import Settings
+    from logalyzer.store.registry import load
     from logalyzer.store.scores import load_sessions
 
     out = HERE / "out"
     fleet = out / f"fleet-d{args.devices}-h{args.hours:g}-s7-n2"
     if not (fleet / "ground_truth.json").exists():
         print(f"generating {fleet} ...", flush=True)
-        generate_fleet(fleet, FleetSpec(devices=args.devices, hours=args.hours, seed=7,
-                                        noise_lines_per_minute=2))
-    result: dict = {"fleet": fleet.name, "cpus": os.cpu_count(), "epochs": args.epochs, "gpu": args.gpu}
+        generate_fleet(
+            fleet,
+            FleetSpec(devices=args.devices, hours=args.hours, seed=7, noise_lines_per_minute=2),
+        )
+    result: dict = {
+        "fleet": fleet.name,
+        "cpus": os.cpu_count(),
+        "epochs": args.epochs,
+        "gpu": args.gpu,
+    }
     with fresh_database(Settings(), keep=args.keep_db) as (settings, db):
         t0 = time.perf_counter()
         ensure_ray(settings)
@@ -72,22 +80,29 @@ def main(argv=None) -> int:
         for kind in ("ae", "lstm"):
             det = new_detector(kind, sessions, {"epochs": args.epochs})
             data = training_array(det, sessions)
-            fit_in_process(det, data, epochs=1)          # warm-up, as Ray's timed epoch is a late one
+            fit_in_process(det, data, epochs=1)  # warm-up, as Ray's timed epoch is a late one
             t0 = time.perf_counter()
             fit_in_process(det, data)
             local = (time.perf_counter() - t0) / args.epochs
-            row = {"rows": len(data), "in_process_epoch_s": round(local, 3),
-                   "in_process_sessions_per_s": round(n / local)}
+            row = {
+                "rows": len(data),
+                "in_process_epoch_s": round(local, 3),
+                "in_process_sessions_per_s": round(n / local),
+            }
             for workers in (1, 2):
                 det = new_detector(kind, sessions, {"epochs": args.epochs})
                 t0 = time.perf_counter()
                 _, m = fit(settings, det, data, n, workers, use_gpu=args.gpu)
                 wall = time.perf_counter() - t0
                 row[f"ray_{workers}w"] = {
-                    "wall_s": round(wall, 1), "epoch_s": round(m["epoch_seconds"], 3),
+                    "wall_s": round(wall, 1),
+                    "epoch_s": round(m["epoch_seconds"], 3),
                     "sessions_per_s": round(m["sessions_per_s"]),
                     "fixed_cost_s": round(wall - m["epoch_seconds"] * args.epochs, 1),
-                    "ratio_to_in_process": round(m["sessions_per_s"] / row["in_process_sessions_per_s"], 2)}
+                    "ratio_to_in_process": round(
+                        m["sessions_per_s"] / row["in_process_sessions_per_s"], 2
+                    ),
+                }
             result[kind] = row
             print(kind, json.dumps(row), flush=True)
 
@@ -99,10 +114,13 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         summary = detect(settings, db, rescore=True, progress=False)
         pool = time.perf_counter() - t0
-        result["detect"] = {"sessions": summary.scored, "in_process_sessions_per_s": round(n / local),
-                            "actor_pool_s": round(pool, 1),
-                            "actor_pool_sessions_per_s": round(summary.scored / pool),
-                            "ratio_to_in_process": round(local / pool, 2)}
+        result["detect"] = {
+            "sessions": summary.scored,
+            "in_process_sessions_per_s": round(n / local),
+            "actor_pool_s": round(pool, 1),
+            "actor_pool_sessions_per_s": round(summary.scored / pool),
+            "ratio_to_in_process": round(local / pool, 2),
+        }
         print("detect", json.dumps(result["detect"]), flush=True)
     out.mkdir(exist_ok=True)
     (out / "train.json").write_text(json.dumps(result, indent=1) + "\n")

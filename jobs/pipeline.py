@@ -1,7 +1,7 @@
 """Ray job entry point for the pipeline launcher (bulk reprocessing):
 
-    ray job submit --working-dir . -- python jobs/pipeline.py PATH... --steps ingest[,sessionize,...]
-        [--rxids R1,R2 | --rxids-file F]
+    ray job submit --working-dir . -- python jobs/pipeline.py PATH...
+        --steps ingest[,sessionize,...] [--rxids R1,R2 | --rxids-file F]
 
 Same options and output as ``logalyzer run``.
 """

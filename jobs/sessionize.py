@@ -1,6 +1,7 @@
 """Ray job entry point for the session analysis:
 
-    ray job submit --working-dir . -- python jobs/sessionize.py [--rxids R1,R2] [--since TS] [--full]
+    ray job submit --working-dir . -- python jobs/sessionize.py
+        [--rxids R1,R2] [--since TS] [--full]
 
 Same options and output as ``logalyzer sessionize``; the job joins the cluster it was submitted
 to (Ray sets RAY_ADDRESS), and the database comes from LOGALYZER_DSN.

@@ -1,6 +1,7 @@
 """Ray job entry point for training the detectors (Ray Train):
 
-    ray job submit --working-dir . -- python jobs/train.py [--detectors lstm,ae] [--workers N] [--gpu]
+    ray job submit --working-dir . -- python jobs/train.py
+        [--detectors lstm,ae] [--workers N] [--gpu]
 
 Same options and output as ``logalyzer train``; the job joins the cluster it was submitted to
 (Ray sets RAY_ADDRESS), and the database comes from LOGALYZER_DSN.

@@ -16,7 +16,9 @@ class LogalyzerError(Exception):
 
 
 class DatabaseUnreachable(LogalyzerError):
-    hint = "check LOGALYZER_DSN (or unset it to use the embedded PostgreSQL) and that the server is up"
+    hint = (
+        "check LOGALYZER_DSN (or unset it to use the embedded PostgreSQL) and that the server is up"
+    )
 
 
 class InvalidIdentifier(LogalyzerError):
@@ -25,7 +27,6 @@ class InvalidIdentifier(LogalyzerError):
 
 class NoInputFiles(LogalyzerError):
     hint = "give files or folders holding *.gz / *.log logcat files"
-
 
 
 class PortInUse(LogalyzerError):
@@ -54,9 +55,11 @@ class InvalidRequest(LogalyzerError):
 
 class UnknownSessions(LogalyzerError):
     """Scores asked to be stored for sessions the ``sessions`` table does not hold (409)."""
+
     hint = "store scores only for sessions the batch job knows: ingest and sessionize first"
 
 
 class NotReady(LogalyzerError):
     """The service cannot answer yet, e.g. no detector loaded (503)."""
+
     hint = "train detectors (logalyzer train), then retry; /readyz says what is missing"

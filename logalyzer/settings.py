@@ -24,17 +24,38 @@ class Settings(BaseSettings):
     home: Path = Field(Path("~/.local/share/logalyzer"), description="where embedded state lives")
     tz: str = Field("UTC", description="the fleet's local time zone (IANA name)")
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
-    ingest_concurrency: int | None = Field(None, ge=1, description="parallel file loaders (default: CPUs)")
+    ingest_concurrency: int | None = Field(
+        None, ge=1, description="parallel file loaders (default: CPUs)"
+    )
     serve_host: str = Field("127.0.0.1", description="address the HTTP service listens on")
     serve_port: int = Field(8000, ge=1, le=65535, description="port of the HTTP service")
-    serve_max_body: int = Field(65_536, ge=1024, description="largest request body in bytes (413 above)")
-    serve_access_log: bool = Field(True, description="Serve logs one line per request (costs CPU at high rates)")
-    serve_db_pool: int = Field(8, ge=1, le=256, description="PostgreSQL connections per Serve replica")
-    score_max_body: int = Field(4 * 1024 * 1024, ge=1024, description="largest /v1/score request body in bytes")
-    score_max_batch: int = Field(1000, ge=1, le=100_000, description="sessions per scoring batch (@serve.batch)")
-    score_batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="longest wait for a batch to fill, ms")
-    score_versions: dict[str, int] = Field(default_factory=dict, description='pinned detector versions, e.g. {"lstm": 3}; unset: the newest')
-    score_model_poll_s: float = Field(30.0, ge=0, description="how often a replica checks which model versions to serve (0: only at start)")
+    serve_max_body: int = Field(
+        65_536, ge=1024, description="largest request body in bytes (413 above)"
+    )
+    serve_access_log: bool = Field(
+        True, description="Serve logs one line per request (costs CPU at high rates)"
+    )
+    serve_db_pool: int = Field(
+        8, ge=1, le=256, description="PostgreSQL connections per Serve replica"
+    )
+    score_max_body: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest /v1/score request body in bytes"
+    )
+    score_max_batch: int = Field(
+        1000, ge=1, le=100_000, description="sessions per scoring batch (@serve.batch)"
+    )
+    score_batch_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="longest wait for a batch to fill, ms"
+    )
+    score_versions: dict[str, int] = Field(
+        default_factory=dict,
+        description='pinned detector versions, e.g. {"lstm": 3}; unset: the newest',
+    )
+    score_model_poll_s: float = Field(
+        30.0,
+        ge=0,
+        description="how often a replica checks which model versions to serve (0: only at start)",
+    )
 
     @field_validator("score_versions")
     @classmethod

@@ -1,3 +1,5 @@
+-- The QoE rates below are re-created in 0009_qoe_formulas.sql on its formula functions (qoe_rate,
+-- qoe_share, qoe_rebuffer_ratio): that file is their definition now; this one is history.
 -- Views for dashboards and analysts over `sessions` (sql/0002_sessions.sql).
 -- Rates are per viewing hour (sum of session durations); days are UTC calendar days of the
 -- session's start. Ratios are NULL where their denominator is zero.

@@ -1,3 +1,5 @@
+-- The QoE rates below are re-created in 0009_qoe_formulas.sql on its formula functions (qoe_rate,
+-- qoe_share, qoe_rebuffer_ratio): that file is their definition now; this one is history.
 -- jam-software: push an app to boxes, record what the boxes report, and measure the effect.
 -- Written by the HTTP service (logalyzer/store/jam.py behind /jam-software/*) and `logalyzer tokens`
 -- (logalyzer/store/tokens.py). jam_push_impact() is read by the service and by the dashboards.

@@ -1,3 +1,5 @@
+-- The QoE rates below are re-created in 0009_qoe_formulas.sql on its formula functions (qoe_rate,
+-- qoe_share, qoe_rebuffer_ratio): that file is their definition now; this one is history.
 -- Building blocks for the Superset dashboards (superset/assets/datasets/*.yaml). Their virtual
 -- datasets stay one line of Jinja over these, so the logic lives here, commented and tested
 -- (tests/test_superset.py), and every chart serves any time span and granularity.

@@ -20,6 +20,7 @@ from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database, migrate
 
+
 def _server_dsn(tmp_root: Path) -> tuple[str, object | None]:
     dsn = os.environ.get("LOGALYZER_TEST_DSN")
     if dsn:
@@ -48,7 +49,9 @@ def pg_dsn(tmp_path_factory) -> str:
         migrate(conn)
     yield dsn
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
     del server
 
 
@@ -57,17 +60,28 @@ def db(pg_dsn) -> Database:
     """The test database, emptied: no device partitions and every other table empty (the
     schema stays; ``schema_migrations`` is kept)."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        parts = [r[0] for r in conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'log_lines'::regclass")]
+        parts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'log_lines'::regclass"
+            )
+        ]
         for p in parts:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(p)))
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename NOT IN ('schema_migrations', 'log_lines')")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename NOT IN ('schema_migrations', 'log_lines')"
+            )
+        ]
         if tables:
-            conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-                sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+            conn.execute(
+                sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                    sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+                )
+            )
     return Database(pg_dsn)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +26,35 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 
 RX, RX2 = "R0000000001", "R0000000002"
-T0 = datetime(2024, 3, 17, 8, 0, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2024, 3, 17, 8, 0, tzinfo=UTC).timestamp()
 
 #: The ``sessions`` columns a truth session is compared on.
 SESSION_MEASURES = (
-    "content_id", "source", "duration_s", "ttff_ms", "black_screen_count",
-    "black_screen_ms", "video_freeze_count", "video_freeze_ms", "display_drop_count",
-    "dropped_frames", "buffering_count", "rebuffer_ms", "trick_mode_count",
-    "hdmi_event_count", "hdmi_disconnects", "standby_count", "error_count",
-    "fatal_error", "video_start_failure", "seq_gaps", "event_count", "model", "fw", "app")
+    "content_id",
+    "source",
+    "duration_s",
+    "ttff_ms",
+    "black_screen_count",
+    "black_screen_ms",
+    "video_freeze_count",
+    "video_freeze_ms",
+    "display_drop_count",
+    "dropped_frames",
+    "buffering_count",
+    "rebuffer_ms",
+    "trick_mode_count",
+    "hdmi_event_count",
+    "hdmi_disconnects",
+    "standby_count",
+    "error_count",
+    "fatal_error",
+    "video_start_failure",
+    "seq_gaps",
+    "event_count",
+    "model",
+    "fw",
+    "app",
+)
 
 
 def query(dsn: str, q: str, params=()) -> list[tuple]:
@@ -46,11 +66,16 @@ def query(dsn: str, q: str, params=()) -> list[tuple]:
 
 
 def _line(t: float, etype: str, data: str) -> str:
-    dt = datetime.fromtimestamp(t, timezone.utc)
-    return f"{dt:%Y-%m-%d %H:%M:%S}.{int(t * 1000) % 1000:03d}Z  1200  1300 I VAR     : PLAYER|fn|{etype}|{data}"
+    dt = datetime.fromtimestamp(t, UTC)
+    return (
+        f"{dt:%Y-%m-%d %H:%M:%S}.{int(t * 1000) % 1000:03d}Z  1200  1300 I VAR     : "
+        f"PLAYER|fn|{etype}|{data}"
+    )
 
 
-def box_lines(rx: str, n: int, seed: int, storms: set[int] = frozenset(), t0: float = T0) -> list[str]:
+def box_lines(
+    rx: str, n: int, seed: int, storms: set[int] = frozenset(), t0: float = T0
+) -> list[str]:
     """``n`` back-to-back sessions of one box as logcat lines; sessions in ``storms`` have a
     freeze storm and a black screen before their first frame (what both detectors should flag)."""
     r = random.Random(f"{rx}-{seed}")
@@ -101,8 +126,9 @@ def train_models(db, seed: int = 0) -> dict:
     sessions = []
     for b in range(4):
         rx = f"R{9_100_000_000 + b:010d}"
-        sessions += [{**m, "event_keys": k} for m, k in
-                     sessions_from_lines(box_lines(rx, 30, seed + b), rx)]
+        sessions += [
+            {**m, "event_keys": k} for m, k in sessions_from_lines(box_lines(rx, 30, seed + b), rx)
+        ]
     ae = AEDetector.new(replace(autoencoder.AEConfig(), epochs=40), sessions)
     fit(ae, ae.training_data(sessions), 40, batch=32, seed=seed)
     ae.threshold = threshold_rule(ae.scores(sessions))
@@ -126,8 +152,15 @@ def wait_ready(c, seconds: float = 30):
 
 
 def measures_of(lines, rx=RX) -> list[dict]:
-    return [{**{c: m[c] for c in FEATURE_COLUMNS}, "rxid": rx, "session_id": m["session_id"],
-             "event_keys": k} for m, k in sessions_from_lines(lines, rx)]
+    return [
+        {
+            **{c: m[c] for c in FEATURE_COLUMNS},
+            "rxid": rx,
+            "session_id": m["session_id"],
+            "event_keys": k,
+        }
+        for m, k in sessions_from_lines(lines, rx)
+    ]
 
 
 def store_sessions(dsn, rx, lines):

@@ -9,15 +9,15 @@ import socket
 import psycopg
 import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings as hsettings
-
-from logalyzer.store import tokens
-from logalyzer.http.app import Service, create_api
-from logalyzer.cli import main
-
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from schemathesis.checks import positive_data_acceptance
+
+from logalyzer.cli import main
+from logalyzer.http.app import Service, create_api
+from logalyzer.store import tokens
 
 RX = "R0000000001"
 FUZZ_EXAMPLES = 200  # per operation; `make fuzz` runs many more against a live server
@@ -57,9 +57,11 @@ def test_metrics_label_requests_by_route_template(db, client_for):
     c.get(f"/jam-software/devices/{RX}/pending")
     c.post("/jam-software/events", content=b"x" * 70_000)
     c.get("/nowhere")
-    assert seen == [("/jam-software/devices/{rxid}/pending", "GET", 401),
-                    ("unmatched", "POST", 413),  # refused from Content-Length, before routing
-                    ("unmatched", "GET", 404)]
+    assert seen == [
+        ("/jam-software/devices/{rxid}/pending", "GET", 401),
+        ("unmatched", "POST", 413),  # refused from Content-Length, before routing
+        ("unmatched", "GET", 404),
+    ]
 
 
 def test_readiness_checks_are_a_list_to_extend(db):
@@ -72,7 +74,10 @@ def test_readiness_checks_are_a_list_to_extend(db):
     with TestClient(create_api(svc)) as c:
         r = c.get("/readyz")
     assert r.status_code == 503
-    assert r.json() == {"ready": False, "checks": {"database": "ok", "models": "no lstm model loaded yet"}}
+    assert r.json() == {
+        "ready": False,
+        "checks": {"database": "ok", "models": "no lstm model loaded yet"},
+    }
 
 
 # --------------------------------------------------------------------------- schemathesis
@@ -109,20 +114,30 @@ def test_openapi_fuzz_no_server_errors(api):
         headers = {"Authorization": f"Bearer {device if own else admin}"}
 
         @given(case=op.as_strategy())
-        @hsettings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                   suppress_health_check=list(HealthCheck))
-        def run(case):
+        @hsettings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case, op, own, headers):
             if own and isinstance(case.body, dict) and len(str(case.body)) % 2:
                 case.body["rxid"] = RX
             if own and case.path_parameters and len(str(case.path_parameters)) % 2:
                 case.path_parameters["rxid"] = RX
             # store=true depends on state the schema cannot express (ids given, sessions stored):
             # a schema-valid request may rightly be 422 there, so only that check is skipped
-            store = op.path == "/v1/score" and str((case.query or {}).get("store", "")).lower() in ("true", "1")
-            case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance] if store else None)
+            store = op.path == "/v1/score" and str((case.query or {}).get("store", "")).lower() in (
+                "true",
+                "1",
+            )
+            case.call_and_validate(
+                headers=headers, excluded_checks=[positive_data_acceptance] if store else None
+            )
 
         try:
-            run()
+            run(op=op, own=own, headers=headers)
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{op.method.upper()} {op.path}: {str(exc)[:2000]}")
         ran += 1
@@ -139,7 +154,9 @@ def test_tokens_cli_create_list_revoke(db, monkeypatch):
     made = runner.invoke(main, ["tokens", "create", "--rxid", "r0000000007", "--name", "box 7"])
     assert made.exit_code == 0, made.output
     secret = made.stdout.strip().splitlines()[-1]
-    assert secret.startswith("lgz_") and secret not in runner.invoke(main, ["tokens", "list"]).output
+    assert (
+        secret.startswith("lgz_") and secret not in runner.invoke(main, ["tokens", "list"]).output
+    )
     with psycopg.connect(db.dsn) as conn:
         assert tokens.authenticate(conn, secret).rxid == "R0000000007"
     listed = runner.invoke(main, ["tokens", "list"]).output
@@ -158,4 +175,8 @@ def test_serve_fails_fast_on_a_busy_port(db, monkeypatch):
         s.listen()
         port = s.getsockname()[1]
         r = CliRunner().invoke(main, ["serve", "--port", str(port)])
-    assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output and "--port" in r.output
+    assert (
+        r.exit_code == 1
+        and f"cannot listen on 127.0.0.1:{port}" in r.output
+        and "--port" in r.output
+    )

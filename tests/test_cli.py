@@ -52,13 +52,17 @@ def test_every_option_has_help_text():
 
 def run_cli(*args, env=None, timeout=120):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [str(BIN), *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
 
 
 def test_unreachable_database_is_one_line_naming_host_and_database_not_password(tmp_path):
     f = tmp_path / "R1234567890.log"
     f.write_text("03-17 16:13:38.811  1702  2395 I A: x\n")
-    r = run_cli("ingest", str(f), env={"LOGALYZER_DSN": "postgresql://alice:s3cret@127.0.0.1:1/fleetdb"})
+    r = run_cli(
+        "ingest", str(f), env={"LOGALYZER_DSN": "postgresql://alice:s3cret@127.0.0.1:1/fleetdb"}
+    )
     assert r.returncode == 1
     err = r.stderr.strip().splitlines()
     assert err[0].startswith("Error: cannot reach database fleetdb on 127.0.0.1:1")
@@ -73,7 +77,13 @@ def test_malformed_dsn_is_a_clear_error(tmp_path):
 
 
 def test_bad_time_zone_is_a_clear_error(tmp_path):
-    r = run_cli("ingest", str(tmp_path), "--tz", "Mars/Olympus", env={"LOGALYZER_DSN": "postgresql://x@127.0.0.1:1/y"})
+    r = run_cli(
+        "ingest",
+        str(tmp_path),
+        "--tz",
+        "Mars/Olympus",
+        env={"LOGALYZER_DSN": "postgresql://x@127.0.0.1:1/y"},
+    )
     assert r.returncode == 1 and "unknown time zone" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -83,7 +93,13 @@ def test_unknown_steps_fail_before_anything_runs():
 
 
 def test_rxids_are_validated():
-    r = run_cli("run", "x", "--rxids", "R1234567890,nope", env={"LOGALYZER_DSN": "postgresql://x@127.0.0.1:1/y"})
+    r = run_cli(
+        "run",
+        "x",
+        "--rxids",
+        "R1234567890,nope",
+        env={"LOGALYZER_DSN": "postgresql://x@127.0.0.1:1/y"},
+    )
     assert r.returncode == 1 and "not RxIDs: NOPE" in r.stderr
 
 
@@ -101,7 +117,9 @@ def cli_env(db, monkeypatch):
 def test_ingest_prints_a_summary_and_exits_0_even_with_refused_files(cli_env, ray_local, tmp_path):
     good = tmp_path / "R1234567890" / "logcat_20240317.log.gz"
     good.parent.mkdir()
-    good.write_bytes(gzip.compress(b"03-17 16:13:38.811  1702  2395 I A: x\n03-17 16:13:39.000  1  2 W B: y\n"))
+    good.write_bytes(
+        gzip.compress(b"03-17 16:13:38.811  1702  2395 I A: x\n03-17 16:13:39.000  1  2 W B: y\n")
+    )
     (tmp_path / "nobody.log").write_text("03-17 16:13:38.811  1702  2395 I A: x\n")
     result = CliRunner().invoke(main, ["ingest", str(tmp_path), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -112,7 +130,9 @@ def test_ingest_prints_a_summary_and_exits_0_even_with_refused_files(cli_env, ra
     assert "refused:" in out and "nobody.log" in out and "--rxid" in out
     assert query(cli_env.dsn, "SELECT count(*) FROM R1234567890")[0][0] == 2
     # the same through the pipeline launcher, restricted to another device: nothing to do
-    result = CliRunner().invoke(main, ["run", str(tmp_path), "--steps", "ingest", "--rxids", "R0000000000"])
+    result = CliRunner().invoke(
+        main, ["run", str(tmp_path), "--steps", "ingest", "--rxids", "R0000000000"]
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -123,7 +143,9 @@ def test_run_with_rxids_file_loads_only_those_devices(cli_env, ray_local, tmp_pa
         f.write_bytes(gzip.compress(f"03-17 16:13:38.811  1702  2395 I A: {rx}\n".encode()))
     ids = tmp_path / "ids.txt"
     ids.write_text("# the devices to redo\nR2222222222\n")
-    result = CliRunner().invoke(main, ["run", str(tmp_path / "fleet"), "--steps", "ingest", "--rxids-file", str(ids)])
+    result = CliRunner().invoke(
+        main, ["run", str(tmp_path / "fleet"), "--steps", "ingest", "--rxids-file", str(ids)]
+    )
     assert result.exit_code == 0, result.output
     assert query(cli_env.dsn, "SELECT DISTINCT rxid FROM log_lines") == [("R2222222222",)]
 
@@ -141,7 +163,9 @@ def test_db_migrate_is_idempotent_and_info_reports(cli_env):
 
 
 def test_synth_writes_a_fleet(tmp_path):
-    result = CliRunner().invoke(main, ["synth", str(tmp_path / "f"), "--devices", "2", "--hours", "0.5", "--seed", "1"])
+    result = CliRunner().invoke(
+        main, ["synth", str(tmp_path / "f"), "--devices", "2", "--hours", "0.5", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "f" / "ground_truth.json").exists()
     assert len(list((tmp_path / "f").glob("R*/*.log.gz"))) >= 2
@@ -149,5 +173,7 @@ def test_synth_writes_a_fleet(tmp_path):
 
 def test_job_entry_points_have_help():
     for job in ("jobs/ingest.py", "jobs/pipeline.py"):
-        r = subprocess.run([sys.executable, str(ROOT / job), "--help"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, str(ROOT / job), "--help"], capture_output=True, text=True, timeout=60
+        )
         assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr

@@ -146,9 +146,11 @@ def test_aws_config_runs_the_pinned_image():
 
 
 def _cluster_specs(kinds: dict) -> dict[str, dict]:
-    return {"RayCluster": kinds["RayCluster"]["spec"],
-            "RayJob": kinds["RayJob"]["spec"]["rayClusterSpec"],
-            "RayService": kinds["RayService"]["spec"]["rayClusterConfig"]}
+    return {
+        "RayCluster": kinds["RayCluster"]["spec"],
+        "RayJob": kinds["RayJob"]["spec"]["rayClusterSpec"],
+        "RayService": kinds["RayService"]["spec"]["rayClusterConfig"],
+    }
 
 
 def test_kuberay_kinds_and_required_fields():
@@ -182,7 +184,10 @@ def test_kuberay_clusters_pin_image_version_auth_and_secret(kind):
             ref = env["LOGALYZER_DSN"]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == secret and ref["key"] in manifests()["Secret"]["stringData"]
             assert c["resources"]["requests"] and c["resources"]["limits"]
-    ports = {p["name"]: p["containerPort"] for p in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert ports["dashboard"] == 8265 and ports["gcs-server"] == 6379
 
 
@@ -190,7 +195,9 @@ def _same_as_shared(env: dict) -> None:
     shared = shared_runtime_env()
     assert REMOTE_URI.match(env["working_dir"]), "KubeRay needs a URI (a zip) for working_dir"
     strip = {"working_dir", "excludes"}
-    assert {k: v for k, v in env.items() if k not in strip} == {k: v for k, v in shared.items() if k not in strip}
+    assert {k: v for k, v in env.items() if k not in strip} == {
+        k: v for k, v in shared.items() if k not in strip
+    }
 
 
 def test_rayjob_runs_the_pipeline_launcher_with_the_shared_runtime_env():
@@ -211,17 +218,27 @@ def test_rayservice_serves_serve_app_with_the_shared_runtime_env():
     assert app["import_path"] == "serve.app:app" and app["route_prefix"] == "/"
     _same_as_shared(app["runtime_env"])
     own = load(ROOT / "serve" / "config.yaml")["applications"][0]  # serve deploy's config
-    assert (app["name"], app["import_path"], app["deployments"]) == (own["name"], own["import_path"], own["deployments"])
+    assert (app["name"], app["import_path"], app["deployments"]) == (
+        own["name"],
+        own["import_path"],
+        own["deployments"],
+    )
     module, attr = app["import_path"].split(":")
     path = ROOT / (module.replace(".", "/") + ".py")
     if not path.is_file():
         pytest.skip(f"{path.relative_to(ROOT)} is built on branch serve and not merged here yet")
-    names = {t.id for node in ast.parse(path.read_text()).body if isinstance(node, ast.Assign)
-             for t in node.targets if isinstance(t, ast.Name)}
+    names = {
+        t.id
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
     assert attr in names, f"{path.name} defines no top-level {attr!r}"
 
 
-# --------------------------------------------------------------------------- a real ray start + ray job submit
+# --------------------------------------------------------------------------- a real ray start +
+# ray job submit
 
 
 def _free_ports(n: int) -> list[int]:
@@ -284,13 +301,27 @@ def ray_head(env: dict):
     gcs, dash, client, nm, om, al, ag, rt, me = _free_ports(9)
     default_record = Path("/tmp/ray/ray_current_cluster")
     before = default_record.read_text() if default_record.exists() else None
-    cmd = [str(RAY_BIN), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--ray-client-server-port={client}", f"--node-manager-port={nm}",
-           f"--object-manager-port={om}", f"--dashboard-agent-listen-port={al}",
-           f"--dashboard-agent-grpc-port={ag}", f"--runtime-env-agent-port={rt}",
-           f"--metrics-export-port={me}", "--num-cpus=2", "--object-store-memory=200000000",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    cmd = [
+        str(RAY_BIN),
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--ray-client-server-port={client}",
+        f"--node-manager-port={nm}",
+        f"--object-manager-port={om}",
+        f"--dashboard-agent-listen-port={al}",
+        f"--dashboard-agent-grpc-port={ag}",
+        f"--runtime-env-agent-port={rt}",
+        f"--metrics-export-port={me}",
+        "--num-cpus=2",
+        "--object-store-memory=200000000",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -307,9 +338,24 @@ def ray_head(env: dict):
 def test_pipeline_job_on_a_ray_start_cluster(db, tmp_path):
     """The README's 'Ray cluster' path, end to end: synth → ray start → ray job submit."""
     fleet = tmp_path / "fleet"
-    r = subprocess.run([str(Path(sys.executable).parent / "logalyzer"), "synth", str(fleet),
-                        "--devices", "2", "--hours", "1", "--noise", "20", "--seed", "11"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "logalyzer"),
+            "synth",
+            str(fleet),
+            "--devices",
+            "2",
+            "--hours",
+            "1",
+            "--noise",
+            "20",
+            "--seed",
+            "11",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     files = sorted(fleet.rglob("*.gz"))
     rxids = {re.search(r"R\d{10}", str(f)).group(0) for f in files}
@@ -318,8 +364,10 @@ def test_pipeline_job_on_a_ray_start_cluster(db, tmp_path):
     token = secrets.token_hex(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "LOGALYZER_"))}
     env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # `python` = this venv
-        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,  # Ray 2.60: clients need the same token
+        # `python` = this venv
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,  # Ray 2.60: clients need the same token
         LOGALYZER_DSN=db.dsn,  # as a Secret would put it on every node
         RAY_USAGE_STATS_ENABLED="0",
     )
@@ -328,23 +376,54 @@ def test_pipeline_job_on_a_ray_start_cluster(db, tmp_path):
 
     started = time.monotonic()
     with ray_head(env) as dashboard:
-        submit = [str(RAY_BIN), "job", "submit", "--address", dashboard, "--working-dir", ".",
-                  "--runtime-env-json", json.dumps(runtime_env), "--submission-id", "lgz-test",
-                  "--", "python", "jobs/pipeline.py", str(fleet), "--steps", "ingest,sessionize"]
+        submit = [
+            str(RAY_BIN),
+            "job",
+            "submit",
+            "--address",
+            dashboard,
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--submission-id",
+            "lgz-test",
+            "--",
+            "python",
+            "jobs/pipeline.py",
+            str(fleet),
+            "--steps",
+            "ingest,sessionize",
+        ]
         r = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
         log = r.stdout[-4000:] + r.stderr[-4000:]
-        status = subprocess.run([str(RAY_BIN), "job", "status", "--address", dashboard, "lgz-test"],
-                                env=env, capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [str(RAY_BIN), "job", "status", "--address", dashboard, "lgz-test"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, log
         assert "job 'lgz-test' succeeded" in (status.stdout + status.stderr).lower(), log
-        without_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
-        denied = subprocess.run([str(RAY_BIN), "job", "list", "--address", dashboard],
-                                env=without_token, capture_output=True, text=True, timeout=60)
+        without_token = {
+            k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
+        }
+        denied = subprocess.run(
+            [str(RAY_BIN), "job", "list", "--address", dashboard],
+            env=without_token,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert denied.returncode != 0, "the dashboard must refuse a client without the token"
     elapsed = time.monotonic() - started
 
-    parts = query(db.dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                          " WHERE i.inhparent = 'log_lines'::regclass ORDER BY 1")
+    parts = query(
+        db.dsn,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'log_lines'::regclass ORDER BY 1",
+    )
     assert [p[0] for p in parts] == sorted(r.lower() for r in rxids)
     per_device = dict(query(db.dsn, "SELECT rxid, count(*) FROM log_lines GROUP BY rxid"))
     assert set(per_device) == rxids and min(per_device.values()) > 100

@@ -12,19 +12,26 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from logalyzer.core.autoencoder import AEConfig
 from logalyzer.cli import main
-from logalyzer.core.verdict import consolidate
-from logalyzer.jobs.detect import detect
-from logalyzer.core.detectors import (AEDetector, LSTMDetector, Verdict, fit_in_process, from_bytes,
-                                 threshold_rule, to_bytes)
-from logalyzer.jobs.evaluate import load_hdfs, prf
+from logalyzer.core.autoencoder import AEConfig
+from logalyzer.core.detectors import (
+    AEDetector,
+    LSTMDetector,
+    Verdict,
+    fit_in_process,
+    from_bytes,
+    threshold_rule,
+    to_bytes,
+)
 from logalyzer.core.features import FEATURE_NAMES, event_key, event_keys, session_features
-from logalyzer.jobs.ingest import ingest
 from logalyzer.core.lstm import EOS, LSTMConfig
-from logalyzer.jobs.sessionize import sessionize
 from logalyzer.core.sessions import Event
 from logalyzer.core.synth import FleetSpec, generate_fleet
+from logalyzer.core.verdict import consolidate
+from logalyzer.jobs.detect import detect
+from logalyzer.jobs.evaluate import load_hdfs, prf
+from logalyzer.jobs.ingest import ingest
+from logalyzer.jobs.sessionize import sessionize
 from logalyzer.jobs.train import train
 
 from .helpers import DATA, query
@@ -53,14 +60,28 @@ def test_event_keys_fold_the_attribute_that_matters_and_nothing_else():
 def normal_row(r: random.Random, **over) -> dict:
     """A sessions row like ordinary playback: minutes long, the odd drop or rebuffer."""
     dur = r.uniform(120, 3000)
-    row = {"content_id": f"ch{r.randint(1, 50)}", "duration_s": dur, "ttff_ms": r.randint(400, 2000),
-           "black_screen_count": int(r.random() < 0.1), "black_screen_ms": 0,
-           "video_freeze_count": int(r.random() < 0.1), "video_freeze_ms": 0,
-           "display_drop_count": r.randint(0, 2), "dropped_frames": r.randint(0, 10),
-           "buffering_count": r.randint(0, 1), "rebuffer_ratio": r.uniform(0, 0.01),
-           "trick_mode_count": r.randint(0, 2), "hdmi_event_count": 0, "hdmi_disconnects": 0,
-           "standby_count": 0, "error_count": 0, "fatal_error": False, "video_start_failure": False,
-           "seq_gaps": 0, "event_count": r.randint(2, 12)}
+    row = {
+        "content_id": f"ch{r.randint(1, 50)}",
+        "duration_s": dur,
+        "ttff_ms": r.randint(400, 2000),
+        "black_screen_count": int(r.random() < 0.1),
+        "black_screen_ms": 0,
+        "video_freeze_count": int(r.random() < 0.1),
+        "video_freeze_ms": 0,
+        "display_drop_count": r.randint(0, 2),
+        "dropped_frames": r.randint(0, 10),
+        "buffering_count": r.randint(0, 1),
+        "rebuffer_ratio": r.uniform(0, 0.01),
+        "trick_mode_count": r.randint(0, 2),
+        "hdmi_event_count": 0,
+        "hdmi_disconnects": 0,
+        "standby_count": 0,
+        "error_count": 0,
+        "fatal_error": False,
+        "video_start_failure": False,
+        "seq_gaps": 0,
+        "event_count": r.randint(2, 12),
+    }
     row["black_screen_ms"] = row["black_screen_count"] * r.randint(200, 2000)
     row["video_freeze_ms"] = row["video_freeze_count"] * r.randint(200, 2000)
     return {**row, **over}
@@ -100,8 +121,14 @@ def test_irrelevant_changes_leave_the_autoencoder_score_alone(ae):
 def normal_sequence(r: random.Random) -> list[str]:
     seq = ["ChangeContent", "FirstFrame"]
     for _ in range(r.randint(0, 6)):
-        seq += r.choice((["DisplayDrop"], ["BufferingStart", "BufferingEnd"], ["ResolutionChange"],
-                         ["TrickMode:mode=PAUSE", "TrickMode:mode=PLAY"]))
+        seq += r.choice(
+            (
+                ["DisplayDrop"],
+                ["BufferingStart", "BufferingEnd"],
+                ["ResolutionChange"],
+                ["TrickMode:mode=PAUSE", "TrickMode:mode=PLAY"],
+            )
+        )
     return seq
 
 
@@ -117,14 +144,22 @@ def lstm() -> LSTMDetector:
 
 def test_an_impossible_transition_raises_the_lstm_score_and_is_named(lstm):
     ok = ["ChangeContent", "FirstFrame", "DisplayDrop", "BufferingStart", "BufferingEnd"]
-    bad = ["ChangeContent", "BufferingEnd", "FirstFrame", "DisplayDrop", "BufferingStart", "BufferingEnd"]
+    bad = [
+        "ChangeContent",
+        "BufferingEnd",
+        "FirstFrame",
+        "DisplayDrop",
+        "BufferingStart",
+        "BufferingEnd",
+    ]
     v_ok, v_bad = lstm.score([ok, bad])
     assert v_bad.score > v_ok.score + 1 and v_bad.is_anomaly and not v_ok.is_anomaly
     named = {(t["after"], t["event"]) for t in v_bad.details["transitions"]}
     assert ("ChangeContent", "BufferingEnd") in named
     unseen = lstm.score([["ChangeContent", "FirstFrame", "HdcpStatus:ok=false"]])[0]
     assert unseen.details["misses"] >= 1 and any(
-        t["event"] == "HdcpStatus:ok=false" for t in unseen.details["transitions"])
+        t["event"] == "HdcpStatus:ok=false" for t in unseen.details["transitions"]
+    )
 
 
 def test_an_early_end_is_a_miss(lstm):
@@ -134,9 +169,12 @@ def test_an_early_end_is_a_miss(lstm):
 
 def test_content_ids_and_timestamps_do_not_change_the_lstm_score(lstm):
     def events(shift_ms: int, cid: str) -> list[Event]:
-        return [Event(T0 + shift_ms, 1, "ChangeContent", cid=cid, src="live"),
-                Event(T0 + shift_ms + 900, 2, "FirstFrame", ttff_ms=900),
-                Event(T0 + shift_ms + 5000, 3, "DisplayDrop", dropped=3)]
+        return [
+            Event(T0 + shift_ms, 1, "ChangeContent", cid=cid, src="live"),
+            Event(T0 + shift_ms + 900, 2, "FirstFrame", ttff_ms=900),
+            Event(T0 + shift_ms + 5000, 3, "DisplayDrop", dropped=3),
+        ]
+
     a, b = event_keys(events(0, "ch1")), event_keys(events(86_400_000, "vod-42"))
     assert a == b
     assert lstm.score([a])[0].score == lstm.score([b])[0].score
@@ -146,7 +184,10 @@ def test_content_ids_and_timestamps_do_not_change_the_lstm_score(lstm):
 
 
 def test_checkpoints_load_by_themselves_and_score_the_same(ae, lstm):
-    for det, sample in ((ae, [normal_row(random.Random(5))]), (lstm, [normal_sequence(random.Random(6))])):
+    for det, sample in (
+        (ae, [normal_row(random.Random(5))]),
+        (lstm, [normal_sequence(random.Random(6))]),
+    ):
         again = from_bytes(to_bytes(det), version=7)
         assert again.kind == det.kind and again.version == 7 and again.threshold == det.threshold
         assert again.cfg == det.cfg
@@ -182,7 +223,9 @@ def test_the_hdfs_benchmark_reads_with_its_documented_split():
     train_rows = [r for r in rows if r["split"] == "train"]
     test_rows = [r for r in rows if r["split"] == "test"]
     assert len(rows) == 7940
-    assert sum(r["anomaly"] for r in train_rows) == 256 and sum(r["anomaly"] for r in test_rows) == 57
+    assert (
+        sum(r["anomaly"] for r in train_rows) == 256 and sum(r["anomaly"] for r in test_rows) == 57
+    )
     assert sum(r["normal_train"] for r in rows) == 6096 and all(r["seq"] for r in rows)
 
 
@@ -192,7 +235,9 @@ def test_the_hdfs_benchmark_reads_with_its_documented_split():
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     out = tmp_path_factory.mktemp("fleet")
-    generate_fleet(out, FleetSpec(devices=6, hours=10, seed=5, noise_lines_per_minute=2, anomaly_rate=0.1))
+    generate_fleet(
+        out, FleetSpec(devices=6, hours=10, seed=5, noise_lines_per_minute=2, anomaly_rate=0.1)
+    )
     return out
 
 
@@ -205,25 +250,35 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
     results = train(settings, db, workers=2, epochs=3, progress=False)
     assert [r.detector for r in results] == ["ae", "lstm"]  # the autoencoder cleans the LSTM's data
     assert all(r.version == 1 and r.workers == 2 and r.threshold > 0 for r in results)
-    models = query(db.dsn, "SELECT detector, version, threshold, metrics->'workers', length(checkpoint)"
-                           " FROM models ORDER BY detector")
+    models = query(
+        db.dsn,
+        "SELECT detector, version, threshold, metrics->'workers', length(checkpoint)"
+        " FROM models ORDER BY detector",
+    )
     assert [(m[0], m[1], m[3]) for m in models] == [("ae", 1, 2), ("lstm", 1, 2)]
     assert all(m[4] > 1000 for m in models)
 
     summary = detect(settings, db, progress=False)
     assert summary.scored == n and summary.versions == {"lstm": 1, "ae": 1}
-    rows = query(db.dsn, "SELECT detector, count(*), count(*) FILTER (WHERE is_anomaly) FROM anomalies GROUP BY 1 ORDER BY 1")
+    rows = query(
+        db.dsn,
+        "SELECT detector, count(*), count(*) FILTER (WHERE is_anomaly) FROM anomalies"
+        " GROUP BY 1 ORDER BY 1",
+    )
     assert [(r[0], r[1]) for r in rows] == [("ae", n), ("lstm", n)]
     flagged = sum(r[2] for r in rows)
     assert flagged > 0
-    cons = query(db.dsn, "SELECT c.is_anomaly, c.detectors, c.reasons, c.model_versions, c.ae_score,"
-                         " c.lstm_score, c.start_ts = s.start_ts FROM anomalies_consolidated c"
-                         " JOIN sessions s USING (rxid, session_id)")
+    cons = query(
+        db.dsn,
+        "SELECT c.is_anomaly, c.detectors, c.reasons, c.model_versions, c.ae_score,"
+        " c.lstm_score, c.start_ts = s.start_ts FROM anomalies_consolidated c"
+        " JOIN sessions s USING (rxid, session_id)",
+    )
     assert cons and all(c[0] and c[1] and c[3] == {"lstm": 1, "ae": 1} and c[6] for c in cons)
     assert all(max(c[4] or 0, c[5] or 0) > 1 for c in cons)
     assert any(c[2]["features"] for c in cons)
 
-    assert detect(settings, db, progress=False).scored == 0            # nothing new
+    assert detect(settings, db, progress=False).scored == 0  # nothing new
     assert detect(settings, db, rescore=True, progress=False).scored == n
 
     r = CliRunner().invoke(main, ["models"], env={"LOGALYZER_DSN": db.dsn}, catch_exceptions=False)
@@ -247,6 +302,10 @@ def test_ray_job_entry_points_answer_help(job, option):
 
     from .helpers import ROOT
 
-    r = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and option in r.stdout and f"jobs/{job}.py" in r.stdout

@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from logalyzer.store.db import ensure_partition, partition_name
+from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.errors import InvalidIdentifier
 from logalyzer.jobs.ingest import ingest
-from logalyzer.core.synth import FleetSpec, generate_fleet
+from logalyzer.store.db import ensure_partition, partition_name
 
 from .helpers import DATA, query
 
@@ -37,7 +37,10 @@ def ledger(dsn: str) -> dict[str, dict]:
 
 
 def messages(dsn: str, rxid: str = RX) -> list[str]:
-    return [r[0] for r in query(dsn, f"SELECT message FROM {partition_name(rxid)} ORDER BY file_id, line_no")]
+    return [
+        r[0]
+        for r in query(dsn, f"SELECT message FROM {partition_name(rxid)} ORDER BY file_id, line_no")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +71,11 @@ def test_fleet_loads_every_distinct_line_once(db, settings, ray_local, fleet):
         n = query(db.dsn, f"SELECT count(*) FROM {dev['rxid']}")[0][0]
         assert n > 0
     # MD5 is md5(rxid || newline || raw line), checkable in SQL for parsed lines of the golden shape
-    bad = query(db.dsn, "SELECT count(*) FROM log_lines WHERE status = 'unparsed'"
-                        " AND line_md5 <> md5(rxid || E'\\n' || message)::uuid")[0][0]
+    bad = query(
+        db.dsn,
+        "SELECT count(*) FROM log_lines WHERE status = 'unparsed'"
+        " AND line_md5 <> md5(rxid || E'\\n' || message)::uuid",
+    )[0][0]
     assert bad == 0
     var = query(db.dsn, "SELECT count(*) FROM log_lines WHERE event_type IS NOT NULL")[0][0]
     assert var == sum(d["var_events"] for d in truth["devices"])
@@ -85,7 +91,9 @@ def test_rerun_is_idempotent_and_skips_unchanged_files(db, settings, ray_local, 
     assert counts(again) == counts(first)
     forced = ingest(settings, db, [out], force=True)
     assert forced.total("lines_loaded") == 0
-    assert forced.total("lines_duplicate") == first.total("lines_read") - sum(f.markers for f in first.files)
+    assert forced.total("lines_duplicate") == first.total("lines_read") - sum(
+        f.markers for f in first.files
+    )
     assert query(db.dsn, "SELECT count(*) FROM log_lines")[0][0] == rows
 
 
@@ -94,7 +102,11 @@ def test_grown_file_is_read_again_and_only_new_lines_added(db, settings, ray_loc
     ingest(settings, db, [f])
     write_gz(f, GOOD)  # the box appended 20 lines
     res = ingest(settings, db, [f])
-    assert (res.files[0].status, res.files[0].lines_loaded, res.files[0].lines_duplicate) == ("done", 20, 20)
+    assert (res.files[0].status, res.files[0].lines_loaded, res.files[0].lines_duplicate) == (
+        "done",
+        20,
+        20,
+    )
     assert messages(db.dsn) == [f"good line {i}" for i in range(40)]
 
 
@@ -116,14 +128,25 @@ def test_bad_inputs_are_handled_counted_and_lose_no_good_line(db, settings, ray_
     # truncated gzip: every line before the damage is loaded, the file is partial
     (d / "truncated.log.gz").write_bytes(whole[: len(whole) * 2 // 3])
     # corrupt gzip: bytes flipped in the middle of the deflate stream
-    many = [f"03-17 16:14:{i % 60:02d}.{i // 60:03d}  1702  2395 I Tag: corrupt file line {i}" for i in range(3000)]
+    many = [
+        f"03-17 16:14:{i % 60:02d}.{i // 60:03d}  1702  2395 I Tag: corrupt file line {i}"
+        for i in range(3000)
+    ]
     corrupt = bytearray(gzip.compress(("\n".join(many) + "\n").encode(), compresslevel=1))
     for i in range(len(corrupt) // 2, len(corrupt) // 2 + 40):
         corrupt[i] ^= 0xFF
     (d / "corrupt.log.gz").write_bytes(bytes(corrupt))
     # plain text named .gz, with garbage bytes, NULs, CRLF and an over-long line
-    text = "\r\n".join(f"03-17 16:15:0{i}.000  1  1 I P: plain line {i}" for i in range(3)) + "\r\n\xff\xfe garbage \x00 with NUL\n" + "03-17 16:13:50.000  1  1 I Long: " + "y" * 100_000 + "\nlast\n"
-    (d / "plain.log.gz").write_bytes(text.encode("latin-1", "replace").replace(b"\xff\xfe", b"\xff\xfe\x80"))
+    text = (
+        "\r\n".join(f"03-17 16:15:0{i}.000  1  1 I P: plain line {i}" for i in range(3))
+        + "\r\n\xff\xfe garbage \x00 with NUL\n"
+        + "03-17 16:13:50.000  1  1 I Long: "
+        + "y" * 100_000
+        + "\nlast\n"
+    )
+    (d / "plain.log.gz").write_bytes(
+        text.encode("latin-1", "replace").replace(b"\xff\xfe", b"\xff\xfe\x80")
+    )
     # binary junk named .gz: refused with a reason
     (d / "binary.log.gz").write_bytes(bytes(range(256)) * 64)
     (d / "empty.log.gz").write_bytes(b"")
@@ -151,8 +174,14 @@ def test_bad_inputs_are_handled_counted_and_lose_no_good_line(db, settings, ray_
     assert {n: r["status"] for n, r in rows.items()} == {n: f.status for n, f in by.items()}
 
     def stored_lines(name):
-        return [m for (m,) in query(db.dsn, f"SELECT message FROM {RX} WHERE file_id = %s ORDER BY line_no",
-                                    (rows[name]["file_id"],))]
+        return [
+            m
+            for (m,) in query(
+                db.dsn,
+                f"SELECT message FROM {RX} WHERE file_id = %s ORDER BY line_no",
+                (rows[name]["file_id"],),
+            )
+        ]
 
     # every line of the damaged files that was decoded is stored, in order, none invented
     # (the last line read may be a fragment cut by the damage: kept too, as an unparsed line)
@@ -165,10 +194,19 @@ def test_bad_inputs_are_handled_counted_and_lose_no_good_line(db, settings, ray_
     good_prefix = next(i for i, m in enumerate(kept + [None]) if m != f"corrupt file line {i}")
     assert good_prefix > 1000
     c = by["corrupt.log.gz"]
-    assert c.lines_loaded + c.lines_duplicate == c.lines_read == rows["corrupt.log.gz"]["lines_read"]
-    stored = query(db.dsn, f"SELECT message, status, truncated FROM {RX} WHERE file_id = %s ORDER BY line_no",
-                   (rows["plain.log.gz"]["file_id"],))
-    assert [m for m, _, _ in stored[:3]] == ["plain line 0", "plain line 1", "plain line 2"]  # CRLF accepted
+    assert (
+        c.lines_loaded + c.lines_duplicate == c.lines_read == rows["corrupt.log.gz"]["lines_read"]
+    )
+    stored = query(
+        db.dsn,
+        f"SELECT message, status, truncated FROM {RX} WHERE file_id = %s ORDER BY line_no",
+        (rows["plain.log.gz"]["file_id"],),
+    )
+    assert [m for m, _, _ in stored[:3]] == [
+        "plain line 0",
+        "plain line 1",
+        "plain line 2",
+    ]  # CRLF accepted
     assert "\x00" not in stored[3][0] and "garbage" in stored[3][0] and stored[3][1] == "unparsed"
     long_msg, _, truncated = stored[4]
     assert truncated and len(long_msg.encode()) < 65536 and long_msg.startswith("yyy")
@@ -194,7 +232,13 @@ def test_golden_android_file_loads_with_its_fields(db, settings, ray_local, tmp_
     assert res.files[0].lines_read == 2000
     assert res.files[0].lines_loaded == len(set(raw))  # identical lines are one line
     row = query(db.dsn, f"SELECT ts, pid, tid, level, tag FROM {RX} WHERE line_no = 1")[0]
-    assert (str(row[0]), row[1], row[2], row[3], row[4]) == ("2017-03-17 16:13:38.811000+00:00", 1702, 2395, "D", "WindowManager")
+    assert (str(row[0]), row[1], row[2], row[3], row[4]) == (
+        "2017-03-17 16:13:38.811000+00:00",
+        1702,
+        2395,
+        "D",
+        "WindowManager",
+    )
     md5 = hashlib.md5(f"{RX}\n{raw[0]}".encode()).hexdigest()
     assert query(db.dsn, f"SELECT count(*) FROM {RX} WHERE line_md5 = %s::uuid", (md5,))[0][0] == 1
 
@@ -212,7 +256,9 @@ def test_new_device_partition_created_once_by_concurrent_workers(db, ray_local):
 
     names = ray_local.get([create.remote(db.dsn, "R5555555555") for _ in range(8)])
     assert set(names) == {"r5555555555"}
-    parts = query(db.dsn, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'log_lines'::regclass")
+    parts = query(
+        db.dsn, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'log_lines'::regclass"
+    )
     assert parts[0][0] == 1
 
     errors = []
@@ -239,8 +285,16 @@ def test_partition_names_are_validated(db):
 
 def test_concurrent_loads_of_overlapping_files_of_one_device(db, settings, ray_local, tmp_path):
     """Several files of one device with heavy overlap, loaded by two actors at once."""
-    lines = [f"03-17 16:{i // 60:02d}:{i % 60:02d}.000  1702  2395 I Tag: line {i}" for i in range(3000)]
-    files = [write_gz(tmp_path / RX / f"part{k}.log.gz", lines[k * 400: k * 400 + 1200]) for k in range(6)]
+    lines = [
+        f"03-17 16:{i // 60:02d}:{i % 60:02d}.000  1702  2395 I Tag: line {i}" for i in range(3000)
+    ]
+    files = [
+        write_gz(tmp_path / RX / f"part{k}.log.gz", lines[k * 400 : k * 400 + 1200])
+        for k in range(6)
+    ]
     res = ingest(settings, db, files)
     assert {f.status for f in res.files} == {"done"}
-    assert query(db.dsn, "SELECT count(*), count(DISTINCT line_md5) FROM log_lines")[0] == (3000, 3000)
+    assert query(db.dsn, "SELECT count(*), count(DISTINCT line_md5) FROM log_lines")[0] == (
+        3000,
+        3000,
+    )

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from pydantic import ValidationError
 
-from logalyzer.store import jam
-from logalyzer.store import tokens
-from logalyzer.errors import IdempotencyConflict, LogalyzerError, NotFound, Unauthorized
 from logalyzer.core.jam import EventIn, PushRequest
+from logalyzer.errors import IdempotencyConflict, LogalyzerError, NotFound, Unauthorized
+from logalyzer.store import jam, tokens
 
 SHA = "ab" * 32
-T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def push_body(**over) -> dict:
-    body = {"package": "com.example.player", "version": "4.2.1",
-            "url": "https://apps.example.com/player.apk", "sha256": SHA,
-            "targets": {"rxids": ["R0000000002", "R0000000001"]}}
+    body = {
+        "package": "com.example.player",
+        "version": "4.2.1",
+        "url": "https://apps.example.com/player.apk",
+        "sha256": SHA,
+        "targets": {"rxids": ["R0000000002", "R0000000001"]},
+    }
     body.update(over)
     return body
 
@@ -35,7 +38,10 @@ def conn(db):
 
 def add_devices(conn, rows):
     for rxid, model, fw, app in rows:
-        conn.execute("INSERT INTO devices (rxid, model, fw, app) VALUES (%s, %s, %s, %s)", (rxid, model, fw, app))
+        conn.execute(
+            "INSERT INTO devices (rxid, model, fw, app) VALUES (%s, %s, %s, %s)",
+            (rxid, model, fw, app),
+        )
     conn.commit()
 
 
@@ -46,13 +52,16 @@ def test_tokens_are_stored_hashed_and_checked(conn):
     admin, secret = tokens.create_token(conn, admin=True, name="ops")
     dev, dsecret = tokens.create_token(conn, rxid="R0000000001")
     assert secret.startswith("lgz_") and len(secret) > 40
-    stored = conn.execute("SELECT token_hash FROM api_tokens WHERE token_id = %s", (admin.token_id,)).fetchone()[0]
+    stored = conn.execute(
+        "SELECT token_hash FROM api_tokens WHERE token_id = %s", (admin.token_id,)
+    ).fetchone()[0]
     assert bytes(stored) == tokens.hash_secret(secret) and secret.encode() not in bytes(stored)
     assert tokens.authenticate(conn, secret).is_admin
     t = tokens.authenticate(conn, dsecret)
     assert t.role == "device" and t.rxid == "R0000000001"
-    assert conn.execute("SELECT last_used_at IS NOT NULL FROM api_tokens WHERE token_id = %s",
-                        (dev.token_id,)).fetchone()[0]
+    assert conn.execute(
+        "SELECT last_used_at IS NOT NULL FROM api_tokens WHERE token_id = %s", (dev.token_id,)
+    ).fetchone()[0]
     for bad in (None, "", "lgz_nope", "Bearer x", secret + "x"):
         with pytest.raises(Unauthorized):
             tokens.authenticate(conn, bad)
@@ -75,22 +84,25 @@ def test_token_needs_exactly_one_of_admin_and_rxid(conn):
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("over, message", [
-    ({"url": "http://apps.example.com/p.apk"}, "must use https"),
-    ({"url": "https://user:pw@apps.example.com/p.apk"}, "credentials"),
-    ({"url": "ftp://x/y"}, "must use https"),
-    ({"sha256": "ab" * 31}, "at least 64"),
-    ({"sha256": "zz" * 32}, "pattern"),
-    ({"package": "player"}, "pattern"),
-    ({"targets": {"rxids": ["R123"]}}, "pattern"),
-    ({"targets": {"rxids": ["R١٢٣٤٥٦٧٨٩٠"]}}, "pattern"),
-    ({"targets": {"rxids": []}}, "at least 1"),
-    ({"targets": {"rxids": ["R0000000001"], "filter": {"model": ["X"]}}}, "exactly one"),
-    ({"targets": {"filter": {}}}, "at least one of model"),
-    ({"rollout_percent": 0}, "greater than or equal to 1"),
-    ({"rollout_percent": 101}, "less than or equal to 100"),
-    ({"extra": 1}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"url": "http://apps.example.com/p.apk"}, "must use https"),
+        ({"url": "https://user:pw@apps.example.com/p.apk"}, "credentials"),
+        ({"url": "ftp://x/y"}, "must use https"),
+        ({"sha256": "ab" * 31}, "at least 64"),
+        ({"sha256": "zz" * 32}, "pattern"),
+        ({"package": "player"}, "pattern"),
+        ({"targets": {"rxids": ["R123"]}}, "pattern"),
+        ({"targets": {"rxids": ["R١٢٣٤٥٦٧٨٩٠"]}}, "pattern"),
+        ({"targets": {"rxids": []}}, "at least 1"),
+        ({"targets": {"rxids": ["R0000000001"], "filter": {"model": ["X"]}}}, "exactly one"),
+        ({"targets": {"filter": {}}}, "at least one of model"),
+        ({"rollout_percent": 0}, "greater than or equal to 1"),
+        ({"rollout_percent": 101}, "less than or equal to 100"),
+        ({"extra": 1}, "Extra inputs"),
+    ],
+)
 def test_bad_push_requests_name_the_problem(over, message):
     with pytest.raises(ValidationError) as err:
         PushRequest.model_validate(push_body(**over))
@@ -104,13 +116,16 @@ def deep(n):
     return v
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"rxid": "R0000000001", "event_type": "x", "v": float("nan")}, "not a JSON number"),
-    ({"rxid": "R0000000001", "event_type": "x", "v": [float("inf")]}, "not a JSON number"),
-    ({"rxid": "R0000000001", "event_type": "x", "v": deep(40)}, "deeper"),
-    ({"rxid": "R0000000001", "event_type": "bad type"}, "pattern"),
-    ({"rxid": "R0000000001"}, "event_type"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"rxid": "R0000000001", "event_type": "x", "v": float("nan")}, "not a JSON number"),
+        ({"rxid": "R0000000001", "event_type": "x", "v": [float("inf")]}, "not a JSON number"),
+        ({"rxid": "R0000000001", "event_type": "x", "v": deep(40)}, "deeper"),
+        ({"rxid": "R0000000001", "event_type": "bad type"}, "pattern"),
+        ({"rxid": "R0000000001"}, "event_type"),
+    ],
+)
 def test_bad_events_are_refused_before_the_database(body, message):
     with pytest.raises(ValidationError) as err:
         EventIn.model_validate(body)
@@ -118,7 +133,9 @@ def test_bad_events_are_refused_before_the_database(body, message):
 
 
 def test_what_postgresql_cannot_store_is_replaced_not_refused(conn):
-    e = EventIn.model_validate({"rxid": "R0000000001", "event_type": "x", "a\x00": ["b\x00", "\udccf"]})
+    e = EventIn.model_validate(
+        {"rxid": "R0000000001", "event_type": "x", "a\x00": ["b\x00", "\udccf"]}
+    )
     r = jam.record_event(conn, e)
     body = conn.execute("SELECT body FROM jam_events WHERE id = %s", (r["event_id"],)).fetchone()[0]
     assert body["a\ufffd"] == ["b\ufffd", "\ufffd"]
@@ -128,7 +145,9 @@ def test_what_postgresql_cannot_store_is_replaced_not_refused(conn):
 
 def test_same_request_same_fingerprint_whatever_the_order():
     a = PushRequest.model_validate(push_body(sha256=SHA.upper()))
-    b = PushRequest.model_validate(push_body(targets={"rxids": ["R0000000001", "R0000000002", "R0000000001"]}))
+    b = PushRequest.model_validate(
+        push_body(targets={"rxids": ["R0000000001", "R0000000002", "R0000000001"]})
+    )
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != PushRequest.model_validate(push_body(version="4.2.2")).fingerprint()
 
@@ -172,25 +191,47 @@ def test_concurrent_requests_with_one_key_make_one_push(db):
 
 
 def test_filter_targets_devices_and_rollout_is_deterministic(conn):
-    rows = [(f"R{i:010d}", "STB-200" if i % 2 else "STB-100", "9.1" if i % 3 else "9.0", "4.1") for i in range(1, 201)]
+    rows = [
+        (f"R{i:010d}", "STB-200" if i % 2 else "STB-100", "9.1" if i % 3 else "9.0", "4.1")
+        for i in range(1, 201)
+    ]
     add_devices(conn, rows)
-    req = PushRequest.model_validate(push_body(targets={"filter": {"model": ["STB-200"], "fw": ["9.1"]}}))
+    req = PushRequest.model_validate(
+        push_body(targets={"filter": {"model": ["STB-200"], "fw": ["9.1"]}})
+    )
     full = jam.create_push(conn, req, "all", "t").push
     expected = sorted(r[0] for r in rows if r[1] == "STB-200" and r[2] == "9.1")
     assert [t["rxid"] for t in full["targets"]] == expected
-    part = jam.create_push(conn, PushRequest.model_validate(
-        push_body(targets={"filter": {"model": ["STB-200"], "fw": ["9.1"]}}, rollout_percent=30)), "some", "t").push
+    part = jam.create_push(
+        conn,
+        PushRequest.model_validate(
+            push_body(targets={"filter": {"model": ["STB-200"], "fw": ["9.1"]}}, rollout_percent=30)
+        ),
+        "some",
+        "t",
+    ).push
     chosen = [t["rxid"] for t in part["targets"]]
     assert set(chosen) < set(expected) and 0.15 < len(chosen) / len(expected) < 0.45
     pid = part["push_id"]
     assert chosen == [r for r in expected if jam.in_rollout(pid, r, 30)]
-    assert jam.create_push(conn, PushRequest.model_validate(
-        push_body(targets={"filter": {"model": ["nope"]}})), "none", "t").push["targets"] == []
+    assert (
+        jam.create_push(
+            conn,
+            PushRequest.model_validate(push_body(targets={"filter": {"model": ["nope"]}})),
+            "none",
+            "t",
+        ).push["targets"]
+        == []
+    )
 
 
 def test_list_pushes_pages_newest_first(conn):
-    ids = [jam.create_push(conn, PushRequest.model_validate(push_body(version=f"1.{i}")), f"k{i}", "t").push["push_id"]
-           for i in range(5)]
+    ids = [
+        jam.create_push(
+            conn, PushRequest.model_validate(push_body(version=f"1.{i}")), f"k{i}", "t"
+        ).push["push_id"]
+        for i in range(5)
+    ]
     page, nxt = jam.list_pushes(conn, limit=2)
     seen = [p["push_id"] for p in page]
     while nxt:
@@ -247,13 +288,23 @@ def test_pending_marks_delivered_and_events_move_state(conn):
     assert r["state"] == "installed" and r["state_changed"]
     t = {x["rxid"]: x for x in jam.get_push(conn, pid)["targets"]}
     assert t["R0000000001"]["last_detail"] == "failed: disk full"
-    assert t["R0000000002"]["delivered_at"] is not None and t["R0000000002"]["failed_at"] is not None
+    assert (
+        t["R0000000002"]["delivered_at"] is not None and t["R0000000002"]["failed_at"] is not None
+    )
     # events about no push, or a push the box is not a target of, are kept
     assert jam.record_event(conn, ev("R0000000003", "installed", pid))["state"] is None
-    assert jam.record_event(conn, ev("R0000000003", "app_crash", None, stack=["a", "b"]))["push_id"] is None
+    assert (
+        jam.record_event(conn, ev("R0000000003", "app_crash", None, stack=["a", "b"]))["push_id"]
+        is None
+    )
     assert conn.execute("SELECT count(*) FROM jam_events").fetchone()[0] == 7
     body = conn.execute("SELECT body FROM jam_events WHERE event_type = 'app_crash'").fetchone()[0]
-    assert body == {"rxid": "R0000000003", "event_type": "app_crash", "push_id": None, "stack": ["a", "b"]}
+    assert body == {
+        "rxid": "R0000000003",
+        "event_type": "app_crash",
+        "push_id": None,
+        "stack": ["a", "b"],
+    }
 
 
 # --------------------------------------------------------------------------- impact
@@ -261,33 +312,49 @@ def test_pending_marks_delivered_and_events_move_state(conn):
 
 def add_session(conn, rxid, start, hours, freezes=0, blacks=0, anomalous=None):
     sid = uuid.uuid4()
-    conn.execute("INSERT INTO sessions (rxid, session_id, start_ts, end_ts, duration_s, video_freeze_count,"
-                 " black_screen_count) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                 (rxid, sid, start, start + timedelta(hours=hours), hours * 3600, freezes, blacks))
+    conn.execute(
+        "INSERT INTO sessions (rxid, session_id, start_ts, end_ts, duration_s, video_freeze_count,"
+        " black_screen_count) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (rxid, sid, start, start + timedelta(hours=hours), hours * 3600, freezes, blacks),
+    )
     if anomalous is not None:
-        conn.execute("INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, is_anomaly)"
-                     " VALUES (%s, %s, %s, %s)", (rxid, sid, start, anomalous))
+        conn.execute(
+            "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, is_anomaly)"
+            " VALUES (%s, %s, %s, %s)",
+            (rxid, sid, start, anomalous),
+        )
     conn.commit()
 
 
 def test_impact_compares_sessions_before_and_after_install(conn):
     p = jam.create_push(conn, PushRequest.model_validate(push_body()), "k", "t").push
     pid = p["push_id"]
-    conn.execute("UPDATE jam_targets SET state = 'installed', installed_at = %s WHERE rxid = 'R0000000001'", (T0,))
+    conn.execute(
+        "UPDATE jam_targets SET state = 'installed', installed_at = %s WHERE rxid = 'R0000000001'",
+        (T0,),
+    )
     conn.commit()
     rx = "R0000000001"
     add_session(conn, rx, T0 - timedelta(days=2), 2, freezes=4, blacks=2, anomalous=True)
-    add_session(conn, rx, T0 - timedelta(days=1), 2, freezes=0, anomalous=False)  # a row, but not flagged
-    add_session(conn, rx, T0 - timedelta(days=9), 5, freezes=50)                 # outside the window
+    add_session(
+        conn, rx, T0 - timedelta(days=1), 2, freezes=0, anomalous=False
+    )  # a row, but not flagged
+    add_session(conn, rx, T0 - timedelta(days=9), 5, freezes=50)  # outside the window
     add_session(conn, rx, T0 + timedelta(hours=1), 1, freezes=1)
-    add_session(conn, rx, T0, 3, blacks=3, anomalous=True)                        # at the pivot: after
-    add_session(conn, "R0000000002", T0, 1, freezes=9)                           # not installed there
+    add_session(conn, rx, T0, 3, blacks=3, anomalous=True)  # at the pivot: after
+    add_session(conn, "R0000000002", T0, 1, freezes=9)  # not installed there
     rows = {r["rxid"]: r for r in jam.impact(conn, pid)}
     a = rows[rx]
     assert (a["sessions_before"], a["sessions_after"]) == (2, 2)
-    assert a["viewing_hours_before"] == pytest.approx(4) and a["viewing_hours_after"] == pytest.approx(4)
-    assert a["anomaly_rate_before"] == pytest.approx(0.5) and a["anomaly_rate_after"] == pytest.approx(0.5)
-    assert a["freezes_per_hour_before"] == pytest.approx(1.0) and a["freezes_per_hour_after"] == pytest.approx(0.25)
+    assert a["viewing_hours_before"] == pytest.approx(4) and a[
+        "viewing_hours_after"
+    ] == pytest.approx(4)
+    assert a["anomaly_rate_before"] == pytest.approx(0.5) and a[
+        "anomaly_rate_after"
+    ] == pytest.approx(0.5)
+    assert a["freezes_per_hour_before"] == pytest.approx(1.0) and a[
+        "freezes_per_hour_after"
+    ] == pytest.approx(0.25)
     assert a["black_screens_per_hour_before"] == pytest.approx(0.5)
     assert a["black_screens_per_hour_after"] == pytest.approx(0.75)
     b = rows["R0000000002"]
@@ -296,8 +363,12 @@ def test_impact_compares_sessions_before_and_after_install(conn):
     assert b["anomaly_rate_after"] is None and b["freezes_per_hour_after"] is None
     wide = {r["rxid"]: r for r in jam.impact(conn, pid, timedelta(days=10))}
     assert wide[rx]["sessions_before"] == 3
-    s = jam.impact_summary(list(rows.values()))
+    s = jam.impact_summary(conn, pid)
     assert s["installed"] == 1 and s["before"]["freezes_per_hour"] == pytest.approx(1.0)
+    # pooled over the installed target only; the uninstalled one's session does not count
+    assert (s["targets"], s["before"]["sessions"], s["after"]["sessions"]) == (2, 2, 2)
+    assert s["after"]["black_screens_per_hour"] == pytest.approx(0.75)
+    assert s["after"]["anomaly_rate"] == pytest.approx(0.5)
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         conn.rollback()
         conn.execute("SELECT * FROM jam_push_impact(%s, interval '-1 day')", (pid,))
@@ -305,4 +376,9 @@ def test_impact_compares_sessions_before_and_after_install(conn):
     with pytest.raises(NotFound):
         jam.impact(conn, uuid.uuid4())
     # the SQL function's default window is 7 days
-    assert conn.execute("SELECT sessions_before FROM jam_push_impact(%s) WHERE rxid = %s", (pid, rx)).fetchone()[0] == 2
+    assert (
+        conn.execute(
+            "SELECT sessions_before FROM jam_push_impact(%s) WHERE rxid = %s", (pid, rx)
+        ).fetchone()[0]
+        == 2
+    )

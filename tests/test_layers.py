@@ -23,13 +23,23 @@ import pytest
 from .helpers import ROOT
 
 PACKAGE = ROOT / "logalyzer"
-RANK = {"logalyzer": 0, "logalyzer.errors": 0, "logalyzer.core": 1, "logalyzer.settings": 2,
-        "logalyzer.store": 3, "logalyzer.jobs": 4, "logalyzer.http": 5, "logalyzer.cli": 6}
+RANK = {
+    "logalyzer": 0,
+    "logalyzer.errors": 0,
+    "logalyzer.core": 1,
+    "logalyzer.settings": 2,
+    "logalyzer.store": 3,
+    "logalyzer.jobs": 4,
+    "logalyzer.http": 5,
+    "logalyzer.cli": 6,
+}
 STAGE_JOBS = {f"logalyzer.jobs.{n}" for n in ("ingest", "sessionize", "train", "detect")}
 #: Third-party packages a layer must not touch: the core knows nothing of Ray, PostgreSQL or
 #: HTTP; storage nothing of Ray or HTTP.
-FORBIDDEN = {"logalyzer.core": {"ray", "psycopg", "psycopg_pool", "fastapi", "starlette", "click"},
-             "logalyzer.store": {"ray", "fastapi", "starlette", "click"}}
+FORBIDDEN = {
+    "logalyzer.core": {"ray", "psycopg", "psycopg_pool", "fastapi", "starlette", "click"},
+    "logalyzer.store": {"ray", "fastapi", "starlette", "click"},
+}
 MAX_IN_FUNCTION = 25
 
 
@@ -97,8 +107,10 @@ def targets(node: ast.AST, module: str) -> tuple[set[str], set[str]]:
 
 
 def graph() -> dict[str, set[str]]:
-    return {m: set().union(*([targets(n, m)[0] for n, _ in imports(p)] or [set()])) - {m}
-            for m, p in MODULES.items()}
+    return {
+        m: set().union(*([targets(n, m)[0] for n, _ in imports(p)] or [set()])) - {m}
+        for m, p in MODULES.items()
+    }
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -108,11 +120,15 @@ def test_imports_point_down(module):
         ours, theirs = targets(node, module)
         for target in ours:
             assert RANK[layer(target)] <= RANK[mine], (
-                f"{module} (layer {mine}) imports {target} (layer {layer(target)}), line {node.lineno}")
+                f"{module} (layer {mine}) imports {target} (layer {layer(target)}), "
+                f"line {node.lineno}"
+            )
             if module in STAGE_JOBS:
                 assert target not in STAGE_JOBS, f"stage job {module} imports stage job {target}"
         bad = theirs & FORBIDDEN.get(mine, set())
-        assert not bad, f"{module} (layer {mine}) imports {', '.join(sorted(bad))}, line {node.lineno}"
+        assert not bad, (
+            f"{module} (layer {mine}) imports {', '.join(sorted(bad))}, line {node.lineno}"
+        )
 
 
 def test_no_import_cycles():
@@ -158,12 +174,14 @@ def test_imports_inside_functions_are_few_and_explained():
                 j = node.lineno - 2
                 while lines[j].strip().startswith(("import ", "from ")):
                     j -= 1
-                block = lines[j + 1:node.lineno]
+                block = lines[j + 1 : node.lineno]
                 explained = any("#" in line for line in block) or lines[j].strip().startswith("#")
                 found.append((f"{module}:{node.lineno}", explained))
     unexplained = [where for where, ok in found if not ok]
     assert not unexplained, f"imports inside functions without a comment saying why: {unexplained}"
-    assert len(found) <= MAX_IN_FUNCTION, f"{len(found)} imports inside functions: {[w for w, _ in found]}"
+    assert len(found) <= MAX_IN_FUNCTION, (
+        f"{len(found)} imports inside functions: {[w for w, _ in found]}"
+    )
 
 
 def test_every_module_is_in_a_layer():

@@ -6,18 +6,20 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from logalyzer.core.files import LineReader
 from logalyzer.core.parser import FileParser
 
 from .helpers import DATA
 
-UTC = timezone.utc
+UTC = UTC
 ANDROID = DATA / "loghub-android"
 
 
@@ -28,76 +30,190 @@ def parse_lines(lines, rxid="R1234567890", **kw):
 
 def test_golden_android_2k_every_line_matches_loghub():
     fp = FileParser("R1234567890", anchor=datetime(2017, 3, 17))
-    rows = [r for c in LineReader(ANDROID / "Android_2k.log") for r in fp.parse(c.lines).to_pylist()]
+    rows = [
+        r for c in LineReader(ANDROID / "Android_2k.log") for r in fp.parse(c.lines).to_pylist()
+    ]
     with open(ANDROID / "Android_2k.log_structured.csv", newline="") as f:
         truth = list(csv.DictReader(f))
     assert len(rows) == len(truth) == 2000
     mismatches = []
     for got, exp in zip(rows, truth):
         ts = got["ts"]
-        fields = (ts.strftime("%m-%d"), ts.strftime("%H:%M:%S.%f")[:12], str(got["pid"]),
-                  str(got["tid"]), got["level"], got["tag"], got["message"].rstrip())
-        want = (exp["Date"], exp["Time"], exp["Pid"], exp["Tid"], exp["Level"], exp["Component"],
-                exp["Content"].rstrip())
+        fields = (
+            ts.strftime("%m-%d"),
+            ts.strftime("%H:%M:%S.%f")[:12],
+            str(got["pid"]),
+            str(got["tid"]),
+            got["level"],
+            got["tag"],
+            got["message"].rstrip(),
+        )
+        want = (
+            exp["Date"],
+            exp["Time"],
+            exp["Pid"],
+            exp["Tid"],
+            exp["Level"],
+            exp["Component"],
+            exp["Content"].rstrip(),
+        )
         if fields != want:
             mismatches.append((exp["LineId"], fields, want))
     assert mismatches == []
     # raw text is kept as it was: trailing blanks survive
     raw = (ANDROID / "Android_2k.log").read_text().splitlines()
-    assert sum(1 for r in rows if r["message"].endswith(" ")) == sum(1 for line in raw if line.endswith(" "))
+    assert sum(1 for r in rows if r["message"].endswith(" ")) == sum(
+        1 for line in raw if line.endswith(" ")
+    )
 
 
 # --------------------------------------------------------------------------- every variant
 
 VARIANT_SAMPLES = [
-    ("threadtime", "03-17 16:13:38.811  1702  2395 I VAR     : PLAYER|tune|ChangeContent|cid=ch101",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 1702, 2395, "I", "VAR"),
-    ("year", "2024-03-17 16:13:38.811  1702  2395 I VAR     : x",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 1702, 2395, "I", "VAR"),
-    ("usec", "03-17 16:13:38.811532  1702  2395 D Tag: x",
-     datetime(2024, 3, 17, 16, 13, 38, 811532, UTC), 1702, 2395, "D", "Tag"),
-    ("nsec", "03-17 16:13:38.811532999  1702  2395 D Tag: x",
-     datetime(2024, 3, 17, 16, 13, 38, 811532, UTC), 1702, 2395, "D", "Tag"),
-    ("zone", "03-17 16:13:38.811 +0100  1702  2395 I Tag: x",
-     datetime(2024, 3, 17, 15, 13, 38, 811000, UTC), 1702, 2395, "I", "Tag"),
-    ("uid name", "03-17 16:13:38.811  media  1702  2395 W AudioTrack: x",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 1702, 2395, "W", "AudioTrack"),
-    ("uid number", "03-17 16:13:38.811 10128  3039  3039 E AndroidRuntime: x",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 3039, 3039, "E", "AndroidRuntime"),
-    ("epoch", "        1710692018.811  1702  2395 I VAR     : x",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 1702, 2395, "I", "VAR"),
-    ("time", "03-17 16:13:38.811 I/VAR     ( 1702): x",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 1702, None, "I", "VAR"),
-    ("studio", "2024-03-17 16:13:38.811 1702-2395/com.example.stb I/VAR: x",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 1702, 2395, "I", "VAR"),
-    ("iso Z", "2024-03-17T16:13:38.811Z 1702 2395 I VAR: x",
-     datetime(2024, 3, 17, 16, 13, 38, 811000, UTC), 1702, 2395, "I", "VAR"),
-    ("iso offset", "2024-03-17T16:13:38.811+01:00 1702 2395 I VAR: x",
-     datetime(2024, 3, 17, 15, 13, 38, 811000, UTC), 1702, 2395, "I", "VAR"),
+    (
+        "threadtime",
+        "03-17 16:13:38.811  1702  2395 I VAR     : PLAYER|tune|ChangeContent|cid=ch101",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "I",
+        "VAR",
+    ),
+    (
+        "year",
+        "2024-03-17 16:13:38.811  1702  2395 I VAR     : x",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "I",
+        "VAR",
+    ),
+    (
+        "usec",
+        "03-17 16:13:38.811532  1702  2395 D Tag: x",
+        datetime(2024, 3, 17, 16, 13, 38, 811532, UTC),
+        1702,
+        2395,
+        "D",
+        "Tag",
+    ),
+    (
+        "nsec",
+        "03-17 16:13:38.811532999  1702  2395 D Tag: x",
+        datetime(2024, 3, 17, 16, 13, 38, 811532, UTC),
+        1702,
+        2395,
+        "D",
+        "Tag",
+    ),
+    (
+        "zone",
+        "03-17 16:13:38.811 +0100  1702  2395 I Tag: x",
+        datetime(2024, 3, 17, 15, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "I",
+        "Tag",
+    ),
+    (
+        "uid name",
+        "03-17 16:13:38.811  media  1702  2395 W AudioTrack: x",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "W",
+        "AudioTrack",
+    ),
+    (
+        "uid number",
+        "03-17 16:13:38.811 10128  3039  3039 E AndroidRuntime: x",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        3039,
+        3039,
+        "E",
+        "AndroidRuntime",
+    ),
+    (
+        "epoch",
+        "        1710692018.811  1702  2395 I VAR     : x",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "I",
+        "VAR",
+    ),
+    (
+        "time",
+        "03-17 16:13:38.811 I/VAR     ( 1702): x",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        1702,
+        None,
+        "I",
+        "VAR",
+    ),
+    (
+        "studio",
+        "2024-03-17 16:13:38.811 1702-2395/com.example.stb I/VAR: x",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "I",
+        "VAR",
+    ),
+    (
+        "iso Z",
+        "2024-03-17T16:13:38.811Z 1702 2395 I VAR: x",
+        datetime(2024, 3, 17, 16, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "I",
+        "VAR",
+    ),
+    (
+        "iso offset",
+        "2024-03-17T16:13:38.811+01:00 1702 2395 I VAR: x",
+        datetime(2024, 3, 17, 15, 13, 38, 811000, UTC),
+        1702,
+        2395,
+        "I",
+        "VAR",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,line,ts,pid,tid,level,tag", VARIANT_SAMPLES, ids=[v[0] for v in VARIANT_SAMPLES])
+@pytest.mark.parametrize(
+    "name,line,ts,pid,tid,level,tag", VARIANT_SAMPLES, ids=[v[0] for v in VARIANT_SAMPLES]
+)
 def test_every_header_variant(name, line, ts, pid, tid, level, tag):
     (row,), _ = parse_lines([line], anchor=datetime(2024, 3, 1))
-    assert (row["ts"], row["pid"], row["tid"], row["level"], row["tag"]) == (ts, pid, tid, level, tag)
+    assert (row["ts"], row["pid"], row["tid"], row["level"], row["tag"]) == (
+        ts,
+        pid,
+        tid,
+        level,
+        tag,
+    )
     assert row["status"] in ("ok", "partial")  # a VAR message "x" is read only in part
     assert row["message"].endswith("x") or row["message"].startswith("PLAYER")
 
 
 def test_tag_with_spaces_and_colons_splits_on_first_colon_space():
-    (row,), _ = parse_lines(["03-17 16:13:38.811  1702  2395 I my tag:x : hello: world"],
-                            anchor=datetime(2024, 3, 1))
+    (row,), _ = parse_lines(
+        ["03-17 16:13:38.811  1702  2395 I my tag:x : hello: world"], anchor=datetime(2024, 3, 1)
+    )
     assert (row["tag"], row["message"]) == ("my tag:x", "hello: world")
 
 
 def test_kernel_lines_take_uptime_and_the_preceding_wall_clock():
-    rows, fp = parse_lines([
-        "03-17 16:13:38.811  1702  2395 I A: before",
-        "[  123.456789] hdmitx: plugout",
-        "<3>[    5.781021] oops",
-        "[    1.379973@0] hdmitx: hpd",
-    ], anchor=datetime(2024, 3, 1))
+    rows, fp = parse_lines(
+        [
+            "03-17 16:13:38.811  1702  2395 I A: before",
+            "[  123.456789] hdmitx: plugout",
+            "<3>[    5.781021] oops",
+            "[    1.379973@0] hdmitx: hpd",
+        ],
+        anchor=datetime(2024, 3, 1),
+    )
     k = rows[1:]
     assert [r["uptime_s"] for r in k] == [123.456789, 5.781021, 1.379973]
     assert all(r["ts"] == rows[0]["ts"] and r["ts_inferred"] for r in k)
@@ -108,13 +224,16 @@ def test_kernel_lines_take_uptime_and_the_preceding_wall_clock():
 
 
 def test_markers_are_counted_not_stored_and_dumpstate_anchors_the_year():
-    rows, fp = parse_lines([
-        "== dumpstate: 2019-12-31 23:00:00",
-        "------ SYSTEM LOG (logcat -v threadtime -d *:v) ------",
-        "--------- beginning of main",
-        "12-31 23:59:59.000  1  1 I A: old year",
-        "01-01 00:00:01.000  1  1 I A: new year",
-    ], anchor=datetime(2024, 6, 1))
+    rows, fp = parse_lines(
+        [
+            "== dumpstate: 2019-12-31 23:00:00",
+            "------ SYSTEM LOG (logcat -v threadtime -d *:v) ------",
+            "--------- beginning of main",
+            "12-31 23:59:59.000  1  1 I A: old year",
+            "01-01 00:00:01.000  1  1 I A: new year",
+        ],
+        anchor=datetime(2024, 6, 1),
+    )
     assert fp.stats.markers == 3
     assert [r["ts"].year for r in rows] == [2019, 2020]
     assert [r["line_no"] for r in rows] == [4, 5]
@@ -123,7 +242,9 @@ def test_markers_are_counted_not_stored_and_dumpstate_anchors_the_year():
 def test_year_rollover_inside_one_file_across_chunks():
     fp = FileParser("R1234567890", anchor=datetime(2023, 12, 30))
     a = fp.parse(pa.array(["12-31 23:59:58.000  1  1 I A: a"])).to_pylist()
-    b = fp.parse(pa.array(["01-01 00:00:02.000  1  1 I A: b", "02-01 00:00:02.000  1  1 I A: c"])).to_pylist()
+    b = fp.parse(
+        pa.array(["01-01 00:00:02.000  1  1 I A: b", "02-01 00:00:02.000  1  1 I A: c"])
+    ).to_pylist()
     assert [r["ts"].year for r in a + b] == [2023, 2024, 2024]
 
 
@@ -134,8 +255,11 @@ def test_year_from_anchor_picks_the_closest_year():
 
 
 def test_fleet_time_zone_and_dst():
-    lines = ["07-01 12:00:00.000  1  1 I A: summer", "01-15 12:00:00.000  1  1 I A: winter",
-             "07-01 12:00:00.000 +0000  1  1 I A: own offset wins"]
+    lines = [
+        "07-01 12:00:00.000  1  1 I A: summer",
+        "01-15 12:00:00.000  1  1 I A: winter",
+        "07-01 12:00:00.000 +0000  1  1 I A: own offset wins",
+    ]
     rows, _ = parse_lines(lines, tz="Europe/Paris", anchor=datetime(2024, 7, 1))
     assert rows[0]["ts"] == datetime(2024, 7, 1, 10, tzinfo=UTC)
     assert rows[1]["ts"] == datetime(2024, 1, 15, 11, tzinfo=UTC)
@@ -143,18 +267,28 @@ def test_fleet_time_zone_and_dst():
 
 
 def test_dst_ambiguous_hour_reads_as_standard_time_and_skipped_hour_shifts_forward():
-    (repeated,), _ = parse_lines(["10-27 02:30:00.000  1  1 I A: x"], tz="Europe/Paris",
-                                 anchor=datetime(2024, 10, 27))
-    (skipped,), _ = parse_lines(["03-31 02:30:00.000  1  1 I A: x"], tz="Europe/Paris",
-                                anchor=datetime(2024, 3, 31))
+    (repeated,), _ = parse_lines(
+        ["10-27 02:30:00.000  1  1 I A: x"], tz="Europe/Paris", anchor=datetime(2024, 10, 27)
+    )
+    (skipped,), _ = parse_lines(
+        ["03-31 02:30:00.000  1  1 I A: x"], tz="Europe/Paris", anchor=datetime(2024, 3, 31)
+    )
     assert repeated["ts"] == datetime(2024, 10, 27, 1, 30, tzinfo=UTC)  # CET, +01:00
-    assert skipped["ts"] == datetime(2024, 3, 31, 1, 30, tzinfo=UTC)  # read with +01:00 = 03:30 CEST
+    assert skipped["ts"] == datetime(
+        2024, 3, 31, 1, 30, tzinfo=UTC
+    )  # read with +01:00 = 03:30 CEST
 
 
 def test_unparsed_lines_kept_verbatim_with_inferred_time():
-    rows, fp = parse_lines(["garbage first", "03-17 16:13:38.811  1702  2395 I A: ok",
-                            "\ufffd\ufffd more garbage", "13-45 16:13:38.811  1  1 I A: impossible date"],
-                           anchor=datetime(2024, 3, 1))
+    rows, fp = parse_lines(
+        [
+            "garbage first",
+            "03-17 16:13:38.811  1702  2395 I A: ok",
+            "\ufffd\ufffd more garbage",
+            "13-45 16:13:38.811  1  1 I A: impossible date",
+        ],
+        anchor=datetime(2024, 3, 1),
+    )
     assert [r["status"] for r in rows] == ["unparsed", "ok", "unparsed", "unparsed"]
     assert rows[0]["message"] == "garbage first" and rows[0]["ts"] == rows[1]["ts"]
     assert rows[3]["message"] == "13-45 16:13:38.811  1  1 I A: impossible date"
@@ -169,14 +303,21 @@ def test_line_md5_is_md5_of_rxid_newline_raw_line():
 
 
 def test_var_lines_get_category_function_event_and_data():
-    rows, fp = parse_lines([
-        "03-17 16:13:38.811  1702  2395 I VAR     : PLAYER|tune|CHANGE_CONTENT|cid=ch101 src=live seq=4",
-        "03-17 16:13:38.900  1702  2395 I var: [PLAYER] render: black-screen state=start reason=\"no signal\"",
-        "03-17 16:13:39.000  1702  2395 I VAR: PLAYER|render|VideoFreeze",
-    ], anchor=datetime(2024, 3, 1))
+    rows, fp = parse_lines(
+        [
+            "03-17 16:13:38.811  1702  2395 I VAR     : "
+            "PLAYER|tune|CHANGE_CONTENT|cid=ch101 src=live seq=4",
+            "03-17 16:13:38.900  1702  2395 I var: "
+            '[PLAYER] render: black-screen state=start reason="no signal"',
+            "03-17 16:13:39.000  1702  2395 I VAR: PLAYER|render|VideoFreeze",
+        ],
+        anchor=datetime(2024, 3, 1),
+    )
     assert [(r["category"], r["function"], r["event_type"]) for r in rows] == [
-        ("PLAYER", "tune", "ChangeContent"), ("PLAYER", "render", "BlackScreen"),
-        ("PLAYER", "render", "VideoFreeze")]
+        ("PLAYER", "tune", "ChangeContent"),
+        ("PLAYER", "render", "BlackScreen"),
+        ("PLAYER", "render", "VideoFreeze"),
+    ]
     assert rows[0]["data"] == '{"cid":"ch101","src":"live","seq":4}'
     assert rows[1]["data"] == '{"state":"start","reason":"no signal"}'
     assert [r["status"] for r in rows] == ["ok", "ok", "partial"]
@@ -186,7 +327,9 @@ def test_var_lines_get_category_function_event_and_data():
 # --------------------------------------------------------------------------- properties
 
 
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=3000), gz=st.booleans())
 def test_arbitrary_bytes_never_raise_and_every_line_is_kept(tmp_path, data, gz):
     path = tmp_path / ("R1234567890.log.gz" if gz else "R1234567890.log")
@@ -200,7 +343,9 @@ def test_arbitrary_bytes_never_raise_and_every_line_is_kept(tmp_path, data, gz):
 
         assert isinstance(exc, NotALogFile)
         return
-    if not gz and data[:2] == b"\x1f\x8b":  # the magic says gzip: a damaged stream, no count to check
+    if (
+        not gz and data[:2] == b"\x1f\x8b"
+    ):  # the magic says gzip: a damaged stream, no count to check
         assert reader.report.damaged
         return
     expected = data.replace(b"\r\n", b"\n").split(b"\n")
@@ -210,20 +355,29 @@ def test_arbitrary_bytes_never_raise_and_every_line_is_kept(tmp_path, data, gz):
     assert rows + fp.stats.markers == len(expected)
 
 
-TAGS = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":/("),
-               min_size=1, max_size=20)
-MESSAGES = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=80).map(str.rstrip)
+TAGS = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":/("),
+    min_size=1,
+    max_size=20,
+)
+MESSAGES = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=80).map(
+    str.rstrip
+)
 WHEN = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2037, 12, 31))
 
 
-def _render(variant: str, when: datetime, pid: int, tid: int, level: str, tag: str, msg: str) -> str:
+def _render(
+    variant: str, when: datetime, pid: int, tid: int, level: str, tag: str, msg: str
+) -> str:
     ms = f"{when:%H:%M:%S}.{when.microsecond // 1000:03d}"
     if variant == "threadtime":
         return f"{when:%m-%d} {ms} {pid:5d} {tid:5d} {level} {tag:<8}: {msg}"
     if variant == "year":
         return f"{when:%Y-%m-%d} {ms} {pid:5d} {tid:5d} {level} {tag:<8}: {msg}"
     if variant == "usec":
-        return f"{when:%m-%d %H:%M:%S}.{when.microsecond:06d} {pid:5d} {tid:5d} {level} {tag}: {msg}"
+        return (
+            f"{when:%m-%d %H:%M:%S}.{when.microsecond:06d} {pid:5d} {tid:5d} {level} {tag}: {msg}"
+        )
     if variant == "zone":
         return f"{when:%m-%d} {ms} +0000 {pid:5d} {tid:5d} {level} {tag}: {msg}"
     if variant == "uid":
@@ -236,14 +390,25 @@ def _render(variant: str, when: datetime, pid: int, tid: int, level: str, tag: s
     if variant == "studio":
         return f"{when:%Y-%m-%d} {ms} {pid}-{tid}/com.example.stb {level}/{tag}: {msg}"
     if variant == "iso":
-        return f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}Z {pid} {tid} {level} {tag}: {msg}"
+        return (
+            f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}Z "
+            f"{pid} {tid} {level} {tag}: {msg}"
+        )
     raise AssertionError(variant)
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(variant=st.sampled_from(["threadtime", "year", "usec", "zone", "uid", "epoch", "time", "studio", "iso"]),
-       when=WHEN, pid=st.integers(1, 99999), tid=st.integers(1, 99999),
-       level=st.sampled_from(list("VDIWEFAS")), tag=TAGS, msg=MESSAGES)
+@given(
+    variant=st.sampled_from(
+        ["threadtime", "year", "usec", "zone", "uid", "epoch", "time", "studio", "iso"]
+    ),
+    when=WHEN,
+    pid=st.integers(1, 99999),
+    tid=st.integers(1, 99999),
+    level=st.sampled_from(list("VDIWEFAS")),
+    tag=TAGS,
+    msg=MESSAGES,
+)
 def test_generated_line_parses_back(variant, when, pid, tid, level, tag, msg):
     if variant != "usec":  # the other variants carry milliseconds
         when = when.replace(microsecond=when.microsecond // 1000 * 1000)

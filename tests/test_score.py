@@ -6,34 +6,36 @@ Over real HTTP through Serve: tests/test_serve.py."""
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from collections import defaultdict
 from dataclasses import replace
-from datetime import datetime, timezone
 
 import numpy as np
 import psycopg
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from logalyzer.core import autoencoder
 from logalyzer.core import lstm
-from logalyzer.store import tokens
+from logalyzer.core.detectors import LSTMDetector
+from logalyzer.core.features import MEASURES, REQUIRED
+from logalyzer.core.rawlines import event_from_data, events_from_lines, sessions_from_lines
 from logalyzer.http.app import Service, create_api
 from logalyzer.http.score import enable
-from logalyzer.store.db import ensure_partition
-from logalyzer.core.detectors import AEDetector, LSTMDetector, threshold_rule
-from logalyzer.core.features import FEATURE_COLUMNS
-from logalyzer.core.rawlines import event_from_data, events_from_lines, sessions_from_lines
-from logalyzer.store.registry import register
-from logalyzer.store.sessions import read_events, write_event_keys, write_sessions
 from logalyzer.settings import Settings
+from logalyzer.store import tokens
+from logalyzer.store.db import ensure_partition
+from logalyzer.store.sessions import read_events
 
-from .helpers import RX, RX2, box_lines, measures_of, query, store_sessions, train_models, wait_ready
-
-
+from .helpers import (
+    RX,
+    RX2,
+    box_lines,
+    measures_of,
+    query,
+    store_sessions,
+    train_models,
+    wait_ready,
+)
 
 # --------------------------------------------------------------------------- pure core
 
@@ -55,7 +57,9 @@ def test_raw_lines_give_the_ground_truth_sessions_of_a_synthetic_fleet(tmp_path)
             files[rxid_from_path(p)].append(p)
     got = {}
     for rx, paths in files.items():
-        text = "\n".join(line for p in paths for chunk in LineReader(p) for line in chunk.lines.to_pylist())
+        text = "\n".join(
+            line for p in paths for chunk in LineReader(p) for line in chunk.lines.to_pylist()
+        )
         for m, keys in sessions_from_lines(text, rx, anchor=date_from_path(paths[0])):
             got[(rx, _iso(m["start_ts"]))] = {**m, "end": _iso(m["end_ts"])}
             assert len(keys) == m["event_count"]
@@ -82,18 +86,31 @@ def test_the_python_extraction_mirrors_the_sql_one(db):
     with psycopg.connect(db.dsn, autocommit=True) as conn:
         ensure_partition(conn, RX)
         for i, (etype, data) in enumerate(ODD):
-            conn.execute("INSERT INTO log_lines (rxid, line_md5, line_no, ts, ts_inferred, status,"
-                         " truncated, message, event_type, data) VALUES (%s, md5(%s)::uuid, %s,"
-                         " to_timestamp(%s), false, 'ok', false, '', %s, %s)",
-                         (RX, str(i), i, 1_710_662_400 + i * 0.0015, etype,
-                          json.dumps(data) if data is not None else None))
+            conn.execute(
+                "INSERT INTO log_lines (rxid, line_md5, line_no, ts, ts_inferred, status,"
+                " truncated, message, event_type, data) VALUES (%s, md5(%s)::uuid, %s,"
+                " to_timestamp(%s), false, 'ok', false, '', %s, %s)",
+                (
+                    RX,
+                    str(i),
+                    i,
+                    1_710_662_400 + i * 0.0015,
+                    etype,
+                    json.dumps(data) if data is not None else None,
+                ),
+            )
         try:
             stored = read_events(conn, RX)
         except psycopg.errors.NumericValueOutOfRange:  # a seq beyond bigint fails the SQL path
             conn.execute(f"DELETE FROM {RX} WHERE event_type = 'TrickMode'")
             stored = read_events(conn, RX)
-        rows = conn.execute(f"SELECT (extract(epoch FROM ts) * 1000)::bigint, event_type, data FROM {RX}").fetchall()
-    mine = sorted((event_from_data(ms, et, d) for ms, et, d in rows), key=lambda e: (e.ts_ms, e.seq is None, e.seq or 0))
+        rows = conn.execute(
+            f"SELECT (extract(epoch FROM ts) * 1000)::bigint, event_type, data FROM {RX}"
+        ).fetchall()
+    mine = sorted(
+        (event_from_data(ms, et, d) for ms, et, d in rows),
+        key=lambda e: (e.ts_ms, e.seq is None, e.seq or 0),
+    )
     assert mine == stored
 
 
@@ -105,7 +122,10 @@ def test_duplicate_lines_count_once_and_events_are_in_time_then_seq_order():
 
 
 def test_batched_surprise_equals_one_session_at_a_time():
-    seqs = [s for _, s in sessions_from_lines(box_lines(RX, 20, seed=2, storms={3}), RX)] + [[], ["Nope"]]
+    seqs = [s for _, s in sessions_from_lines(box_lines(RX, 20, seed=2, storms={3}), RX)] + [
+        [],
+        ["Nope"],
+    ]
     cfg = replace(lstm.LSTMConfig(), hidden=16, layers=1)
     det = LSTMDetector.new(cfg, seqs)
     together = lstm.batch_surprise(det.model, det.vocab, seqs, cfg.window, group=50)
@@ -126,8 +146,11 @@ def models(db):
 @pytest.fixture()
 def tok(db):
     with psycopg.connect(db.dsn, autocommit=True) as conn:
-        return {"admin": tokens.create_token(conn, admin=True, name="ops")[1],
-                RX: tokens.create_token(conn, rxid=RX)[1], RX2: tokens.create_token(conn, rxid=RX2)[1]}
+        return {
+            "admin": tokens.create_token(conn, admin=True, name="ops")[1],
+            RX: tokens.create_token(conn, rxid=RX)[1],
+            RX2: tokens.create_token(conn, rxid=RX2)[1],
+        }
 
 
 def make_client(dsn, **settings):
@@ -152,13 +175,19 @@ def test_scores_from_measures_and_from_raw_lines_agree(client, tok, models):
     lines = box_lines(RX, 6, seed=77, storms={2})
     as_measures = measures_of(lines)
     a = client.post("/v1/score", json={"sessions": as_measures}, headers=H(tok[RX]))
-    b = client.post("/v1/score", json={"sessions": [{"rxid": RX, "lines": lines}]}, headers=H(tok[RX]))
+    b = client.post(
+        "/v1/score", json={"sessions": [{"rxid": RX, "lines": lines}]}, headers=H(tok[RX])
+    )
     assert a.status_code == b.status_code == 200, (a.text, b.text)
     a, b = a.json(), b.json()
     assert a["model_versions"] == b["model_versions"] == {"lstm": 1, "ae": 1}
     assert len(a["sessions"]) == len(b["sessions"]) == 6
     for x, y in zip(a["sessions"], b["sessions"]):
-        assert (x["session_id"], x["is_anomaly"], x["detectors"]) == (y["session_id"], y["is_anomaly"], y["detectors"])
+        assert (x["session_id"], x["is_anomaly"], x["detectors"]) == (
+            y["session_id"],
+            y["is_anomaly"],
+            y["detectors"],
+        )
         for k in ("lstm", "ae"):
             assert x["scores"][k]["score"] == pytest.approx(y["scores"][k]["score"], rel=1e-6)
             assert x["scores"][k]["model_version"] == 1
@@ -166,7 +195,11 @@ def test_scores_from_measures_and_from_raw_lines_agree(client, tok, models):
     storm = b["sessions"][2]
     assert set(storm["detectors"]) == {"lstm", "ae"} and storm["scores"]["ae"]["ratio"] > 1
     assert storm["reasons"]["features"] and storm["reasons"]["transitions"]
-    assert storm["measures"]["video_freeze_count"] == 25 and storm["source"] == "lines" and storm["item"] == 0
+    assert (
+        storm["measures"]["video_freeze_count"] == 25
+        and storm["source"] == "lines"
+        and storm["item"] == 0
+    )
     assert storm["start_ts"].startswith("2024-03-17")
     # the same session, measures only: the autoencoder alone
     bare = {k: v for k, v in as_measures[2].items() if k != "event_keys"}
@@ -181,20 +214,71 @@ def test_a_batch_of_a_thousand_sessions(client, tok):
     assert [s["item"] for s in r.json()["sessions"]] == list(range(1000))
 
 
-@pytest.mark.parametrize("body, loc, message", [
-    ({"sessions": []}, ["body", "sessions"], "at least 1"),
-    ({"sessions": [{"duration_s": 1}] * 1001}, ["body", "sessions"], "at most 1000"),
-    ({"sessions": [{"duration_s": -1}]}, ["body", "sessions", 0, "measures", "duration_s"], "greater than or equal"),
-    ({"sessions": [{"duration_s": 1, "freezes": 3}]}, ["body", "sessions", 0, "measures", "freezes"], "Extra inputs"),
-    ({"sessions": [{"ttff_ms": 3}]}, ["body", "sessions", 0, "measures", "duration_s"], "Field required"),
-    ({"sessions": [{"duration_s": 1, "rebuffer_ratio": 2}]}, ["body", "sessions", 0, "measures", "rebuffer_ratio"], "less than"),
-    ({"sessions": [{"duration_s": 1, "event_keys": [""]}]}, ["body", "sessions", 0, "measures", "event_keys", 0], "at least 1"),
-    ({"sessions": [{"duration_s": 1, "rxid": "R1"}]}, ["body", "sessions", 0, "measures", "rxid"], "pattern"),
-    ({"sessions": [{"lines": ["x"], "tz": "Mars/Olympus"}]}, ["body", "sessions", 0, "lines", "tz"], "unknown time zone"),
-    ({"sessions": [{"lines": ["x"] * 20_001}]}, ["body", "sessions", 0, "lines", "lines"], "at most 20000"),
-    ({"sessions": [{"lines": ["x"], "duration_s": 1}]}, ["body", "sessions", 0, "lines", "duration_s"], "Extra inputs"),
-    ({"sessions": [1]}, ["body", "sessions", 0, "measures"], "valid dictionary"),
-])
+def test_the_measures_model_is_exactly_the_detectors_input(db):
+    """The /v1/score measures item is built from core.features.MEASURES: its OpenAPI schema
+    lists those columns (plus the session's identity and event keys) with their bounds."""
+    c, _ = make_client(db.dsn)
+    schema = c.get("/openapi.json").json()["components"]["schemas"]["MeasuresIn"]
+    assert list(schema["properties"]) == ["rxid", "session_id", *MEASURES, "event_keys"]
+    assert schema["required"] == [n for n, m in MEASURES.items() if m.default is REQUIRED]
+    assert schema["properties"]["rebuffer_ratio"]["anyOf"][0]["maximum"] == 1.0
+    assert schema["properties"]["video_freeze_count"]["minimum"] == 0
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    "body, loc, message",
+    [
+        ({"sessions": []}, ["body", "sessions"], "at least 1"),
+        ({"sessions": [{"duration_s": 1}] * 1001}, ["body", "sessions"], "at most 1000"),
+        (
+            {"sessions": [{"duration_s": -1}]},
+            ["body", "sessions", 0, "measures", "duration_s"],
+            "greater than or equal",
+        ),
+        (
+            {"sessions": [{"duration_s": 1, "freezes": 3}]},
+            ["body", "sessions", 0, "measures", "freezes"],
+            "Extra inputs",
+        ),
+        (
+            {"sessions": [{"ttff_ms": 3}]},
+            ["body", "sessions", 0, "measures", "duration_s"],
+            "Field required",
+        ),
+        (
+            {"sessions": [{"duration_s": 1, "rebuffer_ratio": 2}]},
+            ["body", "sessions", 0, "measures", "rebuffer_ratio"],
+            "less than",
+        ),
+        (
+            {"sessions": [{"duration_s": 1, "event_keys": [""]}]},
+            ["body", "sessions", 0, "measures", "event_keys", 0],
+            "at least 1",
+        ),
+        (
+            {"sessions": [{"duration_s": 1, "rxid": "R1"}]},
+            ["body", "sessions", 0, "measures", "rxid"],
+            "pattern",
+        ),
+        (
+            {"sessions": [{"lines": ["x"], "tz": "Mars/Olympus"}]},
+            ["body", "sessions", 0, "lines", "tz"],
+            "unknown time zone",
+        ),
+        (
+            {"sessions": [{"lines": ["x"] * 20_001}]},
+            ["body", "sessions", 0, "lines", "lines"],
+            "at most 20000",
+        ),
+        (
+            {"sessions": [{"lines": ["x"], "duration_s": 1}]},
+            ["body", "sessions", 0, "lines", "duration_s"],
+            "Extra inputs",
+        ),
+        ({"sessions": [1]}, ["body", "sessions", 0, "measures"], "valid dictionary"),
+    ],
+)
 def test_malformed_requests_are_422_with_the_field(client, tok, body, loc, message):
     r = client.post("/v1/score", json=body, headers=H(tok["admin"]))
     assert r.status_code == 422, r.text
@@ -202,18 +286,39 @@ def test_malformed_requests_are_422_with_the_field(client, tok, body, loc, messa
 
 
 def test_unusable_inputs_are_422_not_500(client, tok):
-    r = client.post("/v1/score", content=b'{"sessions": [{"duration_s": NaN}]}',
-                    headers={**H(tok["admin"]), "content-type": "application/json"})
+    r = client.post(
+        "/v1/score",
+        content=b'{"sessions": [{"duration_s": NaN}]}',
+        headers={**H(tok["admin"]), "content-type": "application/json"},
+    )
     assert r.status_code == 422
-    r = client.post("/v1/score", content=b'{"sessions": [{"lines": "\\ud800"}]}',
-                    headers={**H(tok["admin"]), "content-type": "application/json"})
+    r = client.post(
+        "/v1/score",
+        content=b'{"sessions": [{"lines": "\\ud800"}]}',
+        headers={**H(tok["admin"]), "content-type": "application/json"},
+    )
     assert r.status_code == 422 and "unicode" in str(r.json()["detail"])
     # raw lines without a session: no result for that item, said so (a batch is not refused for it)
     one = measures_of(box_lines(RX, 1, seed=3))
-    r = client.post("/v1/score", json={"sessions": [{"lines": "no logcat here\n\x00"}, one[0]]}, headers=H(tok["admin"]))
-    assert r.status_code == 200 and r.json()["empty_items"] == [0] and [s["item"] for s in r.json()["sessions"]] == [1]
-    r = client.post("/v1/score", json={"sessions": [{"duration_s": 1e9, "event_count": 10**12,
-                                                     "event_keys": ["never-seen"] * 50}]}, headers=H(tok["admin"]))
+    r = client.post(
+        "/v1/score",
+        json={"sessions": [{"lines": "no logcat here\n\x00"}, one[0]]},
+        headers=H(tok["admin"]),
+    )
+    assert (
+        r.status_code == 200
+        and r.json()["empty_items"] == [0]
+        and [s["item"] for s in r.json()["sessions"]] == [1]
+    )
+    r = client.post(
+        "/v1/score",
+        json={
+            "sessions": [
+                {"duration_s": 1e9, "event_count": 10**12, "event_keys": ["never-seen"] * 50}
+            ]
+        },
+        headers=H(tok["admin"]),
+    )
     assert r.status_code == 200 and r.json()["sessions"][0]["is_anomaly"]
     r = client.post("/v1/score", content=b"x" * (4 * 1024 * 1024 + 1), headers=H(tok["admin"]))
     assert r.status_code == 413
@@ -222,8 +327,12 @@ def test_unusable_inputs_are_422_not_500(client, tok):
 def test_who_may_score_store_and_reload(client, tok):
     one = measures_of(box_lines(RX, 1, seed=3))
     assert client.post("/v1/score", json={"sessions": one}).status_code == 401
-    assert client.post("/v1/score", json={"sessions": one}, headers=H("lgz_nope")).status_code == 401
-    assert client.post("/v1/score", json={"sessions": one}, headers=H(tok[RX2])).status_code == 200  # read-only
+    assert (
+        client.post("/v1/score", json={"sessions": one}, headers=H("lgz_nope")).status_code == 401
+    )
+    assert (
+        client.post("/v1/score", json={"sessions": one}, headers=H(tok[RX2])).status_code == 200
+    )  # read-only
     r = client.post("/v1/score?store=true", json={"sessions": one}, headers=H(tok[RX2]))
     assert r.status_code == 403 and "belongs to R0000000002, not R0000000001" in r.json()["detail"]
     assert client.post("/v1/models/reload", headers=H(tok[RX])).status_code == 403
@@ -234,42 +343,72 @@ def test_who_may_score_store_and_reload(client, tok):
 def test_store_writes_anomalies_and_consolidated_rows(client, tok, db):
     lines = box_lines(RX, 5, seed=9, storms={1, 3})
     found = store_sessions(db.dsn, RX, lines)
-    r = client.post("/v1/score?store=true", json={"sessions": [{"rxid": RX, "lines": lines}]}, headers=H(tok[RX]))
+    r = client.post(
+        "/v1/score?store=true",
+        json={"sessions": [{"rxid": RX, "lines": lines}]},
+        headers=H(tok[RX]),
+    )
     assert r.status_code == 200, r.text
     assert r.json()["stored"] == 5
-    rows = query(db.dsn, "SELECT session_id::text, detector, model_version, is_anomaly FROM anomalies ORDER BY 1, 2")
+    rows = query(
+        db.dsn,
+        "SELECT session_id::text, detector, model_version, is_anomaly FROM anomalies ORDER BY 1, 2",
+    )
     assert len(rows) == 10 and {r[2] for r in rows} == {1}
     flagged = {found[i][0]["session_id"] for i in (1, 3)}
-    cons = query(db.dsn, "SELECT session_id::text, is_anomaly, detectors, model_versions, start_ts FROM anomalies_consolidated")
+    cons = query(
+        db.dsn,
+        "SELECT session_id::text, is_anomaly, detectors, model_versions, start_ts"
+        " FROM anomalies_consolidated",
+    )
     assert {c[0] for c in cons} == flagged and all(c[1] for c in cons)
     assert cons[0][3] == {"lstm": 1, "ae": 1}
     starts = {m["session_id"]: m["start_ts"] for m, _ in found}
     assert all(int(c[4].timestamp() * 1000) == starts[c[0]] for c in cons)
     # the same rows as the batch job computes from the table (detect.read_sessions + score_sessions)
     from logalyzer.core.verdict import score_sessions
-    from logalyzer.store.scores import read_sessions
     from logalyzer.store.registry import load
+    from logalyzer.store.scores import read_sessions
 
     with psycopg.connect(db.dsn) as conn:
         batch = read_sessions(conn, ids=[(RX, m["session_id"]) for m, _ in found])
     ms = {k: load(db, k) for k in ("lstm", "ae")}
-    want = {(str(s["session_id"]), k): v.score for s, vs in zip(batch, score_sessions(ms, batch)) for k, v in vs.items()}
-    got = dict(((sid, det), sc) for sid, det, sc in query(db.dsn, "SELECT session_id::text, detector, score FROM anomalies"))
+    want = {
+        (str(s["session_id"]), k): v.score
+        for s, vs in zip(batch, score_sessions(ms, batch))
+        for k, v in vs.items()
+    }
+    got = dict(
+        ((sid, det), sc)
+        for sid, det, sc in query(db.dsn, "SELECT session_id::text, detector, score FROM anomalies")
+    )
     assert got == pytest.approx(want, rel=1e-6)
 
     # admin, measures input; one session unknown: 409 and nothing written
     known = measures_of(lines)[:2]
     unknown = {**known[0], "session_id": str(uuid.uuid4())}
     before = query(db.dsn, "SELECT max(scored_at) FROM anomalies")[0][0]
-    r = client.post("/v1/score?store=true", json={"sessions": known + [unknown]}, headers=H(tok["admin"]))
+    r = client.post(
+        "/v1/score?store=true", json={"sessions": known + [unknown]}, headers=H(tok["admin"])
+    )
     assert r.status_code == 409 and unknown["session_id"] in r.json()["detail"]
     assert query(db.dsn, "SELECT max(scored_at) FROM anomalies")[0][0] == before
-    r = client.post("/v1/score?store=true", json={"sessions": [{k: v for k, v in known[0].items() if k != "session_id"}]},
-                    headers=H(tok["admin"]))
+    r = client.post(
+        "/v1/score?store=true",
+        json={"sessions": [{k: v for k, v in known[0].items() if k != "session_id"}]},
+        headers=H(tok["admin"]),
+    )
     assert r.status_code == 422 and "rxid and session_id" in r.json()["detail"][0]["msg"]
-    r = client.post("/v1/score?store=true", json={"sessions": [{"lines": lines}]}, headers=H(tok["admin"]))
+    r = client.post(
+        "/v1/score?store=true", json={"sessions": [{"lines": lines}]}, headers=H(tok["admin"])
+    )
     assert r.status_code == 422
-    assert client.post("/v1/score?store=true", json={"sessions": known}, headers=H(tok["admin"])).json()["stored"] == 2
+    assert (
+        client.post(
+            "/v1/score?store=true", json={"sessions": known}, headers=H(tok["admin"])
+        ).json()["stored"]
+        == 2
+    )
 
 
 def test_readiness_waits_for_models_and_reload_swaps_versions(db, tok):
@@ -279,20 +418,32 @@ def test_readiness_waits_for_models_and_reload_swaps_versions(db, tok):
         assert r.status_code == 503 and "no detector loaded" in r.json()["checks"]["models"]
         r = c.post("/v1/score", json={"sessions": [{"duration_s": 1}]}, headers=H(tok["admin"]))
         assert r.status_code == 503 and "no detector loaded" in r.json()["detail"]
-        train_models(db)                 # version 1 of each; the poller picks them up
+        train_models(db)  # version 1 of each; the poller picks them up
         assert wait_ready(c).json()["checks"] == {"database": "ok", "models": "ok"}
-        train_models(db, seed=1)         # version 2: served after a reload
+        train_models(db, seed=1)  # version 2: served after a reload
         r = c.post("/v1/models/reload", json={"versions": {"lstm": 1}}, headers=H(tok["admin"]))
-        assert r.status_code == 200 and r.json() == {"before": {"lstm": 1, "ae": 1}, "after": {"lstm": 1, "ae": 2}}
+        assert r.status_code == 200 and r.json() == {
+            "before": {"lstm": 1, "ae": 1},
+            "after": {"lstm": 1, "ae": 2},
+        }
         assert query(db.dsn, "SELECT detector, version, set_by FROM serving_models ORDER BY 1") == [
-            ("ae", None, "token 1 (ops)"), ("lstm", 1, "token 1 (ops)")]
+            ("ae", None, "token 1 (ops)"),
+            ("lstm", 1, "token 1 (ops)"),
+        ]
         assert service.scorer.wanted() == {"lstm": 1, "ae": 2}
         one = measures_of(box_lines(RX, 1, seed=3))
-        assert c.post("/v1/score", json={"sessions": one}, headers=H(tok[RX])).json()["model_versions"] == {"lstm": 1, "ae": 2}
+        assert c.post("/v1/score", json={"sessions": one}, headers=H(tok[RX])).json()[
+            "model_versions"
+        ] == {"lstm": 1, "ae": 2}
         r = c.post("/v1/models/reload", json={"versions": {"ae": 9}}, headers=H(tok["admin"]))
         assert r.status_code == 404 and "version 9 of the ae detector" in r.json()["detail"]
-        assert service.scorer.current.versions == {"lstm": 1, "ae": 2}    # nothing changed
-        assert c.post("/v1/models/reload", json={"versions": {"gru": 1}}, headers=H(tok["admin"])).status_code == 422
+        assert service.scorer.current.versions == {"lstm": 1, "ae": 2}  # nothing changed
+        assert (
+            c.post(
+                "/v1/models/reload", json={"versions": {"gru": 1}}, headers=H(tok["admin"])
+            ).status_code
+            == 422
+        )
         r = c.post("/v1/models/reload", headers=H(tok["admin"]))
         assert r.json()["after"] == {"lstm": 2, "ae": 2}
 

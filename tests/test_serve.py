@@ -15,8 +15,7 @@ import pytest
 from logalyzer.store import tokens
 from logalyzer.store.db import Database
 
-from .helpers import query
-from .helpers import box_lines, measures_of, store_sessions, train_models
+from .helpers import box_lines, measures_of, query, store_sessions, train_models
 
 SHA = "cd" * 32
 RX1, RX2, RX3 = "R0000000001", "R0000000002", "R0000000003"
@@ -50,9 +49,11 @@ def http(base_url, db):
 def tok(db):
     """Secrets: an admin, devices RX1 and RX2, and a revoked admin."""
     with psycopg.connect(db.dsn, autocommit=True) as conn:
-        out = {"admin": tokens.create_token(conn, admin=True, name="test")[1],
-               RX1: tokens.create_token(conn, rxid=RX1)[1],
-               RX2: tokens.create_token(conn, rxid=RX2)[1]}
+        out = {
+            "admin": tokens.create_token(conn, admin=True, name="test")[1],
+            RX1: tokens.create_token(conn, rxid=RX1)[1],
+            RX2: tokens.create_token(conn, rxid=RX2)[1],
+        }
         revoked, out["revoked"] = tokens.create_token(conn, admin=True)
         tokens.revoke_token(conn, revoked.token_id)
     return out
@@ -63,37 +64,64 @@ def auth(secret: str) -> dict:
 
 
 def push_body(**over) -> dict:
-    body = {"package": "com.example.player", "version": "4.2.1",
-            "url": "https://apps.example.com/player.apk", "sha256": SHA,
-            "targets": {"rxids": [RX1, RX2]}}
+    body = {
+        "package": "com.example.player",
+        "version": "4.2.1",
+        "url": "https://apps.example.com/player.apk",
+        "sha256": SHA,
+        "targets": {"rxids": [RX1, RX2]},
+    }
     body.update(over)
     return body
 
 
 def make_push(http, tok, key=None, **over) -> httpx.Response:
-    return http.post("/jam-software/pushes", json=push_body(**over),
-                     headers={**auth(tok["admin"]), "Idempotency-Key": key or uuid.uuid4().hex})
+    return http.post(
+        "/jam-software/pushes",
+        json=push_body(**over),
+        headers={**auth(tok["admin"]), "Idempotency-Key": key or uuid.uuid4().hex},
+    )
 
 
 def test_health_and_readiness(http, tok):
     assert http.get("/healthz").json() == {"status": "ok"}
-    http.post("/v1/models/reload", headers=auth(tok["admin"]))  # 404 (nothing trained): stays unloaded
+    http.post(
+        "/v1/models/reload", headers=auth(tok["admin"])
+    )  # 404 (nothing trained): stays unloaded
     r = http.get("/readyz")
     if r.status_code == 503:  # no detector trained yet (the first test of the module)
-        assert r.json()["checks"]["database"] == "ok" and "no detector loaded" in r.json()["checks"]["models"]
+        assert (
+            r.json()["checks"]["database"] == "ok"
+            and "no detector loaded" in r.json()["checks"]["models"]
+        )
         train_models(Database(http.base_url_dsn))
         assert http.post("/v1/models/reload", headers=auth(tok["admin"])).status_code == 200
         r = http.get("/readyz")
-    assert r.status_code == 200 and r.json() == {"ready": True, "checks": {"database": "ok", "models": "ok"}}
+    assert r.status_code == 200 and r.json() == {
+        "ready": True,
+        "checks": {"database": "ok", "models": "ok"},
+    }
     spec = http.get("/openapi.json").json()
-    assert {"/jam-software/pushes", "/jam-software/events", "/jam-software/devices/{rxid}/pending",
-            "/jam-software/pushes/{push_id}/impact", "/healthz", "/readyz", "/v1/score",
-            "/v1/models/reload"} <= set(spec["paths"])
+    assert {
+        "/jam-software/pushes",
+        "/jam-software/events",
+        "/jam-software/devices/{rxid}/pending",
+        "/jam-software/pushes/{push_id}/impact",
+        "/healthz",
+        "/readyz",
+        "/v1/score",
+        "/v1/models/reload",
+    } <= set(spec["paths"])
 
 
-ROUTES = [("POST", "/jam-software/pushes", "admin"), ("GET", "/jam-software/pushes", "admin"),
-          ("GET", "/jam-software/pushes/{push}", "admin"), ("GET", "/jam-software/pushes/{push}/impact", "admin"),
-          ("GET", f"/jam-software/devices/{RX1}/pending", RX1), ("POST", "/jam-software/events", RX1)]
+ROUTES = [
+    ("POST", "/jam-software/pushes", "admin"),
+    ("GET", "/jam-software/pushes", "admin"),
+    ("GET", "/jam-software/pushes/{push}", "admin"),
+    ("GET", "/jam-software/pushes/{push}/impact", "admin"),
+    ("GET", f"/jam-software/devices/{RX1}/pending", RX1),
+    ("POST", "/jam-software/events", RX1),
+]
 
 
 def call(http, method, path, secret, push_id):
@@ -103,7 +131,9 @@ def call(http, method, path, secret, push_id):
         return http.get(path, headers=headers)
     if path.endswith("/events"):
         return http.post(path, json={"rxid": RX1, "event_type": "ping"}, headers=headers)
-    return http.post(path, json=push_body(), headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    return http.post(
+        path, json=push_body(), headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+    )
 
 
 def test_auth_matrix(http, tok, db):
@@ -123,10 +153,15 @@ def test_auth_matrix(http, tok, db):
     # a device token reaches only its own box
     r = http.get(f"/jam-software/devices/{RX1}/pending", headers=auth(tok[RX2]))
     assert r.status_code == 403 and "belongs to R0000000002, not R0000000001" in r.json()["detail"]
-    r = http.post("/jam-software/events", json={"rxid": RX1, "event_type": "installed", "push_id": push_id},
-                  headers=auth(tok[RX2]))
+    r = http.post(
+        "/jam-software/events",
+        json={"rxid": RX1, "event_type": "installed", "push_id": push_id},
+        headers=auth(tok[RX2]),
+    )
     assert r.status_code == 403
-    assert query(db.dsn, "SELECT count(*) FROM jam_events WHERE rxid = %s", (RX1,))[0][0] == 1  # the admitted one
+    assert (
+        query(db.dsn, "SELECT count(*) FROM jam_events WHERE rxid = %s", (RX1,))[0][0] == 1
+    )  # the admitted one
 
 
 def test_idempotency_over_http(http, tok):
@@ -142,14 +177,21 @@ def test_idempotency_over_http(http, tok):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
-@pytest.mark.parametrize("over, loc, message", [
-    ({"url": "http://apps.example.com/p.apk"}, ["body", "url"], "must use https"),
-    ({"sha256": "cd" * 20}, ["body", "sha256"], "at least 64 characters"),
-    ({"targets": {"rxids": ["R12"]}}, ["body", "targets", "rxids", 0], "should match pattern"),
-    ({"targets": {"filter": {}}}, ["body", "targets", "filter"], "at least one of model, fw, app"),
-    ({"rollout_percent": 0}, ["body", "rollout_percent"], "greater than or equal to 1"),
-    ({"package": None}, ["body", "package"], "valid string"),
-])
+@pytest.mark.parametrize(
+    "over, loc, message",
+    [
+        ({"url": "http://apps.example.com/p.apk"}, ["body", "url"], "must use https"),
+        ({"sha256": "cd" * 20}, ["body", "sha256"], "at least 64 characters"),
+        ({"targets": {"rxids": ["R12"]}}, ["body", "targets", "rxids", 0], "should match pattern"),
+        (
+            {"targets": {"filter": {}}},
+            ["body", "targets", "filter"],
+            "at least one of model, fw, app",
+        ),
+        ({"rollout_percent": 0}, ["body", "rollout_percent"], "greater than or equal to 1"),
+        ({"package": None}, ["body", "package"], "valid string"),
+    ],
+)
 def test_bad_push_bodies_are_422_with_the_field_and_reason(http, tok, over, loc, message):
     r = make_push(http, tok, **over)
     assert r.status_code == 422
@@ -159,15 +201,30 @@ def test_bad_push_bodies_are_422_with_the_field_and_reason(http, tok, over, loc,
 
 def test_bad_paths_and_json_are_client_errors(http, tok):
     assert http.get("/jam-software/devices/R12/pending", headers=auth(tok[RX1])).status_code == 422
-    assert http.get("/jam-software/pushes/not-a-uuid", headers=auth(tok["admin"])).status_code == 422
-    assert http.get(f"/jam-software/pushes/{uuid.uuid4()}", headers=auth(tok["admin"])).status_code == 404
-    r = http.post("/jam-software/events", content=b'{"rxid": "R0000000001", "event_type": "x", "v": NaN}',
-                  headers={**auth(tok[RX1]), "content-type": "application/json"})
+    assert (
+        http.get("/jam-software/pushes/not-a-uuid", headers=auth(tok["admin"])).status_code == 422
+    )
+    assert (
+        http.get(f"/jam-software/pushes/{uuid.uuid4()}", headers=auth(tok["admin"])).status_code
+        == 404
+    )
+    r = http.post(
+        "/jam-software/events",
+        content=b'{"rxid": "R0000000001", "event_type": "x", "v": NaN}',
+        headers={**auth(tok[RX1]), "content-type": "application/json"},
+    )
     assert r.status_code == 422 and "not a JSON number" in r.json()["detail"][0]["msg"]
-    r = http.post("/jam-software/events", content=b'{"rxid": "R0000000001", "event_type": "x", "v": "\\u0000\\udccf"}',
-                  headers={**auth(tok[RX1]), "content-type": "application/json"})
+    r = http.post(
+        "/jam-software/events",
+        content=b'{"rxid": "R0000000001", "event_type": "x", "v": "\\u0000\\udccf"}',
+        headers={**auth(tok[RX1]), "content-type": "application/json"},
+    )
     assert r.status_code == 201  # kept, with U+FFFD for what PostgreSQL cannot store
-    r = http.post("/jam-software/events", content=b"{not json", headers={**auth(tok[RX1]), "content-type": "application/json"})
+    r = http.post(
+        "/jam-software/events",
+        content=b"{not json",
+        headers={**auth(tok[RX1]), "content-type": "application/json"},
+    )
     assert r.status_code == 422
 
 
@@ -182,7 +239,11 @@ def test_bodies_over_the_limit_are_413(http, tok):
             yield b"y" * 10_000
         yield b'"}'
 
-    r = http.post("/jam-software/events", content=chunks(), headers={**auth(tok[RX1]), "content-type": "application/json"})
+    r = http.post(
+        "/jam-software/events",
+        content=chunks(),
+        headers={**auth(tok[RX1]), "content-type": "application/json"},
+    )
     assert r.status_code == 413
     ok = {"rxid": RX1, "event_type": "log_dump", "text": "x" * 60_000}  # just under: accepted
     assert http.post("/jam-software/events", json=ok, headers=auth(tok[RX1])).status_code == 201
@@ -194,18 +255,28 @@ def test_rollout_state_machine_over_http(http, tok, db):
     assert [(p["push_id"], p["state"]) for p in r.json()["pushes"]] == [(push_id, "delivered")]
 
     def event(etype, rx=RX1, **extra):
-        r = http.post("/jam-software/events", json={"rxid": rx, "event_type": etype, "push_id": push_id, **extra},
-                      headers=auth(tok[rx]))
+        r = http.post(
+            "/jam-software/events",
+            json={"rxid": rx, "event_type": etype, "push_id": push_id, **extra},
+            headers=auth(tok[rx]),
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
     first = event("download_started")
-    assert (first["state"], first["state_changed"], first["push_id"]) == ("delivered", False, push_id)
+    assert (first["state"], first["state_changed"], first["push_id"]) == (
+        "delivered",
+        False,
+        push_id,
+    )
     assert event("installed", detail="took 4 s")["state_changed"] is True
     late = event("failed", error="late report")
     assert late["state"] == "installed" and late["state_changed"] is False
     assert event("failed", rx=RX2, error="hash mismatch")["state"] == "failed"
-    assert http.get(f"/jam-software/devices/{RX1}/pending", headers=auth(tok[RX1])).json()["pushes"] == []
+    assert (
+        http.get(f"/jam-software/devices/{RX1}/pending", headers=auth(tok[RX1])).json()["pushes"]
+        == []
+    )
     p = http.get(f"/jam-software/pushes/{push_id}", headers=auth(tok["admin"])).json()
     assert p["counts"] == {"pending": 0, "delivered": 0, "installed": 1, "failed": 1}
     t = {x["rxid"]: x for x in p["targets"]}
@@ -214,8 +285,11 @@ def test_rollout_state_machine_over_http(http, tok, db):
     # not a target of this push, and no push at all: recorded anyway
     with psycopg.connect(db.dsn, autocommit=True) as conn:
         rx3 = tokens.create_token(conn, rxid=RX3)[1]
-    r = http.post("/jam-software/events", json={"rxid": RX3, "event_type": "installed", "push_id": push_id},
-                  headers=auth(rx3))
+    r = http.post(
+        "/jam-software/events",
+        json={"rxid": RX3, "event_type": "installed", "push_id": push_id},
+        headers=auth(rx3),
+    )
     assert r.status_code == 201 and r.json()["state"] is None
     assert query(db.dsn, "SELECT count(*) FROM jam_events")[0][0] == 5
 
@@ -224,48 +298,91 @@ def test_list_pages_and_impact_over_http(http, tok, db):
     ids = [make_push(http, tok, version=f"1.{i}").json()["push_id"] for i in range(3)]
     seen, after = [], None
     while True:
-        r = http.get("/jam-software/pushes", params={"limit": 2, **({"after": after} if after else {})},
-                     headers=auth(tok["admin"])).json()
+        r = http.get(
+            "/jam-software/pushes",
+            params={"limit": 2, **({"after": after} if after else {})},
+            headers=auth(tok["admin"]),
+        ).json()
         seen += [p["push_id"] for p in r["items"]]
         after = r["next_after"]
         if not after:
             break
     assert seen == ids[::-1]
-    assert http.get("/jam-software/pushes", params={"after": "x"}, headers=auth(tok["admin"])).status_code == 422
-    assert http.get("/jam-software/pushes", params={"after": str(uuid.uuid4())},
-                    headers=auth(tok["admin"])).status_code == 404
+    assert (
+        http.get(
+            "/jam-software/pushes", params={"after": "x"}, headers=auth(tok["admin"])
+        ).status_code
+        == 422
+    )
+    assert (
+        http.get(
+            "/jam-software/pushes", params={"after": str(uuid.uuid4())}, headers=auth(tok["admin"])
+        ).status_code
+        == 404
+    )
 
     pid = ids[0]
-    http.post("/jam-software/events", json={"rxid": RX1, "event_type": "installed", "push_id": pid},
-              headers=auth(tok[RX1]))
-    installed_at = query(db.dsn, "SELECT installed_at FROM jam_targets WHERE push_id = %s AND rxid = %s", (pid, RX1))[0][0]
+    http.post(
+        "/jam-software/events",
+        json={"rxid": RX1, "event_type": "installed", "push_id": pid},
+        headers=auth(tok[RX1]),
+    )
+    installed_at = query(
+        db.dsn, "SELECT installed_at FROM jam_targets WHERE push_id = %s AND rxid = %s", (pid, RX1)
+    )[0][0]
     with psycopg.connect(db.dsn) as conn:
-        for start, hours, freezes, flagged in ((-30, 2, 6, True), (-10, 2, 2, None), (5, 4, 1, False)):
+        for start, hours, freezes, flagged in (
+            (-30, 2, 6, True),
+            (-10, 2, 2, None),
+            (5, 4, 1, False),
+        ):
             sid = uuid.uuid4()
             s = installed_at + timedelta(hours=start)
-            conn.execute("INSERT INTO sessions (rxid, session_id, start_ts, end_ts, duration_s, video_freeze_count)"
-                         " VALUES (%s, %s, %s, %s, %s, %s)", (RX1, sid, s, s + timedelta(hours=hours), hours * 3600, freezes))
+            conn.execute(
+                "INSERT INTO sessions"
+                " (rxid, session_id, start_ts, end_ts, duration_s, video_freeze_count)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (RX1, sid, s, s + timedelta(hours=hours), hours * 3600, freezes),
+            )
             if flagged is not None:
-                conn.execute("INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, is_anomaly)"
-                             " VALUES (%s, %s, %s, %s)", (RX1, sid, s, flagged))
+                conn.execute(
+                    "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, is_anomaly)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (RX1, sid, s, flagged),
+                )
     r = http.get(f"/jam-software/pushes/{pid}/impact", headers=auth(tok["admin"]))
     assert r.status_code == 200
     out = r.json()
     rows = {t["rxid"]: t for t in out["targets"]}
     a = rows[RX1]
     assert (a["sessions_before"], a["sessions_after"]) == (2, 1)
-    assert a["freezes_per_hour_before"] == pytest.approx(2.0) and a["freezes_per_hour_after"] == pytest.approx(0.25)
+    assert a["freezes_per_hour_before"] == pytest.approx(2.0) and a[
+        "freezes_per_hour_after"
+    ] == pytest.approx(0.25)
     assert a["anomaly_rate_before"] == pytest.approx(0.5) and a["anomaly_rate_after"] == 0
     assert rows[RX2]["anomaly_rate_after"] is None and rows[RX2]["state"] == "pending"
-    assert out["summary"]["installed"] == 1 and out["summary"]["after"]["viewing_hours"] == pytest.approx(4)
-    narrow = http.get(f"/jam-software/pushes/{pid}/impact", params={"window_hours": 12}, headers=auth(tok["admin"])).json()
+    assert out["summary"]["installed"] == 1 and out["summary"]["after"][
+        "viewing_hours"
+    ] == pytest.approx(4)
+    narrow = http.get(
+        f"/jam-software/pushes/{pid}/impact",
+        params={"window_hours": 12},
+        headers=auth(tok["admin"]),
+    ).json()
     assert {t["rxid"]: t for t in narrow["targets"]}[RX1]["sessions_before"] == 1
-    assert http.get(f"/jam-software/pushes/{pid}/impact", params={"window_hours": 0},
-                    headers=auth(tok["admin"])).status_code == 422
+    assert (
+        http.get(
+            f"/jam-software/pushes/{pid}/impact",
+            params={"window_hours": 0},
+            headers=auth(tok["admin"]),
+        ).status_code
+        == 422
+    )
 
 
 def test_request_metrics_reach_rays_metrics_endpoint(http, tok):
-    """The custom per-route counter is exported by Ray's metrics agent (what the dashboard reads)."""
+    """The custom per-route counter is exported by Ray's metrics agent (what the dashboard
+    reads)."""
     import ray
 
     for _ in range(3):
@@ -279,7 +396,9 @@ def test_request_metrics_reach_rays_metrics_endpoint(http, tok):
         if "logalyzer_api_requests" in text and "/jam-software/devices/{rxid}/pending" in text:
             break
         time.sleep(2)
-    assert "logalyzer_api_requests" in text and 'route="/jam-software/devices/{rxid}/pending"' in text
+    assert (
+        "logalyzer_api_requests" in text and 'route="/jam-software/devices/{rxid}/pending"' in text
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -299,15 +418,24 @@ def test_score_over_http_raw_lines_and_measures_agree_and_store(served, tok, db)
     http = served
     lines = box_lines(RX1, 4, seed=21, storms={1})
     store_sessions(db.dsn, RX1, lines)
-    a = http.post("/v1/score", params={"store": "true"}, json={"sessions": [{"rxid": RX1, "lines": lines}]},
-                  headers=auth(tok[RX1]))
+    a = http.post(
+        "/v1/score",
+        params={"store": "true"},
+        json={"sessions": [{"rxid": RX1, "lines": lines}]},
+        headers=auth(tok[RX1]),
+    )
     b = http.post("/v1/score", json={"sessions": measures_of(lines, RX1)}, headers=auth(tok[RX2]))
     assert a.status_code == b.status_code == 200, (a.text, b.text)
     a, b = a.json(), b.json()
     assert a["stored"] == 4 and b["stored"] == 0 and a["model_versions"] == {"lstm": 2, "ae": 2}
-    assert [s["is_anomaly"] for s in a["sessions"]] == [s["is_anomaly"] for s in b["sessions"]] == [False, True, False, False]
+    assert (
+        [s["is_anomaly"] for s in a["sessions"]]
+        == [s["is_anomaly"] for s in b["sessions"]]
+        == [False, True, False, False]
+    )
     assert [s["scores"]["lstm"]["score"] for s in a["sessions"]] == pytest.approx(
-        [s["scores"]["lstm"]["score"] for s in b["sessions"]], rel=1e-6)
+        [s["scores"]["lstm"]["score"] for s in b["sessions"]], rel=1e-6
+    )
     assert query(db.dsn, "SELECT count(*), min(model_version) FROM anomalies")[0] == (8, 2)
     assert query(db.dsn, "SELECT count(*) FROM anomalies_consolidated WHERE is_anomaly")[0][0] == 1
     r = http.post("/v1/score", json={"sessions": [{"duration_s": "long"}]}, headers=auth(tok[RX1]))
@@ -353,15 +481,25 @@ def test_reload_under_traffic_drops_nothing_and_switches_versions(served, tok):
                     seen.append(("error", r.status_code, r.text[:200]))
                     continue
                 out = r.json()
-                per = {(k, v["model_version"]) for s in out["sessions"] for k, v in s["scores"].items()}
-                seen.append(("ok", tuple(sorted(out["model_versions"].items())), per == set(out["model_versions"].items())))
+                per = {
+                    (k, v["model_version"]) for s in out["sessions"] for k, v in s["scores"].items()
+                }
+                seen.append(
+                    (
+                        "ok",
+                        tuple(sorted(out["model_versions"].items())),
+                        per == set(out["model_versions"].items()),
+                    )
+                )
         return seen
 
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client, k) for k in range(4)]
         time.sleep(1.0)
         for versions in ({"lstm": 1, "ae": 1}, {}, {"lstm": 1, "ae": 1}, {}):
-            r = served.post("/v1/models/reload", json={"versions": versions}, headers=auth(tok["admin"]))
+            r = served.post(
+                "/v1/models/reload", json={"versions": versions}, headers=auth(tok["admin"])
+            )
             assert r.status_code == 200, r.text
             time.sleep(1.0)
         stop.set()

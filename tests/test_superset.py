@@ -9,9 +9,8 @@ Superset itself and looking at the charts is `make superset-check` (see README).
 from __future__ import annotations
 
 import importlib.util
-import io
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jinja2
 import psycopg
@@ -56,7 +55,9 @@ def test_bundle_zip_has_one_top_folder_and_the_real_database_uri(tmp_path):
         for name in names:
             if "/dashboards/" in name:
                 pos = yaml.safe_load(zf.read(name))["position"]
-                charts = [n for n in pos.values() if isinstance(n, dict) and n.get("type") == "CHART"]
+                charts = [
+                    n for n in pos.values() if isinstance(n, dict) and n.get("type") == "CHART"
+                ]
                 assert charts and all({"uuid", "chartId"} <= set(n["meta"]) for n in charts)
     assert oct(out.stat().st_mode & 0o777) == "0o600"
 
@@ -66,7 +67,9 @@ def test_validate_names_broken_references():
     chart = next(v for k, v in broken.items() if k.startswith("charts/"))
     chart["dataset_uuid"] = "00000000-0000-0000-0000-000000000000"
     dash = next(v for k, v in broken.items() if k.startswith("dashboards/"))
-    node = next(n for n in dash["position"].values() if isinstance(n, dict) and n.get("type") == "CHART")
+    node = next(
+        n for n in dash["position"].values() if isinstance(n, dict) and n.get("type") == "CHART"
+    )
     del node["meta"]["chartId"]
     problems = "\n".join(bb.validate(broken))
     assert "unknown dataset" in problems and "needs both uuid and chartId" in problems
@@ -78,7 +81,10 @@ def test_validate_names_unknown_columns_and_metrics():
     chart["params"]["metrics"] = ["no_such_metric"]
     chart["params"]["x_axis"] = "no_such_column"
     problems = "\n".join(bb.validate(broken))
-    assert "'no_such_metric', not a metric" in problems and "'no_such_column', not a column" in problems
+    assert (
+        "'no_such_metric', not a metric" in problems
+        and "'no_such_column', not a column" in problems
+    )
 
 
 def test_build_bundle_refuses_a_non_postgres_dsn():
@@ -89,8 +95,13 @@ def test_build_bundle_refuses_a_non_postgres_dsn():
 # --------------------------------------------------------------------------- the SQL
 
 
-def render(sql: str, from_dttm: datetime | None, to_dttm: datetime | None,
-           filters: dict[str, list] | None = None, url: dict[str, str] | None = None) -> str:
+def render(
+    sql: str,
+    from_dttm: datetime | None,
+    to_dttm: datetime | None,
+    filters: dict[str, list] | None = None,
+    url: dict[str, str] | None = None,
+) -> str:
     """Superset's Jinja context as far as the datasets use it: from_dttm / to_dttm (ISO
     strings or None), filter_values, url_param (which quotes like Superset's)."""
     filters, url = filters or {}, url or {}
@@ -106,7 +117,9 @@ def render(sql: str, from_dttm: datetime | None, to_dttm: datetime | None,
     return env.from_string(sql).render(
         from_dttm=from_dttm.isoformat() if from_dttm else None,
         to_dttm=to_dttm.isoformat() if to_dttm else None,
-        filter_values=filter_values, url_param=url_param)
+        filter_values=filter_values,
+        url_param=url_param,
+    )
 
 
 def records(dsn: str, sql: str) -> list[dict]:
@@ -122,54 +135,123 @@ T0 = datetime(2024, 3, 17, 8, 0)
 @pytest.fixture()
 def filled(db):
     """Three sessions on two boxes over two days, one of them flagged."""
-    rows = [("R0000000001", "11111111-1111-1111-1111-111111111111", T0, 1800, "M1", "fw1", "c1", 2, 1, False),
-            ("R0000000001", "22222222-2222-2222-2222-222222222222", T0 + timedelta(hours=1, minutes=10), 3600, "M1", "fw1", "c2", 0, 3, True),
-            ("R0000000002", "33333333-3333-3333-3333-333333333333", T0 + timedelta(days=1), 7200, "M2", "fw2", None, 1, 0, False)]
+    rows = [
+        (
+            "R0000000001",
+            "11111111-1111-1111-1111-111111111111",
+            T0,
+            1800,
+            "M1",
+            "fw1",
+            "c1",
+            2,
+            1,
+            False,
+        ),
+        (
+            "R0000000001",
+            "22222222-2222-2222-2222-222222222222",
+            T0 + timedelta(hours=1, minutes=10),
+            3600,
+            "M1",
+            "fw1",
+            "c2",
+            0,
+            3,
+            True,
+        ),
+        (
+            "R0000000002",
+            "33333333-3333-3333-3333-333333333333",
+            T0 + timedelta(days=1),
+            7200,
+            "M2",
+            "fw2",
+            None,
+            1,
+            0,
+            False,
+        ),
+    ]
     with psycopg.connect(db.dsn) as conn:
         for rxid, sid, start, dur, model, fw, cid, bs, fz, vsf in rows:
-            start = start.replace(tzinfo=timezone.utc)
+            start = start.replace(tzinfo=UTC)
             conn.execute(
-                "INSERT INTO sessions (rxid, session_id, content_id, start_ts, end_ts, duration_s, model, fw,"
-                " black_screen_count, video_freeze_count, video_start_failure)"
+                "INSERT INTO sessions (rxid, session_id, content_id, start_ts, end_ts, duration_s,"
+                " model, fw, black_screen_count, video_freeze_count, video_start_failure)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (rxid, sid, cid, start, start + timedelta(seconds=dur), dur, model, fw, bs, fz, vsf))
+                (
+                    rxid,
+                    sid,
+                    cid,
+                    start,
+                    start + timedelta(seconds=dur),
+                    dur,
+                    model,
+                    fw,
+                    bs,
+                    fz,
+                    vsf,
+                ),
+            )
         conn.execute(
-            "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, lstm_score, ae_score, is_anomaly,"
-            " detectors, reasons) VALUES (%s, %s, %s, 2.5, 0.7, true, ARRAY['lstm'], %s)",
-            ("R0000000001", rows[1][1], rows[1][2].replace(tzinfo=timezone.utc),
-             '{"transitions": [{"after": "FirstFrame", "event": "VideoFreeze", "p": 0.01}],'
-             ' "features": [{"feature": "freeze_ms", "value": 9.5}, {"feature": "ttff_ms", "value": 3}]}'))
+            "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, lstm_score, ae_score,"
+            " is_anomaly, detectors, reasons)"
+            " VALUES (%s, %s, %s, 2.5, 0.7, true, ARRAY['lstm'], %s)",
+            (
+                "R0000000001",
+                rows[1][1],
+                rows[1][2].replace(tzinfo=UTC),
+                '{"transitions": [{"after": "FirstFrame", "event": "VideoFreeze", "p": 0.01}],'
+                ' "features": [{"feature": "freeze_ms", "value": 9.5},'
+                ' {"feature": "ttff_ms", "value": 3}]}',
+            ),
+        )
         # a jam-software push installed on box 1 between its two sessions
         conn.execute(
-            "INSERT INTO jam_pushes (push_id, idempotency_key, request_hash, package, version, url, sha256,"
-            " target, created_by, created_at) VALUES (%s, 'k1', 'h', 'com.example.player', '5.2.0',"
+            "INSERT INTO jam_pushes (push_id, idempotency_key, request_hash, package, version, url,"
+            " sha256, target, created_by, created_at)"
+            " VALUES (%s, 'k1', 'h', 'com.example.player', '5.2.0',"
             " 'https://example.com/p.apk', %s, '{\"rxids\": [\"R0000000001\"]}', 'test', %s)",
-            (PUSH, "0" * 64, T0.replace(tzinfo=timezone.utc)))
-        conn.execute("INSERT INTO jam_targets (push_id, rxid, state, installed_at) VALUES"
-                     " (%s, 'R0000000001', 'installed', %s), (%s, 'R0000000002', 'pending', NULL)",
-                     (PUSH, (T0 + timedelta(hours=1)).replace(tzinfo=timezone.utc), PUSH))
+            (PUSH, "0" * 64, T0.replace(tzinfo=UTC)),
+        )
+        conn.execute(
+            "INSERT INTO jam_targets (push_id, rxid, state, installed_at) VALUES"
+            " (%s, 'R0000000001', 'installed', %s), (%s, 'R0000000002', 'pending', NULL)",
+            (PUSH, (T0 + timedelta(hours=1)).replace(tzinfo=UTC), PUSH),
+        )
     return db
 
 
 PUSH = "44444444-4444-4444-4444-444444444444"
 
 
-WINDOWS = [(None, None), (T0, T0 + timedelta(days=2)), (T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
-           (T0 + timedelta(days=30), T0 + timedelta(days=31))]
+WINDOWS = [
+    (None, None),
+    (T0, T0 + timedelta(days=2)),
+    (T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
+    (T0 + timedelta(days=30), T0 + timedelta(days=31)),
+]
 
 
 @pytest.mark.parametrize("grain", ["hour", "day", "week", "fortnight'; DROP TABLE sessions; --"])
 @pytest.mark.parametrize("window", WINDOWS, ids=["no-filter", "two-days", "one-hour", "empty"])
 def test_every_dataset_and_metric_runs(filled, grain, window):
     for name, ds in DATASETS.items():
-        sql = render(ds["sql"], *window, filters={"granularity": [grain]},
-                     url={"rxid": "R0000000001", "session_id": "22222222-2222-2222-2222-222222222222"})
+        sql = render(
+            ds["sql"],
+            *window,
+            filters={"granularity": [grain]},
+            url={"rxid": "R0000000001", "session_id": "22222222-2222-2222-2222-222222222222"},
+        )
         wrapped = f"SELECT * FROM ({sql}) AS virtual_table LIMIT 1000"  # as Superset wraps it
         cols = {c["column_name"] for c in ds["columns"]}
         with psycopg.connect(filled.dsn) as conn:
             cur = conn.execute(wrapped)
             got = {d.name for d in cur.description}
-            assert got == cols, f"{name}: the dataset declares {sorted(cols)}, the SQL gives {sorted(got)}"
+            assert got == cols, (
+                f"{name}: the dataset declares {sorted(cols)}, the SQL gives {sorted(got)}"
+            )
             rows = cur.fetchall()
             for m in ds.get("metrics", []):
                 conn.execute(f"SELECT {m['expression']} FROM ({sql}) AS virtual_table")
@@ -189,12 +271,18 @@ def test_one_fleet_chart_serves_any_granularity_and_window(filled):
     assert [r["period"] for r in hourly] == [T0, T0 + timedelta(hours=1), T0 + timedelta(days=1)]
     assert {r["granularity"] for r in hourly} == {"hour"}
     daily = _fleet(filled.dsn, "day")
-    assert [(r["period"], r["sessions"]) for r in daily] == [(datetime(2024, 3, 17), 2), (datetime(2024, 3, 18), 1)]
+    assert [(r["period"], r["sessions"]) for r in daily] == [
+        (datetime(2024, 3, 17), 2),
+        (datetime(2024, 3, 18), 1),
+    ]
     assert daily[0]["anomalous_sessions"] == 1 and daily[0]["black_screens"] == 2
     assert daily[0]["viewing_hours"] == pytest.approx(1.5)
     assert daily[0]["content_sessions"] == 2 and daily[0]["start_failures"] == 1
     weekly = _fleet(filled.dsn, "week")  # ISO weeks start on Monday: Sun 17 and Mon 18 differ
-    assert [(r["period"], r["sessions"]) for r in weekly] == [(datetime(2024, 3, 11), 2), (datetime(2024, 3, 18), 1)]
+    assert [(r["period"], r["sessions"]) for r in weekly] == [
+        (datetime(2024, 3, 11), 2),
+        (datetime(2024, 3, 18), 1),
+    ]
     # a window cutting into a bucket labels it with the window's start: Superset's own
     # time filter on `period` then keeps it
     (cut,) = _fleet(filled.dsn, "day", (T0 + timedelta(hours=1), T0 + timedelta(days=1)))
@@ -214,9 +302,13 @@ def test_device_and_anomaly_datasets(filled):
     (row,) = records(filled.dsn, render(ds["sql"], None, None))
     assert row["reasons"] == "features: freeze_ms, ttff_ms; transitions: FirstFrame -> VideoFreeze"
     assert row["score"] == 2.5 and row["detectors"] == "lstm"
-    assert ('href="/superset/dashboard/logalyzer-session/?rxid=R0000000001'
-            '&session_id=22222222-2222-2222-2222-222222222222"') in row["raw_lines"]
-    assert query(filled.dsn, render(ds["sql"], T0 + timedelta(days=1), T0 + timedelta(days=2))) == []
+    assert (
+        'href="/superset/dashboard/logalyzer-session/?rxid=R0000000001'
+        '&session_id=22222222-2222-2222-2222-222222222222"'
+    ) in row["raw_lines"]
+    assert (
+        query(filled.dsn, render(ds["sql"], T0 + timedelta(days=1), T0 + timedelta(days=2))) == []
+    )
 
 
 def _metrics(dsn: str, name: str, sql: str, group: str) -> list[dict]:
@@ -226,31 +318,62 @@ def _metrics(dsn: str, name: str, sql: str, group: str) -> list[dict]:
 
 def test_jam_datasets_pool_the_impact_over_boxes(filled):
     (push,) = records(filled.dsn, render(DATASETS["jam_pushes_overview"]["sql"], None, None))
-    assert (push["push"], push["targets"], push["installed"], push["open"]) == ("com.example.player 5.2.0", 2, 1, 1)
+    assert (push["push"], push["targets"], push["installed"], push["open"]) == (
+        "com.example.player 5.2.0",
+        2,
+        1,
+        1,
+    )
     sql = render(DATASETS["jam_impact"]["sql"], T0 - timedelta(days=1), T0 + timedelta(days=1))
     (m,) = _metrics(filled.dsn, "jam_impact", sql, "push")
     # box 1: before its install a 0.5 h session with 1 freeze and 2 black screens; after, 1 h
     # with 3 freezes, flagged; box 2 never installed and has no sessions on either side
     assert (m["installed_targets"], m["sessions_before"], m["sessions_after"]) == (1, 1, 1)
-    assert m["freezes_per_1000h_before"] == pytest.approx(2000) and m["freezes_per_1000h_after"] == pytest.approx(3000)
-    assert m["black_screens_per_1000h_before"] == pytest.approx(4000) and m["black_screens_per_1000h_after"] == 0
+    assert m["freezes_per_1000h_before"] == pytest.approx(2000) and m[
+        "freezes_per_1000h_after"
+    ] == pytest.approx(3000)
+    assert (
+        m["black_screens_per_1000h_before"] == pytest.approx(4000)
+        and m["black_screens_per_1000h_after"] == 0
+    )
     assert (m["anomaly_rate_before"], m["anomaly_rate_after"]) == (0, 1)
-    assert records(filled.dsn, render(DATASETS["jam_impact"]["sql"], T0 + timedelta(days=1), T0 + timedelta(days=2))) == []
+    assert (
+        records(
+            filled.dsn,
+            render(DATASETS["jam_impact"]["sql"], T0 + timedelta(days=1), T0 + timedelta(days=2)),
+        )
+        == []
+    )
 
 
 def test_session_lines_dataset_quotes_its_url_parameters(filled):
     sql = DATASETS["session_raw_lines"]["sql"]
     for rxid in ("R0000000001' OR '1'='1", "x'); DROP TABLE sessions; --", None):
-        assert query(filled.dsn, render(sql, None, None, url={"rxid": rxid, "session_id": "x"} if rxid else {})) == []
+        assert (
+            query(
+                filled.dsn,
+                render(sql, None, None, url={"rxid": rxid, "session_id": "x"} if rxid else {}),
+            )
+            == []
+        )
     assert query(filled.dsn, "SELECT count(*) FROM sessions") == [(3,)]
 
 
 def test_qoe_timeseries_checks_its_arguments(filled):
-    for bad in (("month", "-infinity", "infinity"), ("day", "2024-03-02", "2024-03-01"), (None, "-infinity", "infinity")):
+    for bad in (
+        ("month", "-infinity", "infinity"),
+        ("day", "2024-03-02", "2024-03-01"),
+        (None, "-infinity", "infinity"),
+    ):
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             query(filled.dsn, "SELECT * FROM qoe_timeseries(%s, %s, %s)", bad)
 
 
 def test_grain_injection_never_reaches_sql():
-    sql = render(DATASETS["fleet_qoe"]["sql"], None, None, filters={"granularity": ["day'); DROP TABLE x; --"]})
+    sql = render(
+        DATASETS["fleet_qoe"]["sql"],
+        None,
+        None,
+        filters={"granularity": ["day'); DROP TABLE x; --"]},
+    )
     assert "DROP" not in sql and "'day'" in sql

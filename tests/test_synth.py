@@ -10,15 +10,23 @@ import gzip
 import json
 import re
 from calendar import timegm
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from logalyzer.core.synth import (ANOMALY_KINDS, EVENT_TYPES, HEADER_VARIANTS, MARKER_MAIN, FleetSpec,
-                             VarEvent, generate_fleet, truth_sessions)
+from logalyzer.core.synth import (
+    ANOMALY_KINDS,
+    EVENT_TYPES,
+    HEADER_VARIANTS,
+    MARKER_MAIN,
+    FleetSpec,
+    VarEvent,
+    generate_fleet,
+    truth_sessions,
+)
 
-UTC = timezone.utc
+UTC = UTC
 SMALL = dict(noise_lines_per_minute=30, rotate_mb=0.15, overlap_lines=20)
 
 # Shapes of LOG_FORMAT.md section 2 rows 1-9; groups: ts parts, pid, tag, msg.
@@ -34,35 +42,42 @@ VARIANT_RE = {
     "uid": rf"{_MD}\.(?P<ms>\d{{3}}) (?P<uid>[ \d]{{4}}\d| [ a-z]{{5}}) {_PT}",
     "epoch": rf"(?P<ep> {{8}}\d{{10}})\.(?P<ms>\d{{3}}) {_PT}",
     "time": rf"{_MD}\.(?P<ms>\d{{3}}) (?P<lvl>[VDIWEFAS])/(?P<tag>.{{8,}}?)"
-            r"\((?P<pid>[ \d]{4}\d)\): (?P<msg>.*)",
+    r"\((?P<pid>[ \d]{4}\d)\): (?P<msg>.*)",
     "studio": rf"{_YMD}\.(?P<ms>\d{{3}}) (?P<pid>\d+)-(?P<tid>\d+)/(?P<pkg>\S+) "
-              r"(?P<lvl>[VDIWEFAS])/(?P<tag>[^:]+): (?P<msg>.*)",
+    r"(?P<lvl>[VDIWEFAS])/(?P<tag>[^:]+): (?P<msg>.*)",
     "iso": rf"{_YMD}\.(?P<ms>\d{{3}})(?P<off>Z|[+-]\d\d:\d\d) (?P<pid>\d+) (?P<tid>\d+) "
-           r"(?P<lvl>[VDIWEFAS]) (?P<tag>[^:]+): (?P<msg>.*)",
+    r"(?P<lvl>[VDIWEFAS]) (?P<tag>[^:]+): (?P<msg>.*)",
 }
 VARIANT_RE = {k: re.compile("^" + v + "$") for k, v in VARIANT_RE.items()}
 SPEC_SAMPLES = {  # copied from LOG_FORMAT.md section 2 ('...' messages filled in)
-    "threadtime": ["03-17 16:13:38.811  1702  2395 I VAR     : "
-                   "PLAYER|tune|ChangeContent|cid=ch101"],
+    "threadtime": [
+        "03-17 16:13:38.811  1702  2395 I VAR     : PLAYER|tune|ChangeContent|cid=ch101"
+    ],
     "year": ["2024-03-17 16:13:38.811  1702  2395 I VAR     : x"],
     "usec": ["03-17 16:13:38.811532  1702  2395 D Tag     : x"],
     "zone": ["03-17 16:13:38.811 +0100  1702  2395 I Tag     : x"],
-    "uid": ["03-17 16:13:38.811  media  1702  2395 W AudioTrack: x",
-            "03-17 16:13:38.811 10128  3039  3039 E AndroidRuntime: x"],
+    "uid": [
+        "03-17 16:13:38.811  media  1702  2395 W AudioTrack: x",
+        "03-17 16:13:38.811 10128  3039  3039 E AndroidRuntime: x",
+    ],
     "epoch": ["        1710692018.811  1702  2395 I VAR     : x"],
     "time": ["03-17 16:13:38.811 I/VAR     ( 1702): x"],
     "studio": ["2024-03-17 16:13:38.811 1702-2395/com.example.stb I/VAR: x"],
-    "iso": ["2024-03-17T16:13:38.811Z 1702 2395 I VAR: x",
-            "2024-03-17T16:13:38.811+01:00 1702 2395 I VAR: x"],
+    "iso": [
+        "2024-03-17T16:13:38.811Z 1702 2395 I VAR: x",
+        "2024-03-17T16:13:38.811+01:00 1702 2395 I VAR: x",
+    ],
 }
 KERNEL_RE = re.compile(r"^(?:<\d>)?\[ *\d+\.\d{6}(?:@\d)?\] ")
 MARKER_RE = re.compile(
-    r"^(--------- beginning of |== dumpstate: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$|------ )")
+    r"^(--------- beginning of |== dumpstate: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$|------ )"
+)
 _CANON = {re.sub(r"[-_]", "", t).lower(): t for t in EVENT_TYPES}
 _KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
 # ------------------------------------------------------------------------------- helpers
+
 
 @pytest.fixture(scope="module")
 def fleet10(tmp_path_factory):
@@ -137,17 +152,29 @@ def events_from_files(out: Path, dev: dict) -> list[VarEvent]:
                 last_month = month
             etype, data = parse_var(m.group("msg"))
             common = {k: int(data.pop(k)) for k in ("sid", "seq", "mono")}
-            events.append(VarEvent(line_ts_ms(m, dev["header_variant"], year), etype, data,
-                                   common["seq"], common["sid"], common["mono"]))
+            events.append(
+                VarEvent(
+                    line_ts_ms(m, dev["header_variant"], year),
+                    etype,
+                    data,
+                    common["seq"],
+                    common["sid"],
+                    common["mono"],
+                )
+            )
     return events
 
 
 def files_bytes(res) -> dict[Path, bytes]:
-    return {p.relative_to(res.out_dir): p.read_bytes()
-            for p in sorted(res.out_dir.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(res.out_dir): p.read_bytes()
+        for p in sorted(res.out_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------------- tests
+
 
 def test_regexes_follow_spec_samples():
     for variant, samples in SPEC_SAMPLES.items():
@@ -176,8 +203,13 @@ def test_every_variant_and_dialect_and_line_shapes(fleet10):
 
 def test_spellings_json_and_quoting_occur(fleet10):
     res, truth, _ = fleet10
-    text = "\n".join(ln for d in truth["devices"] for f in d["files"]
-                     for ln in read_lines(res.out_dir / f) if "VAR" in ln)
+    text = "\n".join(
+        ln
+        for d in truth["devices"]
+        for f in d["files"]
+        for ln in read_lines(res.out_dir / f)
+        if "VAR" in ln
+    )
     assert re.search(r"\|BlackScreen\||BLACK_SCREEN|black-screen", text)
     assert "CHANGE_CONTENT" in text and "|ChangeContent|" in text
     assert re.search(r"VAR.*\{\"", text)  # JSON data
@@ -242,16 +274,26 @@ def test_edge_cases_on_fixed_devices(tmp_path):
     truth = json.loads(res.truth_path.read_text())
     index = {d["rxid"]: d["index"] for d in truth["devices"]}
     edges = {(index[s["rxid"]], e) for s in truth["sessions"] for e in s["edge_cases"]}
-    for want in [(0, "pre_first_change"), (0, "unclosed_episode"), (0, "seq_gap"),
-                 (1, "standby_mid_playback"), (1, "spans_files"), (2, "silent_gap")]:
+    for want in [
+        (0, "pre_first_change"),
+        (0, "unclosed_episode"),
+        (0, "seq_gap"),
+        (1, "standby_mid_playback"),
+        (1, "spans_files"),
+        (2, "silent_gap"),
+    ]:
         assert want in edges
     pre = [s for s in truth["sessions"] if "pre_first_change" in s["edge_cases"]]
     assert pre[0]["content_id"] is None and pre[0]["session_index"] == 0
     gap = next(s for s in truth["sessions"] if "silent_gap" in s["edge_cases"])
-    nxt = next(s for s in truth["sessions"]
-               if s["rxid"] == gap["rxid"] and s["session_index"] == gap["session_index"] + 1)
-    assert (datetime.fromisoformat(nxt["start_ts"]) - datetime.fromisoformat(gap["end_ts"])
-            ).total_seconds() > 1800
+    nxt = next(
+        s
+        for s in truth["sessions"]
+        if s["rxid"] == gap["rxid"] and s["session_index"] == gap["session_index"] + 1
+    )
+    assert (
+        datetime.fromisoformat(nxt["start_ts"]) - datetime.fromisoformat(gap["end_ts"])
+    ).total_seconds() > 1800
     assert sum(s["seq_gaps"] for s in truth["sessions"] if index[s["rxid"]] == 0) >= 3
 
 
@@ -277,7 +319,7 @@ def test_every_file_starts_with_markers(fleet10):
     for dev in truth["devices"]:
         for f in dev["files"]:
             lines = read_lines(res.out_dir / f)
-            head = lines[:len(lines) - len(content(lines))]
+            head = lines[: len(lines) - len(content(lines))]
             assert head[-1] == MARKER_MAIN
             assert (len(head) == 3) == dev["dumpstate"]
 
@@ -286,8 +328,10 @@ def test_determinism(tmp_path):
     spec = FleetSpec(devices=3, hours=1, seed=42, noise_lines_per_minute=40, rotate_mb=0.05)
     a = generate_fleet(tmp_path / "a", spec)
     b = generate_fleet(tmp_path / "b", spec)
-    c = generate_fleet(tmp_path / "c", FleetSpec(devices=3, hours=1, seed=43,
-                                                 noise_lines_per_minute=40, rotate_mb=0.05))
+    c = generate_fleet(
+        tmp_path / "c",
+        FleetSpec(devices=3, hours=1, seed=43, noise_lines_per_minute=40, rotate_mb=0.05),
+    )
     fa, fb = files_bytes(a), files_bytes(b)
     assert fa == fb and len(fa) > 4
     assert files_bytes(c) != fa
@@ -295,8 +339,13 @@ def test_determinism(tmp_path):
 
 
 def test_new_year_crossing(tmp_path):
-    spec = FleetSpec(devices=3, hours=3, seed=1, noise_lines_per_minute=20,
-                     start=datetime(2023, 12, 31, 22, 0, tzinfo=UTC))
+    spec = FleetSpec(
+        devices=3,
+        hours=3,
+        seed=1,
+        noise_lines_per_minute=20,
+        start=datetime(2023, 12, 31, 22, 0, tzinfo=UTC),
+    )
     res = generate_fleet(tmp_path, spec)
     truth = json.loads(res.truth_path.read_text())
     dev = truth["devices"][0]
@@ -316,8 +365,14 @@ def test_new_year_crossing(tmp_path):
 
 
 def test_zone_with_dst(tmp_path):
-    spec = FleetSpec(devices=5, hours=3, seed=5, noise_lines_per_minute=20, tz="Europe/Paris",
-                     start=datetime(2024, 3, 31, 0, 0, tzinfo=UTC))
+    spec = FleetSpec(
+        devices=5,
+        hours=3,
+        seed=5,
+        noise_lines_per_minute=20,
+        tz="Europe/Paris",
+        start=datetime(2024, 3, 31, 0, 0, tzinfo=UTC),
+    )
     res = generate_fleet(tmp_path, spec)
     truth = json.loads(res.truth_path.read_text())
     zoned = [d for d in truth["devices"] if d["header_variant"] in ("zone", "iso", "epoch")]
@@ -341,16 +396,16 @@ def _ev(t, etype, seq, **data):
 def test_truth_sessions_rules():
     evs = [
         _ev(0, "BootInfo", 1, model="M", fw="F", app="A"),
-        _ev(5, "HdmiHotplug", 2, connected=True),          # no playback: no session
+        _ev(5, "HdmiHotplug", 2, connected=True),  # no playback: no session
         _ev(10, "ChangeContent", 3, cid="c1", src="live"),
         _ev(11, "FirstFrame", 4, ttff_ms=900),
         _ev(20, "BlackScreen", 5, state="start"),
         _ev(22, "BlackScreen", 6, state="end", dur_ms=1500),  # dur_ms wins over 2000
         _ev(30, "VideoFreeze", 7, state="start"),
-        _ev(31, "VideoFreeze", 8, state="end"),               # end - start = 1000
-        _ev(40, "BufferingStart", 11),                        # seq jump: 2 lost lines
-        _ev(50, "StandbyEnter", 12, reason="power_key"),      # counted, closes (buffer open)
-        _ev(60, "StandbyExit", 13),                           # no session
+        _ev(31, "VideoFreeze", 8, state="end"),  # end - start = 1000
+        _ev(40, "BufferingStart", 11),  # seq jump: 2 lost lines
+        _ev(50, "StandbyEnter", 12, reason="power_key"),  # counted, closes (buffer open)
+        _ev(60, "StandbyExit", 13),  # no session
         _ev(70, "ChangeContent", 14, cid="c2", src="vod"),
         _ev(71, "PlaybackError", 15, fatal=True, code=1),
         _ev(80 + 1801, "ChangeContent", 16, cid="c3", src="live"),  # after a silent gap
@@ -368,8 +423,13 @@ def test_truth_sessions_rules():
     assert b["video_start_failure"] and b["end_ts"] == "1970-01-01T00:01:11.000Z"
     assert "silent_gap" in b["edge_cases"] and b["duration_s"] == 1.0
     assert c["dropped_frames"] == 5 and "log_end" in c["edge_cases"]
-    pre = truth_sessions([_ev(0, "BootInfo", 1), _ev(1, "FirstFrame", 2, ttff_ms=5),
-                          _ev(9, "ChangeContent", 3, cid="x")])
+    pre = truth_sessions(
+        [
+            _ev(0, "BootInfo", 1),
+            _ev(1, "FirstFrame", 2, ttff_ms=5),
+            _ev(9, "ChangeContent", 3, cid="x"),
+        ]
+    )
     assert pre[0]["content_id"] is None and pre[0]["event_count"] == 2
     assert pre[0]["end_ts"] == "1970-01-01T00:00:09.000Z"
     assert not pre[0]["video_start_failure"]

@@ -18,6 +18,7 @@ import click
 from logalyzer.cli import data, database, ml, service
 from logalyzer.cli.common import CONTEXT
 
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="logalyzer", message="%(prog)s %(version)s")
 def main() -> None:
@@ -32,8 +33,19 @@ def main() -> None:
     """
 
 
-for command in (data.synth, data.ingest, data.sessionize, data.run, ml.train, ml.detect,
-                ml.evaluate, ml.models, service.serve, service.tokens, database.db):
+for command in (
+    data.synth,
+    data.ingest,
+    data.sessionize,
+    data.run,
+    ml.train,
+    ml.detect,
+    ml.evaluate,
+    ml.models,
+    service.serve,
+    service.tokens,
+    database.db,
+):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,8 +47,9 @@ def load_settings(**overrides) -> Settings:
     except Exception as exc:  # pydantic's ValidationError: one line per bad field
         errors = getattr(exc, "errors", lambda: [])()
         msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors) or str(exc)
-        raise LogalyzerError(f"bad configuration: {msg}",
-                             hint="see `logalyzer --help` for the environment variables") from exc
+        raise LogalyzerError(
+            f"bad configuration: {msg}", hint="see `logalyzer --help` for the environment variables"
+        ) from exc
 
 
 def open_db(settings: Settings, migrate_schema: bool = True) -> Database:

@@ -4,7 +4,7 @@ pipeline launcher), with the summaries they print."""
 from __future__ import annotations
 
 import sys
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -16,35 +16,71 @@ from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.errors import LogalyzerError
 from logalyzer.store.reports import fleet_overview
 
-
 # --------------------------------------------------------------------------- synth
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--devices", "-n", default=5, show_default=True, type=click.IntRange(1, 100_000),
-              help="Number of boxes.")
-@click.option("--hours", default=4.0, show_default=True, type=click.FloatRange(0.1, 24 * 365),
-              help="Hours of logs per box.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same files).")
-@click.option("--anomaly-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1),
-              help="Fraction of playback sessions made anomalous.")
-@click.option("--noise", "noise", default=None, type=click.IntRange(0, 1_000_000),
-              help="Non-VAR lines per device-minute (sets the size).")
-@click.option("--tz", default=None, help="Zone the boxes write local time in (default LOGALYZER_TZ or UTC).")
+@click.option(
+    "--devices",
+    "-n",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Number of boxes.",
+)
+@click.option(
+    "--hours",
+    default=4.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 24 * 365),
+    help="Hours of logs per box.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same files)."
+)
+@click.option(
+    "--anomaly-rate",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Fraction of playback sessions made anomalous.",
+)
+@click.option(
+    "--noise",
+    "noise",
+    default=None,
+    type=click.IntRange(0, 1_000_000),
+    help="Non-VAR lines per device-minute (sets the size).",
+)
+@click.option(
+    "--tz", default=None, help="Zone the boxes write local time in (default LOGALYZER_TZ or UTC)."
+)
 @friendly
-def synth(out: Path, devices: int, hours: float, seed: int, anomaly_rate: float,
-          noise: int | None, tz: str | None) -> None:
+def synth(
+    out: Path,
+    devices: int,
+    hours: float,
+    seed: int,
+    anomaly_rate: float,
+    noise: int | None,
+    tz: str | None,
+) -> None:
     """Write a synthetic fleet of gzip logcat files and its ground truth into OUT."""
     settings = load_settings(tz=tz)
-    spec = FleetSpec(devices=devices, hours=hours, seed=seed, anomaly_rate=anomaly_rate, tz=settings.tz)
+    spec = FleetSpec(
+        devices=devices, hours=hours, seed=seed, anomaly_rate=anomaly_rate, tz=settings.tz
+    )
     if noise is not None:
         spec.noise_lines_per_minute = noise
-    with tqdm(unit="B", unit_scale=True, desc="synth", disable=not sys.stderr.isatty(),
-              file=sys.stderr) as bar:
+    with tqdm(
+        unit="B", unit_scale=True, desc="synth", disable=not sys.stderr.isatty(), file=sys.stderr
+    ) as bar:
         res = generate_fleet(out, spec, progress=bar.update)
-    click.echo(f"wrote {len(res.files)} files, {res.lines:,} lines, "
-               f"{res.bytes_uncompressed / 1e6:,.1f} MB uncompressed, for {devices} devices into {out}")
+    click.echo(
+        f"wrote {len(res.files)} files, {res.lines:,} lines, "
+        f"{res.bytes_uncompressed / 1e6:,.1f} MB uncompressed, for {devices} devices into {out}"
+    )
     click.echo(f"ground truth: {res.truth_path}")
 
 
@@ -53,13 +89,20 @@ def synth(out: Path, devices: int, hours: float, seed: int, anomaly_rate: float,
 
 @click.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--rxid", default=None, help="Device id for files whose path names none (R + 10 digits).")
-@click.option("--tz", default=None, help="The fleet's time zone for lines without an offset (default UTC).")
+@click.option(
+    "--rxid", default=None, help="Device id for files whose path names none (R + 10 digits)."
+)
+@click.option(
+    "--tz", default=None, help="The fleet's time zone for lines without an offset (default UTC)."
+)
 @click.option("--force", is_flag=True, help="Re-read files the ledger says are unchanged.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
 @friendly
-def ingest(paths: tuple[Path, ...], rxid: str | None, tz: str | None, force: bool,
-           progress: bool | None) -> None:
+def ingest(
+    paths: tuple[Path, ...], rxid: str | None, tz: str | None, force: bool, progress: bool | None
+) -> None:
     """Load logcat files or folders (gzip or text) into PostgreSQL, in parallel on Ray.
 
     Re-running is safe: unchanged files are skipped and every line is stored once.
@@ -68,8 +111,14 @@ def ingest(paths: tuple[Path, ...], rxid: str | None, tz: str | None, force: boo
 
     settings = load_settings(tz=tz)
     db = open_db(settings)
-    summary = run_ingest(settings, db, list(paths), rxid=rxid.upper() if rxid else None,
-                         force=force, progress=progress)
+    summary = run_ingest(
+        settings,
+        db,
+        list(paths),
+        rxid=rxid.upper() if rxid else None,
+        force=force,
+        progress=progress,
+    )
     print_ingest_summary(summary)
 
 
@@ -79,11 +128,27 @@ def print_ingest_summary(summary) -> None:
     for status in ("done", "partial", "unchanged", "failed", "refused"):
         fs = [f for f in summary.files if f.status == status]
         if fs:
-            rows.append((status, f"{len(fs):,}", *(f"{sum(getattr(f, a) for f in fs):,}" for a in (
-                "lines_read", "lines_loaded", "lines_duplicate", "lines_unparsed", "lines_truncated"))))
+            rows.append(
+                (
+                    status,
+                    f"{len(fs):,}",
+                    *(
+                        f"{sum(getattr(f, a) for f in fs):,}"
+                        for a in (
+                            "lines_read",
+                            "lines_loaded",
+                            "lines_duplicate",
+                            "lines_unparsed",
+                            "lines_truncated",
+                        )
+                    ),
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for k, r in enumerate(rows):
-        line = "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        line = "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        )
         click.echo(click.style(line, bold=True) if k == 0 else line)
     loaded_files = [f for f in summary.files if f.status in ("done", "partial")]
     read = sum(f.lines_read for f in loaded_files)
@@ -93,9 +158,11 @@ def print_ingest_summary(summary) -> None:
     if not loaded_files:
         click.echo(f"{len(summary.files):,} files; nothing new to load ({summary.seconds:,.1f} s)")
     else:
-        click.echo(f"{len(summary.files):,} files; read {read:,} lines, {mb:,.1f} MB of text "
-                   f"({gz:,.1f} MB on disk) in {summary.seconds:,.1f} s: "
-                   f"{read / secs:,.0f} lines/s, {mb / secs:,.1f} MB/s")
+        click.echo(
+            f"{len(summary.files):,} files; read {read:,} lines, {mb:,.1f} MB of text "
+            f"({gz:,.1f} MB on disk) in {summary.seconds:,.1f} s: "
+            f"{read / secs:,.0f} lines/s, {mb / secs:,.1f} MB/s"
+        )
     for f in summary.files:
         if f.status in ("failed", "refused", "partial") or (f.error and f.status == "done"):
             color = {"failed": "red", "refused": "yellow", "partial": "yellow"}.get(f.status)
@@ -107,13 +174,25 @@ def print_ingest_summary(summary) -> None:
 
 @click.command(context_settings=CONTEXT)
 @click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
-@click.option("--since", default=None, metavar="TS",
-              type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
-              help="Re-analyse the devices with files loaded at or after TS (UTC; YYYY-MM-DD[THH:MM:SS]), even if up to date.")
+@click.option(
+    "--since",
+    default=None,
+    metavar="TS",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Re-analyse the devices with files loaded at or after TS (UTC; YYYY-MM-DD[THH:MM:SS]), "
+    "even if up to date.",
+)
 @click.option("--full", is_flag=True, help="Recompute every device, not only those with new lines.")
-@click.option("--gap-min", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="A silence longer than this (minutes) ends a session.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option(
+    "--gap-min",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="A silence longer than this (minutes) ends a session.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
 @friendly
 def sessionize(rxids: str | None, since, full: bool, gap_min: float, progress: bool | None) -> None:
     """Cut playback sessions from the loaded VAR events and compute their QoE measures.
@@ -124,9 +203,15 @@ def sessionize(rxids: str | None, since, full: bool, gap_min: float, progress: b
 
     settings = load_settings()
     db = open_db(settings)
-    summary = run_sessionize(settings, db, rxids=parse_rxids(rxids),
-                             since=since.replace(tzinfo=timezone.utc) if since else None,
-                             full=full, gap_s=gap_min * 60, progress=progress)
+    summary = run_sessionize(
+        settings,
+        db,
+        rxids=parse_rxids(rxids),
+        since=since.replace(tzinfo=UTC) if since else None,
+        full=full,
+        gap_s=gap_min * 60,
+        progress=progress,
+    )
     print_sessionize_summary(summary)
     print_fleet_overview(db)
 
@@ -135,11 +220,15 @@ def print_sessionize_summary(summary) -> None:
     """The lines at the end of a sessionize run: devices, sessions, rows changed, speed."""
     n = len(summary.devices)
     secs = max(summary.seconds, 1e-9)
-    click.echo(f"analysed {n:,} device(s) ({summary.skipped:,} up to date) in {summary.seconds:,.1f} s: "
-               f"{summary.total('events'):,} VAR events, {summary.total('sessions'):,} sessions "
-               f"({summary.total('events') / secs:,.0f} events/s)")
-    click.echo(f"sessions inserted {summary.total('inserted'):,}, updated {summary.total('updated'):,}, "
-               f"deleted {summary.total('deleted'):,}")
+    click.echo(
+        f"analysed {n:,} device(s) ({summary.skipped:,} up to date) in {summary.seconds:,.1f} s: "
+        f"{summary.total('events'):,} VAR events, {summary.total('sessions'):,} sessions "
+        f"({summary.total('events') / secs:,.0f} events/s)"
+    )
+    click.echo(
+        f"sessions inserted {summary.total('inserted'):,}, updated {summary.total('updated'):,}, "
+        f"deleted {summary.total('deleted'):,}"
+    )
     for rxid, error in sorted(summary.failed.items()):
         click.secho(f"  failed: {rxid}: {error} (retried next run)", fg="red")
 
@@ -147,16 +236,21 @@ def print_sessionize_summary(summary) -> None:
 def print_fleet_overview(db) -> None:
     """The fleet in a few lines: totals, incident rates, the worst devices."""
     o = fleet_overview(db)
-    pct = (lambda v: "n/a" if v is None else f"{v:.2%}")
-    click.echo(f"fleet: {o['devices']:,} devices, {o['sessions']:,} sessions, "
-               f"{o['viewing_hours']:,.1f} viewing hours; per viewing hour: black screens "
-               f"{o['black_screens_per_hour']:.2f}, freezes {o['freezes_per_hour']:.2f}, display drops "
-               f"{o['display_drops_per_hour']:.2f}; rebuffer ratio {pct(o['rebuffer_ratio'])}, "
-               f"video-start failures {pct(o['video_start_failure_rate'])}, "
-               f"HDMI disconnects {o['hdmi_disconnects']:,}")
+    pct = lambda v: "n/a" if v is None else f"{v:.2%}"
+    click.echo(
+        f"fleet: {o['devices']:,} devices, {o['sessions']:,} sessions, "
+        f"{o['viewing_hours']:,.1f} viewing hours; per viewing hour: black screens "
+        f"{o['black_screens_per_hour']:.2f}, freezes {o['freezes_per_hour']:.2f}, display drops "
+        f"{o['display_drops_per_hour']:.2f}; rebuffer ratio {pct(o['rebuffer_ratio'])}, "
+        f"video-start failures {pct(o['video_start_failure_rate'])}, "
+        f"HDMI disconnects {o['hdmi_disconnects']:,}"
+    )
     for w in o["worst"]:
-        click.echo(f"  worst: {w['rxid']} ({w['model'] or '?'} {w['fw'] or '?'}): "
-                   f"{w['incidents_per_hour']:.1f} incidents per viewing hour over {w['sessions']:,} sessions")
+        click.echo(
+            f"  worst: {w['rxid']} ({w['model'] or '?'} {w['fw'] or '?'}): "
+            f"{w['incidents_per_hour']:.1f} incidents per viewing hour "
+            f"over {w['sessions']:,} sessions"
+        )
 
 
 # --------------------------------------------------------------------------- run
@@ -164,25 +258,46 @@ def print_fleet_overview(db) -> None:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--steps", default="ingest", show_default=True,
-              help="Comma-separated steps, run in order: ingest,sessionize,train,detect.")
+@click.option(
+    "--steps",
+    default="ingest",
+    show_default=True,
+    help="Comma-separated steps, run in order: ingest,sessionize,train,detect.",
+)
 @click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
-@click.option("--rxids-file", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Only the devices listed in this file (one RxID per line).")
+@click.option(
+    "--rxids-file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Only the devices listed in this file (one RxID per line).",
+)
 @click.option("--tz", default=None, help="The fleet's time zone (default UTC).")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."
+)
 @friendly
-def run(paths: tuple[Path, ...], steps: str, rxids: str | None, rxids_file: str | None,
-        tz: str | None, progress: bool | None) -> None:
+def run(
+    paths: tuple[Path, ...],
+    steps: str,
+    rxids: str | None,
+    rxids_file: str | None,
+    tz: str | None,
+    progress: bool | None,
+) -> None:
     """Run pipeline steps over PATHS (the launcher for bulk reprocessing)."""
-    from logalyzer.jobs.pipeline import parse_steps, run_pipeline  # heavy (Ray, torch): when it runs
+    from logalyzer.jobs.pipeline import (  # heavy (Ray, torch): when it runs
+        parse_steps,
+        run_pipeline,
+    )
 
     step_list = parse_steps(steps)
     if rxids and rxids_file:
         raise LogalyzerError("give --rxids or --rxids-file, not both")
     devices = parse_rxids(rxids, rxids_file)
     if "ingest" in step_list and not paths:
-        raise LogalyzerError("the ingest step needs PATHS", hint="logalyzer run FLEET_DIR --steps ingest")
+        raise LogalyzerError(
+            "the ingest step needs PATHS", hint="logalyzer run FLEET_DIR --steps ingest"
+        )
     settings = load_settings(tz=tz)
     db = open_db(settings)
     results = run_pipeline(settings, db, [str(p) for p in paths], step_list, devices, progress)

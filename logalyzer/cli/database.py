@@ -9,7 +9,6 @@ from logalyzer.settings import redact_dsn
 from logalyzer.store.db import migrate as apply_migrations
 from logalyzer.store.reports import database_info
 
-
 # --------------------------------------------------------------------------- db
 
 
@@ -26,7 +25,9 @@ def migrate() -> None:
     database = open_db(settings, migrate_schema=False)
     with database.connect() as conn:
         done = apply_migrations(conn)
-    click.echo(f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ' (up to date)'}")
+    click.echo(
+        f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ' (up to date)'}"
+    )
 
 
 @db.command(context_settings=CONTEXT)
@@ -36,7 +37,11 @@ def info() -> None:
     settings = load_settings()
     database = open_db(settings)
     facts = database_info(database)
-    where = "embedded PostgreSQL in " + str(settings.home / "pgdata") if database.embedded else redact_dsn(database.dsn)
+    where = (
+        "embedded PostgreSQL in " + str(settings.home / "pgdata")
+        if database.embedded
+        else redact_dsn(database.dsn)
+    )
     click.echo(f"database: {where}")
     click.echo(f"schema version: {facts['version']}")
     click.echo(f"devices (partitions): {facts['partitions']:,}; lines loaded: {facts['lines']:,}")

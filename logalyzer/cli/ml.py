@@ -23,16 +23,23 @@ def parse_detectors(text: str) -> tuple[str, ...]:
     asked = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
     bad = [d for d in asked if d not in KINDS]
     if bad or not asked:
-        raise LogalyzerError(f"unknown detector(s): {', '.join(bad) or '(none given)'}",
-                             hint=f"detectors are: {', '.join(KINDS)}")
+        raise LogalyzerError(
+            f"unknown detector(s): {', '.join(bad) or '(none given)'}",
+            hint=f"detectors are: {', '.join(KINDS)}",
+        )
     return asked
 
 
 def version_options(fn):
     """``--lstm-version``, ``--ae-version``: one option per detector kind."""
     for kind in reversed(KINDS):
-        fn = click.option(f"--{kind}-version", f"{kind}_version", type=click.IntRange(1), default=None,
-                          help=f"Pin a version of the {kind} detector (default: newest).")(fn)
+        fn = click.option(
+            f"--{kind}-version",
+            f"{kind}_version",
+            type=click.IntRange(1),
+            default=None,
+            help=f"Pin a version of the {kind} detector (default: newest).",
+        )(fn)
     return fn
 
 
@@ -40,60 +47,121 @@ def version_options(fn):
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--detectors", default=",".join(KINDS), show_default=True,
-              help=f"Which detectors to train (comma-separated: {', '.join(KINDS)}).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 1024),
-              help="Ray Train data-parallel workers.")
+@click.option(
+    "--detectors",
+    default=",".join(KINDS),
+    show_default=True,
+    help=f"Which detectors to train (comma-separated: {', '.join(KINDS)}).",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Ray Train data-parallel workers.",
+)
 @click.option("--gpu", is_flag=True, help="Give each worker a GPU (the cluster must have them).")
-@click.option("--epochs", default=None, type=click.IntRange(1, 10_000),
-              help="Epochs (default: each detector's config).")
-@click.option("--rxids", default=None, help="Learn only from these devices (comma-separated RxIDs).")
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(1, 10_000),
+    help="Epochs (default: each detector's config).",
+)
+@click.option(
+    "--rxids", default=None, help="Learn only from these devices (comma-separated RxIDs)."
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed for the weights.")
-@click.option("--progress/--no-progress", default=None, help="Progress lines (default: on a terminal).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress lines (default: on a terminal)."
+)
 @friendly
-def train(detectors: str, workers: int, gpu: bool, epochs: int | None, rxids: str | None,
-          seed: int, progress: bool | None) -> None:
+def train(
+    detectors: str,
+    workers: int,
+    gpu: bool,
+    epochs: int | None,
+    rxids: str | None,
+    seed: int,
+    progress: bool | None,
+) -> None:
     """Train the detectors on the fleet's sessions with Ray Train and register new versions."""
     from logalyzer.jobs.train import train as run_train  # heavy (Ray Train, torch): when it runs
 
     settings = load_settings()
     db = open_db(settings)
-    results = run_train(settings, db, parse_detectors(detectors), workers=workers, use_gpu=gpu,
-                        rxids=parse_rxids(rxids), epochs=epochs, seed=seed, progress=progress)
+    results = run_train(
+        settings,
+        db,
+        parse_detectors(detectors),
+        workers=workers,
+        use_gpu=gpu,
+        rxids=parse_rxids(rxids),
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+    )
     print_train_results(results)
 
 
 def print_train_results(results) -> None:
     for r in results:
-        click.echo(f"{r.detector}: version {r.version}, {r.epochs} epochs on {r.workers} worker(s) in "
-                   f"{r.seconds:,.1f} s ({r.sessions_per_s:,.0f} sessions/s per epoch), learnt from "
-                   f"{r.sessions:,} sessions; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
-                   f"threshold {r.threshold:.4g} flags {r.flagged_share:.1%} of the history")
+        click.echo(
+            f"{r.detector}: version {r.version}, {r.epochs} epochs on {r.workers} worker(s) in "
+            f"{r.seconds:,.1f} s ({r.sessions_per_s:,.0f} sessions/s per epoch), learnt from "
+            f"{r.sessions:,} sessions; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
+            f"threshold {r.threshold:.4g} flags {r.flagged_share:.1%} of the history"
+        )
 
 
 # --------------------------------------------------------------------------- detect
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--detectors", default=",".join(KINDS), show_default=True,
-              help=f"Which detectors to score with (comma-separated: {', '.join(KINDS)}).")
+@click.option(
+    "--detectors",
+    default=",".join(KINDS),
+    show_default=True,
+    help=f"Which detectors to score with (comma-separated: {', '.join(KINDS)}).",
+)
 @version_options
-@click.option("--rescore", is_flag=True, help="Score every session again, not only new or changed ones.")
+@click.option(
+    "--rescore", is_flag=True, help="Score every session again, not only new or changed ones."
+)
 @click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
-@click.option("--top", default=5, show_default=True, type=click.IntRange(0, 1000),
-              help="How many of the most anomalous sessions to print.")
-@click.option("--progress/--no-progress", default=None, help="Progress lines (default: on a terminal).")
+@click.option(
+    "--top",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="How many of the most anomalous sessions to print.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress lines (default: on a terminal)."
+)
 @friendly
-def detect(detectors: str, rescore: bool, rxids: str | None, top: int, progress: bool | None,
-           **versions: int | None) -> None:
+def detect(
+    detectors: str,
+    rescore: bool,
+    rxids: str | None,
+    top: int,
+    progress: bool | None,
+    **versions: int | None,
+) -> None:
     """Score sessions with the trained detectors (Ray Data actor pool) into the anomalies tables."""
     from logalyzer.jobs.detect import detect as run_detect  # heavy (Ray, torch): when it runs
 
     settings = load_settings()
     db = open_db(settings)
     pinned = {k: versions[f"{k}_version"] for k in KINDS if versions[f"{k}_version"]}
-    summary = run_detect(settings, db, parse_detectors(detectors), versions=pinned,
-                         rescore=rescore, rxids=parse_rxids(rxids), progress=progress)
+    summary = run_detect(
+        settings,
+        db,
+        parse_detectors(detectors),
+        versions=pinned,
+        rescore=rescore,
+        rxids=parse_rxids(rxids),
+        progress=progress,
+    )
     print_detect_summary(summary)
     print_top_anomalies(db, top)
 
@@ -101,16 +169,21 @@ def detect(detectors: str, rescore: bool, rxids: str | None, top: int, progress:
 def print_detect_summary(s) -> None:
     versions = ", ".join(f"{k} v{v}" for k, v in s.versions.items())
     flagged = ", ".join(f"{k} {n:,}" for k, n in s.flagged.items())
-    click.echo(f"scored {s.scored:,} sessions ({s.skipped:,} already scored) with {versions} in "
-               f"{s.seconds:,.1f} s; flagged: {flagged}; anomalous (combined): {s.anomalous:,}")
+    click.echo(
+        f"scored {s.scored:,} sessions ({s.skipped:,} already scored) with {versions} in "
+        f"{s.seconds:,.1f} s; flagged: {flagged}; anomalous (combined): {s.anomalous:,}"
+    )
 
 
 def describe_reasons(reasons: dict, limit: int = 2) -> str:
     """'freezes 2.8 (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame'."""
-    parts = [f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
-             for f in (reasons.get("features") or [])[:limit]]
-    seen = dict.fromkeys(f"unexpected {t['event']} after {t['after']}"
-                         for t in reasons.get("transitions") or [])
+    parts = [
+        f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
+        for f in (reasons.get("features") or [])[:limit]
+    ]
+    seen = dict.fromkeys(
+        f"unexpected {t['event']} after {t['after']}" for t in reasons.get("transitions") or []
+    )
     return "; ".join(parts + list(seen)[:limit])
 
 
@@ -121,9 +194,13 @@ def print_top_anomalies(db, limit: int) -> None:
     if rows:
         click.echo(f"top {len(rows)} anomalous sessions (score = multiple of the threshold):")
     for r in rows:
-        scores = ", ".join(f"{k} {r[f'{k}_score']:.1f}x" for k in KINDS if r[f"{k}_score"] is not None)
-        click.echo(f"  {r['rxid']} {r['start_ts']:%Y-%m-%d %H:%M:%S} {r['content_id'] or '-'} "
-                   f"({r['duration_s']:,.0f} s) [{scores}]: {describe_reasons(r['reasons'])}")
+        scores = ", ".join(
+            f"{k} {r[f'{k}_score']:.1f}x" for k in KINDS if r[f"{k}_score"] is not None
+        )
+        click.echo(
+            f"  {r['rxid']} {r['start_ts']:%Y-%m-%d %H:%M:%S} {r['content_id'] or '-'} "
+            f"({r['duration_s']:,.0f} s) [{scores}]: {describe_reasons(r['reasons'])}"
+        )
 
 
 # --------------------------------------------------------------------------- eval
@@ -135,15 +212,45 @@ def evaluate() -> None:
 
 
 @evaluate.command(context_settings=CONTEXT)
-@click.option("--devices", default=40, show_default=True, type=click.IntRange(2, 10_000), help="Boxes in the fleet.")
-@click.option("--hours", default=24.0, show_default=True, type=click.FloatRange(1, 24 * 365), help="Hours per box.")
-@click.option("--seed", default=29, show_default=True, type=int, help="Fleet seed (use one the models were not tuned on).")
-@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the fleet (default: LOGALYZER_HOME/eval-fleet-SEED).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 1024), help="Ray Train workers.")
+@click.option(
+    "--devices",
+    default=40,
+    show_default=True,
+    type=click.IntRange(2, 10_000),
+    help="Boxes in the fleet.",
+)
+@click.option(
+    "--hours",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(1, 24 * 365),
+    help="Hours per box.",
+)
+@click.option(
+    "--seed",
+    default=29,
+    show_default=True,
+    type=int,
+    help="Fleet seed (use one the models were not tuned on).",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the fleet (default: LOGALYZER_HOME/eval-fleet-SEED).",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Ray Train workers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @friendly
-def synthetic(devices: int, hours: float, seed: int, out: Path | None, workers: int, as_json: bool) -> None:
+def synthetic(
+    devices: int, hours: float, seed: int, out: Path | None, workers: int, as_json: bool
+) -> None:
     """Generate a fleet, run ingest → sessionize → train → detect on it, compare with its truth.
 
     Use an empty database (LOGALYZER_DSN): the comparison covers every stored session.
@@ -153,8 +260,9 @@ def synthetic(devices: int, hours: float, seed: int, out: Path | None, workers: 
     settings = load_settings()
     db = open_db(settings)
     folder = out or settings.home / f"eval-fleet-{seed}"
-    res = run_synthetic(settings, db, folder, devices, hours, seed, workers,
-                        progress=sys.stderr.isatty())
+    res = run_synthetic(
+        settings, db, folder, devices, hours, seed, workers, progress=sys.stderr.isatty()
+    )
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
@@ -167,19 +275,40 @@ def _print_prf_table(res: dict) -> None:
     head = f"{'':22}" + "".join(f"{n:>22}" for n in names)
     click.echo(click.style(head + "   (precision / recall / F1)", bold=True))
     rows = [("all kinds", res["overall"])] + [
-        (f"{k} ({v['sessions']})", v) for k, v in res["per_kind"].items()]
+        (f"{k} ({v['sessions']})", v) for k, v in res["per_kind"].items()
+    ]
     for name, v in rows:
-        cells = "".join(f"{v[n]['precision']:>8.3f}{v[n]['recall']:>7.3f}{v[n]['f1']:>7.3f}"
-                        for n in names)
+        cells = "".join(
+            f"{v[n]['precision']:>8.3f}{v[n]['recall']:>7.3f}{v[n]['f1']:>7.3f}" for n in names
+        )
         click.echo(f"{name:22}{cells}")
 
 
 @evaluate.command(context_settings=CONTEXT)
-@click.option("--data", default=None, show_default="tests/data/hdfs-100k of the checkout",
-              type=click.Path(file_okay=False, path_type=Path), help="The hdfs-100k folder.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 1024), help="Ray Train workers.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1, 1000), help="LSTM epochs.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the validation split and weights.")
+@click.option(
+    "--data",
+    default=None,
+    show_default="tests/data/hdfs-100k of the checkout",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The hdfs-100k folder.",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Ray Train workers.",
+)
+@click.option(
+    "--epochs", default=20, show_default=True, type=click.IntRange(1, 1000), help="LSTM epochs."
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seed of the validation split and weights.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @friendly
 def hdfs(data: Path | None, workers: int, epochs: int, seed: int, as_json: bool) -> None:
@@ -191,11 +320,16 @@ def hdfs(data: Path | None, workers: int, epochs: int, seed: int, as_json: bool)
         click.echo(json.dumps(res, indent=2))
         return
     t, c = res["test"], res["chosen"]
-    click.echo(f"trained on {res['train_normal_sessions']:,} normal sessions; chose top_g={c['top_g']}, "
-               f"min_p={c['min_p']:g}, threshold {c['threshold']} on {res['validation_sessions']:,} validation sessions "
-               f"(F1 {c['validation_f1']})")
-    click.echo(f"test ({res['test_sessions']:,} sessions, {res['test_anomalies']} anomalies): "
-               f"precision {t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}")
+    click.echo(
+        f"trained on {res['train_normal_sessions']:,} normal sessions; chose top_g={c['top_g']}, "
+        f"min_p={c['min_p']:g}, threshold {c['threshold']} "
+        f"on {res['validation_sessions']:,} validation sessions "
+        f"(F1 {c['validation_f1']})"
+    )
+    click.echo(
+        f"test ({res['test_sessions']:,} sessions, {res['test_anomalies']} anomalies): "
+        f"precision {t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}"
+    )
 
 
 # --------------------------------------------------------------------------- models
@@ -211,9 +345,12 @@ def models() -> None:
         click.echo("no trained models (run: logalyzer train)")
     for r in rows:
         m = r["metrics"]
-        click.echo(f"{r['detector']} v{r['version']}  {r['created_at']:%Y-%m-%d %H:%M}  threshold "
-                   f"{r['threshold']:.4g}  learnt from {r['trained_on'].get('learnt_from', '?')} sessions  "
-                   f"flags {m.get('flagged_share', 0):.1%} of its history")
+        click.echo(
+            f"{r['detector']} v{r['version']}  {r['created_at']:%Y-%m-%d %H:%M}  threshold "
+            f"{r['threshold']:.4g}  "
+            f"learnt from {r['trained_on'].get('learnt_from', '?')} sessions  "
+            f"flags {m.get('flagged_share', 0):.1%} of its history"
+        )
 
 
 COMMANDS = (train, detect, evaluate, models)

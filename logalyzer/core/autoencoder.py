@@ -37,8 +37,8 @@ class AEConfig:
     epochs: int = 60
     batch_size: int = 128
     lr: float = 3e-3
-    top_features: int = 3     # features named in an explanation
-    bound: float = 2.5        # rebuilt values are squashed into ±bound standard units
+    top_features: int = 3  # features named in an explanation
+    bound: float = 2.5  # rebuilt values are squashed into ±bound standard units
 
 
 class Scaler:
@@ -65,14 +65,19 @@ class Scaler:
 class SessionAE(nn.Module):
     def __init__(self, n_features: int, cfg: AEConfig):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(n_features, cfg.hidden), nn.ReLU(),
-                                     nn.Linear(cfg.hidden, cfg.bottleneck))
-        self.decoder = nn.Sequential(nn.ReLU(), nn.Linear(cfg.bottleneck, cfg.hidden), nn.ReLU(),
-                                     nn.Linear(cfg.hidden, n_features))
+        self.encoder = nn.Sequential(
+            nn.Linear(n_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.bottleneck)
+        )
+        self.decoder = nn.Sequential(
+            nn.ReLU(),
+            nn.Linear(cfg.bottleneck, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, n_features),
+        )
         self.bound = cfg.bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(self.encoder(x))    # x (B, F) standardised → (B, F) rebuilt
+        out = self.decoder(self.encoder(x))  # x (B, F) standardised → (B, F) rebuilt
         return self.bound * torch.tanh(out / self.bound)
 
 
@@ -87,12 +92,19 @@ def errors(model: nn.Module, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ((rebuilt - z) ** 2).mean(axis=1), rebuilt
 
 
-def explain(scaler: Scaler, raw: np.ndarray, z: np.ndarray, rebuilt: np.ndarray,
-            limit: int) -> list[dict]:
+def explain(
+    scaler: Scaler, raw: np.ndarray, z: np.ndarray, rebuilt: np.ndarray, limit: int
+) -> list[dict]:
     """One session's top features: name, value, what the model expected, share of the error."""
     sq = (rebuilt - z) ** 2
     expected = scaler.inverse(rebuilt)
     total = float(sq.sum()) or 1.0
-    return [{"feature": scaler.names[i], "value": round(float(raw[i]), 4),
-             "expected": round(float(expected[i]), 4), "share": round(float(sq[i]) / total, 3)}
-            for i in np.argsort(-sq)[:limit]]
+    return [
+        {
+            "feature": scaler.names[i],
+            "value": round(float(raw[i]), 4),
+            "expected": round(float(expected[i]), 4),
+            "share": round(float(sq[i]) / total, 3),
+        }
+        for i in np.argsort(-sq)[:limit]
+    ]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ import torch
 from logalyzer.core import autoencoder as ae
 from logalyzer.core import lstm
 from logalyzer.core.features import FEATURE_NAMES, KINDS, SCALE_FLOORS, session_features  # noqa: F401 (KINDS re-exported)
+
 FENCE_K = 3.0
 MIN_MARGIN = 0.05
 
@@ -51,8 +52,14 @@ class Verdict:
 class LSTMDetector:
     kind = "lstm"
 
-    def __init__(self, cfg: lstm.LSTMConfig, vocab: lstm.Vocab, model: lstm.NextKeyLSTM,
-                 threshold: float = math.inf, version: int | None = None):
+    def __init__(
+        self,
+        cfg: lstm.LSTMConfig,
+        vocab: lstm.Vocab,
+        model: lstm.NextKeyLSTM,
+        threshold: float = math.inf,
+        version: int | None = None,
+    ):
         self.cfg, self.vocab, self.model = cfg, vocab, model.eval()
         self.threshold, self.version = threshold, version
 
@@ -81,9 +88,18 @@ class LSTMDetector:
         surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
         for seq, (nll, rank) in zip(sequences, surprise):
             s = lstm.session_score(nll, rank, self.cfg)
-            out.append(Verdict(s, self.threshold, s > self.threshold, {
-                "events": len(seq), "misses": int(lstm.misses(nll, rank, self.cfg).sum()),
-                "transitions": lstm.explain(seq, nll, rank, self.cfg)}))
+            out.append(
+                Verdict(
+                    s,
+                    self.threshold,
+                    s > self.threshold,
+                    {
+                        "events": len(seq),
+                        "misses": int(lstm.misses(nll, rank, self.cfg).sum()),
+                        "transitions": lstm.explain(seq, nll, rank, self.cfg),
+                    },
+                )
+            )
         return out
 
     def payload(self) -> dict:
@@ -93,8 +109,14 @@ class LSTMDetector:
 class AEDetector:
     kind = "ae"
 
-    def __init__(self, cfg: ae.AEConfig, scaler: ae.Scaler, model: ae.SessionAE,
-                 threshold: float = math.inf, version: int | None = None):
+    def __init__(
+        self,
+        cfg: ae.AEConfig,
+        scaler: ae.Scaler,
+        model: ae.SessionAE,
+        threshold: float = math.inf,
+        version: int | None = None,
+    ):
         self.cfg, self.scaler, self.model = cfg, scaler, model.eval()
         self.threshold, self.version = threshold, version
 
@@ -120,9 +142,19 @@ class AEDetector:
         raw = _matrix(rows)
         z = self.scaler.transform(raw)
         err, rebuilt = ae.errors(self.model, z)
-        return [Verdict(float(err[i]), self.threshold, bool(err[i] > self.threshold), {
-            "features": ae.explain(self.scaler, raw[i], z[i], rebuilt[i], self.cfg.top_features)})
-            for i in range(len(rows))]
+        return [
+            Verdict(
+                float(err[i]),
+                self.threshold,
+                bool(err[i] > self.threshold),
+                {
+                    "features": ae.explain(
+                        self.scaler, raw[i], z[i], rebuilt[i], self.cfg.top_features
+                    )
+                },
+            )
+            for i in range(len(rows))
+        ]
 
     def payload(self) -> dict:
         return {"scaler": self.scaler.to_dict()}
@@ -133,14 +165,24 @@ Detector = LSTMDetector | AEDetector
 
 def _matrix(rows: Sequence[Mapping]) -> np.ndarray:
     return np.array([session_features(r) for r in rows], dtype=np.float64).reshape(
-        len(rows), len(FEATURE_NAMES))
+        len(rows), len(FEATURE_NAMES)
+    )
 
 
 def to_bytes(det: Detector, extra: dict | None = None) -> bytes:
     """The self-describing checkpoint of a detector (see the module docstring)."""
     buf = io.BytesIO()
-    torch.save({"kind": det.kind, "config": asdict(det.cfg), "threshold": det.threshold,
-                "state_dict": det.model.state_dict(), **det.payload(), "extra": extra or {}}, buf)
+    torch.save(
+        {
+            "kind": det.kind,
+            "config": asdict(det.cfg),
+            "threshold": det.threshold,
+            "state_dict": det.model.state_dict(),
+            **det.payload(),
+            "extra": extra or {},
+        },
+        buf,
+    )
     return buf.getvalue()
 
 
@@ -158,8 +200,9 @@ def from_bytes(data: bytes, version: int | None = None) -> Detector:
         sc = ck["scaler"]
         model = ae.SessionAE(len(sc["names"]), cfg)
         model.load_state_dict(ck["state_dict"])
-        return AEDetector(cfg, ae.Scaler(sc["names"], sc["mean"], sc["scale"]), model,
-                          ck["threshold"], version)
+        return AEDetector(
+            cfg, ae.Scaler(sc["names"], sc["mean"], sc["scale"]), model, ck["threshold"], version
+        )
     raise ValueError(f"unknown detector kind in checkpoint: {ck['kind']!r}")
 
 
@@ -167,8 +210,14 @@ def loss_fn(kind: str):
     return {"lstm": lstm.loss, "ae": ae.loss}[kind]
 
 
-def train_epoch(model: torch.nn.Module, kind: str, data: torch.Tensor, opt, batch_size: int,
-                device: str | torch.device = "cpu") -> float:
+def train_epoch(
+    model: torch.nn.Module,
+    kind: str,
+    data: torch.Tensor,
+    opt,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> float:
     """One pass over ``data`` (rows of :meth:`training_data`) in a random order; the mean loss.
     The same loop runs in each Ray Train worker and in :func:`fit_in_process`."""
     loss, total = loss_fn(kind), 0.0
@@ -183,14 +232,17 @@ def train_epoch(model: torch.nn.Module, kind: str, data: torch.Tensor, opt, batc
     return total / max(len(data), 1)
 
 
-def fit_in_process(det: Detector, data: np.ndarray, epochs: int | None = None,
-                   seed: int = 0) -> list[float]:
+def fit_in_process(
+    det: Detector, data: np.ndarray, epochs: int | None = None, seed: int = 0
+) -> list[float]:
     """Train a detector here, without Ray (small data, tests, the HTTP service's fixtures);
     the jobs use :func:`logalyzer.jobs.train.fit` instead. Returns the loss per epoch."""
     torch.manual_seed(seed)
     x = torch.from_numpy(data)
     opt = torch.optim.Adam(det.model.parameters(), lr=det.cfg.lr)
-    losses = [train_epoch(det.model, det.kind, x, opt, det.cfg.batch_size)
-              for _ in range(epochs or det.cfg.epochs)]
+    losses = [
+        train_epoch(det.model, det.kind, x, opt, det.cfg.batch_size)
+        for _ in range(epochs or det.cfg.epochs)
+    ]
     det.model.eval()
     return losses

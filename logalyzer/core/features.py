@@ -19,8 +19,8 @@ same wherever it is scored.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from logalyzer.core.sessions import Event
 
@@ -29,8 +29,12 @@ from logalyzer.core.sessions import Event
 KINDS = ("lstm", "ae")
 
 #: Event types whose key carries one attribute, and which one.
-_FOLDED = {"HdmiHotplug": "connected", "HdcpStatus": "ok", "PlaybackError": "fatal",
-           "TrickMode": "mode"}
+_FOLDED = {
+    "HdmiHotplug": "connected",
+    "HdcpStatus": "ok",
+    "PlaybackError": "fatal",
+    "TrickMode": "mode",
+}
 _EPISODES = {"BlackScreen", "VideoFreeze"}
 _TRUE = {"true", "1", "yes"}
 
@@ -87,7 +91,9 @@ TYPICAL_TTFF_MS = 1000
 FEATURES: dict[str, callable] = {
     "log_duration_s": lambda s: _log(s["duration_s"]),
     "no_first_frame": lambda s: float(s.get("ttff_ms") is None),
-    "log_ttff_ms": lambda s: _log(s["ttff_ms"] if s.get("ttff_ms") is not None else TYPICAL_TTFF_MS),
+    "log_ttff_ms": lambda s: _log(
+        s["ttff_ms"] if s.get("ttff_ms") is not None else TYPICAL_TTFF_MS
+    ),
     "black_screens": lambda s: _log(s["black_screen_count"]),
     "black_screens_per_h": lambda s: _per_hour(s["black_screen_count"], s["duration_s"]),
     "black_screen_share": lambda s: _share(s["black_screen_ms"], s["duration_s"]),
@@ -124,10 +130,11 @@ BIG = 10**12  # bound of counts and milliseconds: far above any real session
 class Measure:
     """One ``sessions`` column the features read: its type, default and bounds. The one
     description of detector input; the HTTP service's request model is built from it."""
-    kind: type                      # int (a count or milliseconds), float or bool
-    default: object = 0             # REQUIRED: the caller must give it
-    high: float = BIG               # largest value accepted (the lowest is 0)
-    nullable: bool = False          # None is a value (e.g. no first frame)
+
+    kind: type  # int (a count or milliseconds), float or bool
+    default: object = 0  # REQUIRED: the caller must give it
+    high: float = BIG  # largest value accepted (the lowest is 0)
+    nullable: bool = False  # None is a value (e.g. no first frame)
 
 
 REQUIRED = ...

@@ -19,10 +19,11 @@ import hashlib
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -263,9 +264,9 @@ class LineReader:
     """Iterate over a file's lines in chunks: ``for lines in LineReader(path): ...``.
 
     Each :class:`Chunk` holds a ``pyarrow.StringArray`` of cleaned lines (valid UTF-8, no NUL,
-    no CR, at most :data:`MAX_LINE_BYTES`). ``report`` tells, during and after iteration, how the read
-    went. Raises :class:`NotALogFile` (before yielding anything) for a binary non-gzip file and
-    ``OSError`` when the file cannot be opened.
+    no CR, at most :data:`MAX_LINE_BYTES`). ``report`` tells, during and after iteration, how the
+    read went. Raises :class:`NotALogFile` (before yielding anything) for a binary non-gzip file
+    and ``OSError`` when the file cannot be opened.
     """
 
     def __init__(self, path: str | Path, chunk_bytes: int = CHUNK_BYTES):

@@ -32,10 +32,17 @@ import re
 from typing import Annotated, Any
 from uuid import UUID
 
-from logalyzer.core.files import RXID_PATTERN
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from pydantic import (AnyUrl, BaseModel, ConfigDict, Field, StringConstraints,
-                      field_validator, model_validator)
+from logalyzer.core.files import RXID_PATTERN
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -46,7 +53,9 @@ def storable(text: Any) -> Any:
 
 
 RxID = Annotated[str, StringConstraints(pattern=RXID_PATTERN)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[ -~]+$")]  # printable ASCII
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[ -~]+$")
+]  # printable ASCII
 STATES = ("pending", "delivered", "installed", "failed")
 MAX_TARGET_RXIDS = 4000  # about 60 KB of JSON: what the 64 KiB body limit lets through anyway
 MAX_JSON_DEPTH = 32
@@ -66,19 +75,26 @@ class FleetFilter(BaseModel):
     @model_validator(mode="after")
     def _not_empty(self):
         if self.model is None and self.fw is None and self.app is None:  # also {"model": null}
-            raise ValueError("a filter needs at least one of model, fw, app "
-                             "(a push to the whole fleet lists its models)")
+            raise ValueError(
+                "a filter needs at least one of model, fw, app "
+                "(a push to the whole fleet lists its models)"
+            )
         return self
 
 
 class Targets(BaseModel):
     """Exactly one of: an explicit list of RxIDs, or a fleet filter."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["rxids"]}, {"required": ["filter"]}]})
-    rxids: list[RxID] = Field(None, min_length=1, max_length=MAX_TARGET_RXIDS,
-                              description="the boxes, R + 10 digits each")
-    filter: FleetFilter = Field(None, description="or: the boxes of the devices table matching this")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["rxids"]}, {"required": ["filter"]}]},
+    )
+    rxids: list[RxID] = Field(
+        None, min_length=1, max_length=MAX_TARGET_RXIDS, description="the boxes, R + 10 digits each"
+    )
+    filter: FleetFilter = Field(
+        None, description="or: the boxes of the devices table matching this"
+    )
 
     @field_validator("rxids")
     @classmethod
@@ -95,22 +111,41 @@ class Targets(BaseModel):
 class PushRequest(BaseModel):
     """A push: which package version, where to download it, its hash, and to which boxes."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
-        "package": "com.example.player", "version": "4.2.1",
-        "url": "https://apps.example.com/player-4.2.1.apk",
-        "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-        "targets": {"filter": {"model": ["STB-200"], "fw": ["9.1.3"]}}, "rollout_percent": 10}})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "package": "com.example.player",
+                "version": "4.2.1",
+                "url": "https://apps.example.com/player-4.2.1.apk",
+                "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "targets": {"filter": {"model": ["STB-200"], "fw": ["9.1.3"]}},
+                "rollout_percent": 10,
+            }
+        },
+    )
 
-    package: str = Field(max_length=255, pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$",
-                         description="Android package name, e.g. com.example.player")
-    version: str = Field(max_length=64, pattern=r"^[0-9A-Za-z][0-9A-Za-z._+-]*$",
-                         description="version name, e.g. 4.2.1")
+    package: str = Field(
+        max_length=255,
+        pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$",
+        description="Android package name, e.g. com.example.player",
+    )
+    version: str = Field(
+        max_length=64,
+        pattern=r"^[0-9A-Za-z][0-9A-Za-z._+-]*$",
+        description="version name, e.g. 4.2.1",
+    )
     url: AnyUrl = Field(description="https download URL of the package (no credentials in it)")
-    sha256: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$",
-                        description="SHA-256 of the package file, 64 hex digits")
+    sha256: str = Field(
+        min_length=64,
+        max_length=64,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="SHA-256 of the package file, 64 hex digits",
+    )
     targets: Targets
-    rollout_percent: int = Field(100, ge=1, le=100,
-                                 description="share of the matching boxes to target (deterministic)")
+    rollout_percent: int = Field(
+        100, ge=1, le=100, description="share of the matching boxes to target (deterministic)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -131,8 +166,9 @@ class PushRequest(BaseModel):
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON of the validated request: what 'the same body' means
         for idempotency (key order, case of the hash, order of RxIDs do not matter)."""
-        text = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True,
-                          separators=(",", ":"))
+        text = json.dumps(
+            self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -143,13 +179,24 @@ class EventIn(BaseModel):
     (delivered), ``installed``, ``failed``; any other type is recorded only.
     """
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"example": {
-        "rxid": "R1234567890", "event_type": "installed",
-        "push_id": "5f0c6c1e-8a57-4c1b-9a51-6b9b0a1f7d21", "detail": "4.2.1 installed in 12 s"}})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "example": {
+                "rxid": "R1234567890",
+                "event_type": "installed",
+                "push_id": "5f0c6c1e-8a57-4c1b-9a51-6b9b0a1f7d21",
+                "detail": "4.2.1 installed in 12 s",
+            }
+        },
+    )
 
     rxid: RxID = Field(description="the reporting box (must be the token's box)")
-    event_type: str = Field(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$",
-                            description="e.g. download_started, installed, failed, or your own")
+    event_type: str = Field(
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$",
+        description="e.g. download_started, installed, failed, or your own",
+    )
     push_id: UUID | None = Field(None, description="the push the event is about, if any")
 
     @model_validator(mode="before")
@@ -165,7 +212,9 @@ class EventIn(BaseModel):
     def detail(self) -> str:
         """The line kept in ``jam_targets.last_detail``: the type, plus detail/error/message."""
         extra = self.model_extra or {}
-        said = next((extra[k] for k in ("detail", "error", "message") if isinstance(extra.get(k), str)), "")
+        said = next(
+            (extra[k] for k in ("detail", "error", "message") if isinstance(extra.get(k), str)), ""
+        )
         return (f"{self.event_type}: {said}" if said else self.event_type)[:500]
 
 
@@ -186,11 +235,11 @@ def json_problem(value: Any, depth: int = 0, path: str = "$") -> str | None:
         return None if math.isfinite(value) else f"{value} is not a JSON number (at {path})"
     if isinstance(value, dict):
         for k, v in value.items():
-            if (p := json_problem(v, depth + 1, f"{path}.{str(k)[:40]}")):
+            if p := json_problem(v, depth + 1, f"{path}.{str(k)[:40]}"):
                 return p
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            if (p := json_problem(v, depth + 1, f"{path}[{i}]")):
+            if p := json_problem(v, depth + 1, f"{path}[{i}]"):
                 return p
     return None
 
@@ -204,6 +253,7 @@ TRANSITIONS: dict[str, tuple[str, frozenset[str]]] = {
     "installed": ("installed", frozenset({"pending", "delivered", "failed"})),
     "failed": ("failed", frozenset({"pending", "delivered"})),
 }
+
 
 def next_state(current: str, event_type: str) -> str | None:
     """The state an event moves a target in ``current`` to, or None if it does not move it."""

@@ -28,9 +28,9 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 
 @dataclass
 class LSTMConfig:
-    window: int = 10          # keys of history the model sees
-    top_g: int = 1            # an event outside the g most likely next keys is a miss,
-    min_p: float = 1e-3       # and so is one the model gave less than this probability
+    window: int = 10  # keys of history the model sees
+    top_g: int = 1  # an event outside the g most likely next keys is a miss,
+    min_p: float = 1e-3  # and so is one the model gave less than this probability
     embed: int = 16
     hidden: int = 64
     layers: int = 2
@@ -81,8 +81,8 @@ class NextKeyLSTM(nn.Module):
         self.head = nn.Linear(cfg.hidden, vocab_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, _ = self.lstm(self.embed(x))        # x (B, W) ids → h (B, W, H)
-        return self.head(h[:, -1])             # (B, V) logits of the next key
+        h, _ = self.lstm(self.embed(x))  # x (B, W) ids → h (B, W, H)
+        return self.head(h[:, -1])  # (B, V) logits of the next key
 
 
 def loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -91,23 +91,25 @@ def loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def event_surprise(model: nn.Module, vocab: Vocab, seq: list[str], window: int,
-                   chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def event_surprise(
+    model: nn.Module, vocab: Vocab, seq: list[str], window: int, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Per event of ``seq`` and its end: (-log p of its key, its rank among the predictions,
     0 = best), both of length len(seq) + 1."""
     w = torch.from_numpy(windows(vocab.encode(seq), window))
     nll, rank = [], []
     for part in torch.split(w, chunk):
-        logp = torch.log_softmax(model(part[:, :-1]), dim=-1)        # (b, V)
-        own = logp.gather(1, part[:, -1:])                            # (b, 1)
+        logp = torch.log_softmax(model(part[:, :-1]), dim=-1)  # (b, V)
+        own = logp.gather(1, part[:, -1:])  # (b, 1)
         nll.append(-own[:, 0])
         rank.append((logp > own).sum(dim=1))
     return torch.cat(nll).numpy(), torch.cat(rank).numpy()
 
 
 @torch.no_grad()
-def batch_surprise(model: nn.Module, vocab: Vocab, seqs, window: int,
-                   group: int = 32768) -> list[tuple[np.ndarray, np.ndarray]]:
+def batch_surprise(
+    model: nn.Module, vocab: Vocab, seqs, window: int, group: int = 32768
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`event_surprise` of many sequences at once, the same numbers, far fewer model calls.
 
     The windows of a group of sessions (up to ``group`` windows) go through the model together,
@@ -127,10 +129,14 @@ def batch_surprise(model: nn.Module, vocab: Vocab, seqs, window: int,
         allw = np.concatenate(pending)
         hist, inv = np.unique(allw[:, :-1], axis=0, return_inverse=True)
         inv = torch.from_numpy(inv.reshape(-1))
-        logp = torch.cat([torch.log_softmax(model(part), dim=-1)
-                          for part in torch.split(torch.from_numpy(hist), 4096)])   # (U, V)
-        rows = logp[inv]                                                             # (N, V)
-        own = rows.gather(1, torch.from_numpy(allw[:, -1:]))                         # (N, 1)
+        logp = torch.cat(
+            [
+                torch.log_softmax(model(part), dim=-1)
+                for part in torch.split(torch.from_numpy(hist), 4096)
+            ]
+        )  # (U, V)
+        rows = logp[inv]  # (N, V)
+        own = rows.gather(1, torch.from_numpy(allw[:, -1:]))  # (N, 1)
         nll, rank = (-own[:, 0]).numpy(), (rows > own).sum(dim=1).numpy()
         cuts = np.cumsum([len(w) for w in pending])[:-1]
         out.extend(zip(np.split(nll, cuts), np.split(rank, cuts)))
@@ -160,14 +166,20 @@ def session_score(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> float:
     return float(miss.sum() + (1 - np.exp(-nll[miss].mean() / 10)))
 
 
-def explain(seq: list[str], nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig,
-            limit: int = 5) -> list:
+def explain(
+    seq: list[str], nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig, limit: int = 5
+) -> list:
     """The most surprising misses as ``{"after", "event", "p", "rank", "position"}``."""
     out = []
     missed = np.flatnonzero(misses(nll, rank, cfg))
     for i in missed[np.argsort(-nll[missed])][:limit]:
-        out.append({"after": seq[i - 1] if i > 0 else BOS,
-                    "event": seq[i] if i < len(seq) else EOS,
-                    "p": round(float(np.exp(-nll[i])), 6), "rank": int(rank[i]),
-                    "position": int(i)})
+        out.append(
+            {
+                "after": seq[i - 1] if i > 0 else BOS,
+                "event": seq[i] if i < len(seq) else EOS,
+                "p": round(float(np.exp(-nll[i])), 6),
+                "rank": int(rank[i]),
+                "position": int(i),
+            }
+        )
     return out

@@ -58,7 +58,8 @@ VARIANTS: dict[str, str] = {
     "zone": rf"^(?:{_YEAR})?{_MD}[T ]\s*{_TIME}{_TZ}(?:{_UID})?{_IDS}",
     "iso": rf"^{_YEAR}{_MD}T{_TIME}(?:{_TZ})?(?:{_UID})?{_IDS}",
     # 8: Android Studio export
-    "studio": rf"^(?:{_YEAR})?{_MD}\s+{_TIME}\s+(?P<pid>\d+)-(?P<tid>\d+)/\S*\s+(?P<lvl>[VDIWEFAS])/(?P<rest>.*)$",
+    "studio": rf"^(?:{_YEAR})?{_MD}\s+{_TIME}\s+(?P<pid>\d+)-(?P<tid>\d+)/\S*\s+"
+    r"(?P<lvl>[VDIWEFAS])/(?P<rest>.*)$",
     # 7: logcat -v time
     "time": rf"^(?:{_YEAR})?{_MD}\s+{_TIME}(?:\s+(?P<tz>[+-]\d\d:?\d\d))?\s+(?P<lvl>[VDIWEFAS])/"
     r"(?P<tag>.*?)\s*\(\s*(?P<pid>\d+)\)(?:: (?P<msg>.*)|:$)",
@@ -95,8 +96,24 @@ SCHEMA = pa.schema(
     ]
 )
 _OPTIONAL = frozenset({"yr", "frac", "tz", "uid", "prio", "tid"})  # groups a variant may skip
-FIELDS = ("yr", "mo", "dd", "hms", "frac", "tz", "epoch", "uptime", "prio", "uid", "pid", "tid",
-          "lvl", "tag", "msg", "rest")
+FIELDS = (
+    "yr",
+    "mo",
+    "dd",
+    "hms",
+    "frac",
+    "tz",
+    "epoch",
+    "uptime",
+    "prio",
+    "uid",
+    "pid",
+    "tid",
+    "lvl",
+    "tag",
+    "msg",
+    "rest",
+)
 
 
 @dataclass
@@ -152,7 +169,9 @@ class FileParser:
         pieces, start = [], 0
         for i in marks:
             if i > start:
-                pieces.append(self._parse_segment(lines[start:i], line_no[start:i], truncated[start:i]))
+                pieces.append(
+                    self._parse_segment(lines[start:i], line_no[start:i], truncated[start:i])
+                )
             start = i + 1
             ds = pc.extract_regex(lines[i : i + 1], _DUMPSTATE)[0]
             if ds.is_valid:
@@ -207,7 +226,11 @@ class FileParser:
             take = pa.array(where, mask=where < 0)
         out = {}
         for f in FIELDS:
-            col = cols[f][0] if len(cols[f]) == 1 else pa.chunked_array(cols[f], pa.string()).combine_chunks()
+            col = (
+                cols[f][0]
+                if len(cols[f]) == 1
+                else pa.chunked_array(cols[f], pa.string()).combine_chunks()
+            )
             if f in _OPTIONAL and col.null_count < len(col):  # an empty group did not take part
                 col = pc.if_else(pc.equal(col, ""), None, col)
             out[f] = col if take is None else col.take(take)
@@ -229,20 +252,29 @@ class FileParser:
         offsets = parts.offsets.to_numpy()
         values = parts.values
         two = (np.diff(offsets) == 2) & has
-        bare = has & ~two & pc.fill_null(pc.ends_with(rest, ":"), False).to_numpy(zero_copy_only=False)
+        bare = (
+            has & ~two & pc.fill_null(pc.ends_with(rest, ":"), False).to_numpy(zero_copy_only=False)
+        )
         kind[has & ~two & ~bare] = -1
         first = np.where(has, offsets[:-1], 0)
         tag = pc.utf8_rtrim_whitespace(values.take(pa.array(first, mask=~(two | bare))))
         if bare.any():
-            tag = pc.replace_with_mask(tag, pa.array(bare), pc.utf8_rtrim_whitespace(
-                pc.utf8_slice_codeunits(rest.filter(pa.array(bare)), 0, -1)))
+            tag = pc.replace_with_mask(
+                tag,
+                pa.array(bare),
+                pc.utf8_rtrim_whitespace(
+                    pc.utf8_slice_codeunits(rest.filter(pa.array(bare)), 0, -1)
+                ),
+            )
         msg = values.take(pa.array(np.where(two, offsets[:-1] + 1, 0), mask=~two))
         msg = pc.if_else(pa.array(bare), "", msg)
         out["tag"] = pc.coalesce(tag, out["tag"])
         out["msg"] = pc.coalesce(msg, out["msg"])
 
     # ------------------------------------------------------------------ one segment
-    def _parse_segment(self, lines: pa.StringArray, line_no: pa.Array, truncated: np.ndarray) -> pa.Table:
+    def _parse_segment(
+        self, lines: pa.StringArray, line_no: pa.Array, truncated: np.ndarray
+    ) -> pa.Table:
         n = len(lines)
         f, kind = self._match_headers(lines)
         ts_us, wall = self._timestamps(f, n)
@@ -295,7 +327,9 @@ class FileParser:
         """MD5 of (RxID, newline, raw line), 16 bytes: the idempotency key (LOG_FORMAT.md §2)."""
         prefix, md5 = self._prefix, hashlib.md5
         digests = b"".join([md5(prefix + b).digest() for b in lines.cast(pa.binary()).to_pylist()])
-        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(lines), [None, pa.py_buffer(digests)])
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(16), len(lines), [None, pa.py_buffer(digests)]
+        )
 
     # ------------------------------------------------------------------ time
     def _timestamps(self, f: dict[str, pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -312,10 +346,14 @@ class FileParser:
             hms = f["hms"].filter(pa.array(dated))
             hh, mi, ss = (_ints(pc.utf8_slice_codeunits(hms, a, a + 2)) for a in (0, 3, 6))
             frac = f["frac"].filter(pa.array(dated))
-            micros = _ints(pc.utf8_slice_codeunits(pc.utf8_rpad(pc.fill_null(frac, "0"), 6, "0"), 0, 6))
+            micros = _ints(
+                pc.utf8_slice_codeunits(pc.utf8_rpad(pc.fill_null(frac, "0"), 6, "0"), 0, 6)
+            )
             valid = (months >= 1) & (months <= 12) & (days >= 1) & (days <= _month_days(yr, months))
             valid &= (hh <= 23) & (mi <= 59) & (ss <= 60)
-            local = (_days_from_civil(yr, months, days) * 86400 + hh * 3600 + mi * 60 + ss) * 1_000_000 + micros
+            local = (
+                _days_from_civil(yr, months, days) * 86400 + hh * 3600 + mi * 60 + ss
+            ) * 1_000_000 + micros
             off = self._offsets_us(f["tz"].filter(pa.array(dated)), local)
             ts[np.flatnonzero(dated)] = np.where(valid, local - off, np.nan)
         ep = f["epoch"]
@@ -331,7 +369,9 @@ class FileParser:
             first = int(np.flatnonzero(given < 0)[0])
             m0, d0 = int(months[first]), int(max(1, min(days[first], 28)))
             cands = [y for y in (anchor.year - 1, anchor.year, anchor.year + 1) if 1 <= m0 <= 12]
-            self._year = min(cands, key=lambda y: abs(datetime(y, m0, d0) - anchor), default=anchor.year)
+            self._year = min(
+                cands, key=lambda y: abs(datetime(y, m0, d0) - anchor), default=anchor.year
+            )
             self._month = m0
         prev = np.concatenate(([self._month], months[:-1]))
         step = np.where(prev - months > 6, 1, np.where(months - prev > 6, -1, 0))
@@ -370,7 +410,9 @@ class FileParser:
     # ------------------------------------------------------------------ VAR
     def _var_columns(self, tag, message, status, n) -> list[pa.Array]:
         """category, function, event_type, data for lines whose tag is VAR (else null)."""
-        is_var = pc.fill_null(pc.equal(pc.utf8_lower(tag), "var"), False).to_numpy(zero_copy_only=False)
+        is_var = pc.fill_null(pc.equal(pc.utf8_lower(tag), "var"), False).to_numpy(
+            zero_copy_only=False
+        )
         idx = np.flatnonzero(is_var)
         if len(idx) == 0:
             return [pa.nulls(n, pa.string())] * 4
@@ -382,12 +424,16 @@ class FileParser:
             cat.append(e.category)
             fn.append(e.function)
             ev.append(e.event_type)
-            data.append(dumps(e.data, separators=(",", ":"), ensure_ascii=False) if e.data else None)
+            data.append(
+                dumps(e.data, separators=(",", ":"), ensure_ascii=False) if e.data else None
+            )
             if e.partial:
                 status[i] = "partial"
                 self.stats.partial += 1
-        return [_scatter(pa.nulls(n, pa.string()), is_var, pa.array(c, pa.string()))
-                for c in (cat, fn, ev, data)]
+        return [
+            _scatter(pa.nulls(n, pa.string()), is_var, pa.array(c, pa.string()))
+            for c in (cat, fn, ev, data)
+        ]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -444,8 +490,13 @@ def _zone_offsets(zone: ZoneInfo, local_us: np.ndarray) -> np.ndarray:
         naive = datetime(1970, 1, 1) + timedelta(hours=int(h))
         # fold=0 and fold=1 differ only around a transition; the smaller offset is standard
         # time in a repeated hour and the pre-transition offset (= forward) in a skipped one.
-        offs[k] = min(int(naive.replace(tzinfo=zone, fold=fold).utcoffset().total_seconds())
-                      for fold in (0, 1)) * 1_000_000
+        offs[k] = (
+            min(
+                int(naive.replace(tzinfo=zone, fold=fold).utcoffset().total_seconds())
+                for fold in (0, 1)
+            )
+            * 1_000_000
+        )
     return offs[inv]
 
 
@@ -454,4 +505,3 @@ def _timestamp_array(ts_us: np.ndarray) -> pa.Array:
     missing = np.isnan(ts_us)
     values = np.where(missing, 0, ts_us).astype(np.int64)
     return pa.array(values, mask=missing).cast(pa.timestamp("us", tz="UTC"))
-

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,14 +76,21 @@ def event_from_data(ts_ms: int, event_type: str, data: dict | None) -> Event:
     g = d.get
     state = _text(g("state"))
     return Event(
-        ts_ms, _int(g("seq"), None) if "seq" in d else None, event_type,
+        ts_ms,
+        _int(g("seq"), None) if "seq" in d else None,
+        event_type,
         state.lower() if state is not None else None,
         _int(g("dur_ms"), 0) if "dur_ms" in d else None,
         _int(g("ttff_ms"), 0) if "ttff_ms" in d else None,
         _int(g("dropped"), 0) if "dropped" in d else None,
-        _text(g("connected")), _text(g("fatal")), _text(g("cid")), _text(g("src")),
+        _text(g("connected")),
+        _text(g("fatal")),
+        _text(g("cid")),
+        _text(g("src")),
         ({k: v for k, v in d.items() if k not in _HIDDEN} if data is not None else None)
-        if event_type in SUMMARY_TYPES else None)
+        if event_type in SUMMARY_TYPES
+        else None,
+    )
 
 
 def _ms(us: int) -> int:
@@ -91,8 +98,9 @@ def _ms(us: int) -> int:
     return (us + 500) // 1000 if us >= 0 else -((-us + 500) // 1000)
 
 
-def events_from_lines(lines: str | Iterable[str], rxid: str, tz: str = "UTC",
-                      anchor: datetime | None = None) -> list[Event]:
+def events_from_lines(
+    lines: str | Iterable[str], rxid: str, tz: str = "UTC", anchor: datetime | None = None
+) -> list[Event]:
     """The VAR events of raw logcat lines (one text, or one string per line), in order.
 
     ``anchor`` dates headers without a year, as a file's date does in the ingest (default:
@@ -109,8 +117,12 @@ def events_from_lines(lines: str | Iterable[str], rxid: str, tz: str = "UTC",
         if not table.num_rows:
             continue
         us = table["ts"].cast(pa.int64()).to_pylist()
-        for md5, t, etype, data in zip(table["line_md5"].to_pylist(), us,
-                                       table["event_type"].to_pylist(), table["data"].to_pylist()):
+        for md5, t, etype, data in zip(
+            table["line_md5"].to_pylist(),
+            us,
+            table["event_type"].to_pylist(),
+            table["data"].to_pylist(),
+        ):
             if md5 in seen:
                 continue
             seen.add(md5)
@@ -120,9 +132,13 @@ def events_from_lines(lines: str | Iterable[str], rxid: str, tz: str = "UTC",
     return [r[-1] for r in rows]
 
 
-def sessions_from_lines(lines: str | Iterable[str], rxid: str, tz: str = "UTC",
-                        anchor: datetime | None = None,
-                        gap_s: float = DEFAULT_GAP_S) -> list[tuple[dict, list[str]]]:
+def sessions_from_lines(
+    lines: str | Iterable[str],
+    rxid: str,
+    tz: str = "UTC",
+    anchor: datetime | None = None,
+    gap_s: float = DEFAULT_GAP_S,
+) -> list[tuple[dict, list[str]]]:
     """Each session in the lines: its ``sessions`` row (measures) and its event keys, computed
     as ``sessionize.analyse_device`` computes them."""
     events = events_from_lines(lines, rxid, tz, anchor)

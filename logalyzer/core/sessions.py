@@ -31,42 +31,64 @@ per device-hour) the core is under 1 % of a device's time.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable, NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 #: Events that make a window before the first ChangeContent a session (= synth.PLAYBACK_TYPES).
-PLAYBACK_TYPES = frozenset({"FirstFrame", "BlackScreen", "VideoFreeze", "DisplayDrop",
-                            "BufferingStart", "BufferingEnd", "TrickMode", "PlaybackError"})
+PLAYBACK_TYPES = frozenset(
+    {
+        "FirstFrame",
+        "BlackScreen",
+        "VideoFreeze",
+        "DisplayDrop",
+        "BufferingStart",
+        "BufferingEnd",
+        "TrickMode",
+        "PlaybackError",
+    }
+)
 #: Event types whose details (not only their count) go into a session's summary.
-SUMMARY_TYPES = frozenset({"HdmiHotplug", "TrickMode", "StandbyEnter", "StandbyExit",
-                           "PlaybackError", "BootInfo", "HdcpStatus"})
+SUMMARY_TYPES = frozenset(
+    {
+        "HdmiHotplug",
+        "TrickMode",
+        "StandbyEnter",
+        "StandbyExit",
+        "PlaybackError",
+        "BootInfo",
+        "HdcpStatus",
+    }
+)
 DEFAULT_GAP_S = 1800.0
 
 
 class Event(NamedTuple):
     """One VAR event, already reduced to what the rules read (None = key absent)."""
-    ts_ms: int               # UTC epoch milliseconds
-    seq: int | None          # per-boot sequence number
-    etype: str               # canonical event type (unknown types as given)
-    state: str | None = None       # 'start' / 'end' of an episode, lower case
-    dur_ms: int | None = None      # None when the key is absent (0 when present but unreadable)
+
+    ts_ms: int  # UTC epoch milliseconds
+    seq: int | None  # per-boot sequence number
+    etype: str  # canonical event type (unknown types as given)
+    state: str | None = None  # 'start' / 'end' of an episode, lower case
+    dur_ms: int | None = None  # None when the key is absent (0 when present but unreadable)
     ttff_ms: int | None = None
     dropped: int | None = None
-    connected: str | None = None   # the value as text ('true' / 'false' ...)
+    connected: str | None = None  # the value as text ('true' / 'false' ...)
     fatal: str | None = None
     cid: str | None = None
     src: str | None = None
-    detail: dict | None = None     # the data of SUMMARY_TYPES events (and BootInfo)
+    detail: dict | None = None  # the data of SUMMARY_TYPES events (and BootInfo)
 
 
 @dataclass
 class Session:
     """One cut session: its events and why it ended, before measuring."""
+
     events: list[Event]
     end_ts: int
-    reason: str                   # change | standby | gap | end
-    boot: dict | None = None      # data of the latest BootInfo at or before the first event
+    reason: str  # change | standby | gap | end
+    boot: dict | None = None  # data of the latest BootInfo at or before the first event
     measures: dict = field(default_factory=dict)
 
 
@@ -135,7 +157,7 @@ def cut(events: list[Event], gap_s: float = DEFAULT_GAP_S) -> list[Session]:
 def _iso(ts_ms: int) -> str:
     """UTC ISO-8601 with milliseconds and 'Z' (the summary's and the truth's format)."""
     sec, ms = divmod(int(ts_ms), 1000)
-    return f"{datetime.fromtimestamp(sec, timezone.utc).isoformat()[:19]}.{ms:03d}Z"
+    return f"{datetime.fromtimestamp(sec, UTC).isoformat()[:19]}.{ms:03d}Z"
 
 
 def measure(s: Session, rxid: str) -> dict:
@@ -212,32 +234,57 @@ def measure(s: Session, rxid: str) -> dict:
         dur[kind] += end_ts - started
     dur_ms = end_ts - first.ts_ms
     rebuf = dur["Buffering"]
+    # = qoe_rebuffer_ratio(rebuffer_ms, qoe_rebuffer_base_ms(duration_s, rebuffer_ms)), the
+    # definition in sql/0009_qoe_formulas.sql; computed here because the core needs no database
+    # (tests/test_sessionize.py holds the two to each other)
     ratio = None if dur_ms <= 0 and rebuf <= 0 else min(rebuf / max(dur_ms, rebuf), 1.0)
     boot = s.boot or {}
     return {
-        "rxid": rxid, "session_id": session_id(rxid, first),
+        "rxid": rxid,
+        "session_id": session_id(rxid, first),
         "content_id": first.cid if content else None,
         "source": first.src if content else None,
-        "start_ts": first.ts_ms, "end_ts": end_ts, "duration_s": round(dur_ms / 1000, 3),
+        "start_ts": first.ts_ms,
+        "end_ts": end_ts,
+        "duration_s": round(dur_ms / 1000, 3),
         "ttff_ms": ttff,
-        "black_screen_count": cnt["BlackScreen"], "black_screen_ms": dur["BlackScreen"],
-        "video_freeze_count": cnt["VideoFreeze"], "video_freeze_ms": dur["VideoFreeze"],
-        "display_drop_count": drops, "dropped_frames": dropped,
-        "buffering_count": cnt["Buffering"], "rebuffer_ms": rebuf, "rebuffer_ratio": ratio,
-        "trick_mode_count": tricks, "hdmi_event_count": hdmi_n, "hdmi_disconnects": hdmi_off,
-        "standby_count": stby, "error_count": err_n, "fatal_error": fatal,
+        "black_screen_count": cnt["BlackScreen"],
+        "black_screen_ms": dur["BlackScreen"],
+        "video_freeze_count": cnt["VideoFreeze"],
+        "video_freeze_ms": dur["VideoFreeze"],
+        "display_drop_count": drops,
+        "dropped_frames": dropped,
+        "buffering_count": cnt["Buffering"],
+        "rebuffer_ms": rebuf,
+        "rebuffer_ratio": ratio,
+        "trick_mode_count": tricks,
+        "hdmi_event_count": hdmi_n,
+        "hdmi_disconnects": hdmi_off,
+        "standby_count": stby,
+        "error_count": err_n,
+        "fatal_error": fatal,
         "video_start_failure": content and not has_ff and fatal,
-        "seq_gaps": gaps, "event_count": len(evs),
-        "model": boot.get("model"), "fw": boot.get("fw"), "app": boot.get("app"),
-        "summary": {"end_reason": s.reason, "counts": types, "hdmi": hdmi, "trick_modes": trick,
-                    "standby": standby, "errors": errors, "other": other,
-                    "open_episodes": sorted(open_at)},
+        "seq_gaps": gaps,
+        "event_count": len(evs),
+        "model": boot.get("model"),
+        "fw": boot.get("fw"),
+        "app": boot.get("app"),
+        "summary": {
+            "end_reason": s.reason,
+            "counts": types,
+            "hdmi": hdmi,
+            "trick_modes": trick,
+            "standby": standby,
+            "errors": errors,
+            "other": other,
+            "open_episodes": sorted(open_at),
+        },
     }
 
 
-def sessionize(rxid: str, events: Iterable[Event], gap_s: float = DEFAULT_GAP_S,
-               ordered: bool = False) -> list[dict]:
+def sessionize(
+    rxid: str, events: Iterable[Event], gap_s: float = DEFAULT_GAP_S, ordered: bool = False
+) -> list[dict]:
     """All session rows of one device (``ordered=True`` when the events already are)."""
     evs = events if ordered else order(events)
     return [measure(s, rxid) for s in cut(evs, gap_s)]
-

@@ -104,8 +104,10 @@ def parse_data(text: str) -> tuple[dict[str, Any], bool]:
             return obj, True
         return {"_raw": text}, False
     if _KV_ALL.fullmatch(text):  # the common case: two C-level regex passes
-        return {k: (_unquote(v) if v[:1] == '"' else _typed(k, v) if k in TYPED_KEYS else v)
-                for k, v in _KV_RE.findall(text)}, True
+        return {
+            k: (_unquote(v) if v[:1] == '"' else _typed(k, v) if k in TYPED_KEYS else v)
+            for k, v in _KV_RE.findall(text)
+        }, True
     out: dict[str, Any] = {}  # read pair by pair up to what cannot be read
     pos = 0
     while True:
@@ -141,5 +143,6 @@ def parse_var(message: str) -> VarEvent:
     data, data_ok = parse_data(data_text)
     known = _ALLOWED.get(event_type)
     keys_ok = known is None or not (data.keys() - known)
-    return VarEvent(category or None, function or None, event_type, data,
-                    not (complete and data_ok and keys_ok))
+    return VarEvent(
+        category or None, function or None, event_type, data, not (complete and data_ok and keys_ok)
+    )

@@ -46,9 +46,12 @@ def score_flat(models: dict[str, Detector], sessions: list[dict]) -> list[dict[s
 def consolidate(verdicts: dict[str, Verdict]) -> tuple[bool, list[str], dict]:
     """The combined verdict (module docstring), the detectors that flagged, and the reasons."""
     flagged = [k for k in KINDS if k in verdicts and verdicts[k].is_anomaly]
-    reasons = {"features": verdicts["ae"].details.get("features", []) if "ae" in verdicts else [],
-               "transitions": (verdicts["lstm"].details.get("transitions", [])
-                               if "lstm" in verdicts else [])}
+    reasons = {
+        "features": verdicts["ae"].details.get("features", []) if "ae" in verdicts else [],
+        "transitions": (
+            verdicts["lstm"].details.get("transitions", []) if "lstm" in verdicts else []
+        ),
+    }
     return bool(flagged), flagged, reasons
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Callable, Iterator
 
 import psycopg
 from fastapi import FastAPI
@@ -46,8 +46,14 @@ class Service:
     before the response is written. The schema is migrated on first use (idempotent).
     """
 
-    def __init__(self, dsn: str, settings: Settings | None = None, *, db_timeout: float = 5.0,
-                 handles: dict | None = None):
+    def __init__(
+        self,
+        dsn: str,
+        settings: Settings | None = None,
+        *,
+        db_timeout: float = 5.0,
+        handles: dict | None = None,
+    ):
         self.settings = settings or Settings(dsn=dsn)
         self.dsn = dsn
         self.db_timeout = db_timeout
@@ -57,9 +63,15 @@ class Service:
         self.readiness_checks: dict[str, ReadinessCheck] = {"database": self.check_database}
         #: things with start()/stop() that live as long as the app (the model loader)
         self.background: list = []
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=self.settings.serve_db_pool, open=False,
-                                    timeout=db_timeout, name="logalyzer-api",
-                                    kwargs={"autocommit": True, "connect_timeout": max(1, int(db_timeout))})
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=self.settings.serve_db_pool,
+            open=False,
+            timeout=db_timeout,
+            name="logalyzer-api",
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(db_timeout))},
+        )
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -84,12 +96,17 @@ class Service:
                     self._migrate(conn)
                 yield conn
         except PoolTimeout as exc:  # the pool could not connect (it logs why) within db_timeout
-            raise DatabaseUnreachable(f"{describe(self.dsn)} is unreachable: no connection within "
-                                      f"{self.db_timeout:g} s") from exc
-        except psycopg.OperationalError as exc:  # lost connection, server shutting down, deadlock...
+            raise DatabaseUnreachable(
+                f"{describe(self.dsn)} is unreachable: no connection within {self.db_timeout:g} s"
+            ) from exc
+        except (
+            psycopg.OperationalError
+        ) as exc:  # lost connection, server shutting down, deadlock...
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnreachable(f"{describe(self.dsn)} failed: {reason}",
-                                      hint="retry; if it persists, check the server") from exc
+            raise DatabaseUnreachable(
+                f"{describe(self.dsn)} failed: {reason}",
+                hint="retry; if it persists, check the server",
+            ) from exc
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         with self._schema_lock:
@@ -102,25 +119,34 @@ class Service:
             conn.execute("SELECT 1")
 
 
-def create_api(service: Service, *, on_request: RequestRecorder | None = None,
-               routers: tuple = ()) -> FastAPI:
+def create_api(
+    service: Service, *, on_request: RequestRecorder | None = None, routers: tuple = ()
+) -> FastAPI:
     """The FastAPI application over ``service``. ``routers`` are extra APIRouters to mount,
     e.g. ``logalyzer.http.score.enable(service)`` for ``/v1/score`` and ``/v1/models/reload``."""
+
     @asynccontextmanager
     async def lifespan(_app):
         service.open()
         yield
         service.close()
 
-    app = FastAPI(title="LOGalyzer", version=__version__, lifespan=lifespan,
-                  description="Set-top-box log analysis: health, jam-software rollouts, "
-                              "anomaly scoring of playback sessions. "
-                              "Authenticate with `Authorization: Bearer <secret>` "
-                              "(`logalyzer tokens create`).")
+    app = FastAPI(
+        title="LOGalyzer",
+        version=__version__,
+        lifespan=lifespan,
+        description="Set-top-box log analysis: health, jam-software rollouts, "
+        "anomaly scoring of playback sessions. "
+        "Authenticate with `Authorization: Bearer <secret>` "
+        "(`logalyzer tokens create`).",
+    )
     app.state.service = service
     add_error_handlers(app, service.settings.serve_max_body)
-    app.add_middleware(BodyLimit, max_bytes=service.settings.serve_max_body,
-                       larger={"/v1/score": service.settings.score_max_body})
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=service.settings.serve_max_body,
+        larger={"/v1/score": service.settings.score_max_body},
+    )
     if on_request is not None:  # outermost: it also sees the 413s
         app.add_middleware(RequestMetrics, record=on_request)
 
@@ -128,8 +154,12 @@ def create_api(service: Service, *, on_request: RequestRecorder | None = None,
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Ready to serve: every readiness check passes",
-             responses={503: {"description": "a check failed; the body says which and why"}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Ready to serve: every readiness check passes",
+        responses={503: {"description": "a check failed; the body says which and why"}},
+    )
     def readyz() -> JSONResponse:
         checks = {}
         for name, check in service.readiness_checks.items():
@@ -165,8 +195,9 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             if not length.isdigit():
-                return await JSONResponse({"detail": "bad Content-Length header", "hint": None},
-                                          status_code=400)(scope, receive, send)
+                return await JSONResponse(
+                    {"detail": "bad Content-Length header", "hint": None}, status_code=400
+                )(scope, receive, send)
             return await too_large(limit)(scope, receive, send)
         received = 0
         started = False

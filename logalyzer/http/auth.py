@@ -24,8 +24,9 @@ from logalyzer.store.tokens import Token
 bearer = HTTPBearer(auto_error=False, description="a secret from `logalyzer tokens create`")
 
 
-async def caller(request: Request,
-                 creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Token:
+async def caller(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Token:
     """The request's token, or 401."""
     service = request.app.state.service
     secret = creds.credentials if creds else None

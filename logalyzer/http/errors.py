@@ -16,14 +16,31 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from logalyzer.errors import (DatabaseUnreachable, Forbidden, IdempotencyConflict,
-                              InvalidIdentifier, InvalidRequest, LogalyzerError, NotFound,
-                              NotReady, Unauthorized, UnknownSessions)
+from logalyzer.errors import (
+    DatabaseUnreachable,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidIdentifier,
+    InvalidRequest,
+    LogalyzerError,
+    NotFound,
+    NotReady,
+    Unauthorized,
+    UnknownSessions,
+)
 
 #: Named error -> HTTP status; any other LogalyzerError is a 400.
-STATUS = {DatabaseUnreachable: 503, NotReady: 503, Unauthorized: 401, Forbidden: 403,
-          NotFound: 404, IdempotencyConflict: 409, UnknownSessions: 409, InvalidIdentifier: 422,
-          InvalidRequest: 422}
+STATUS = {
+    DatabaseUnreachable: 503,
+    NotReady: 503,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    IdempotencyConflict: 409,
+    UnknownSessions: 409,
+    InvalidIdentifier: 422,
+    InvalidRequest: 422,
+}
 
 
 class ErrorOut(BaseModel):
@@ -33,10 +50,15 @@ class ErrorOut(BaseModel):
 
 def error_responses(*codes: int) -> dict:
     """OpenAPI ``responses`` entries for the given error statuses."""
-    text = {400: "bad request", 401: "missing, invalid or revoked token",
-            403: "wrong role, or another box's data", 404: "not found",
-            409: "Idempotency-Key reused with a different body", 413: "request body too large",
-            503: "database unreachable"}
+    text = {
+        400: "bad request",
+        401: "missing, invalid or revoked token",
+        403: "wrong role, or another box's data",
+        404: "not found",
+        409: "Idempotency-Key reused with a different body",
+        413: "request body too large",
+        503: "database unreachable",
+    }
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
 
 
@@ -47,20 +69,30 @@ def add_error_handlers(app: FastAPI, max_body: int) -> None:
     async def named(_request: Request, exc: LogalyzerError) -> JSONResponse:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"detail": str(exc), "hint": exc.hint or None}, status_code=status, headers=headers)
+        return JSONResponse(
+            {"detail": str(exc), "hint": exc.hint or None}, status_code=status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes each bad input back: up to 64 KiB, and a NaN in it
         # makes the error response itself fail (a 500). Field and message say enough.
-        detail = [{"loc": list(e.get("loc", ())), "type": e.get("type", "value_error"),
-                   "msg": str(e.get("msg", "")).removeprefix("Value error, ")} for e in exc.errors()]
+        detail = [
+            {
+                "loc": list(e.get("loc", ())),
+                "type": e.get("type", "value_error"),
+                "msg": str(e.get("msg", "")).removeprefix("Value error, "),
+            }
+            for e in exc.errors()
+        ]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(psycopg.DataError)
     async def refused_value(_request: Request, exc: psycopg.DataError) -> JSONResponse:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return JSONResponse({"detail": f"the database refused a value: {first}", "hint": None}, status_code=422)
+        return JSONResponse(
+            {"detail": f"the database refused a value: {first}", "hint": None}, status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -70,6 +102,11 @@ def add_error_handlers(app: FastAPI, max_body: int) -> None:
 
 
 def too_large(max_body: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request body over the limit of {max_body} bytes",
-                         "hint": "events and pushes are small JSON objects; send fewer sessions "
-                                 "per /v1/score request"}, status_code=413)
+    return JSONResponse(
+        {
+            "detail": f"request body over the limit of {max_body} bytes",
+            "hint": "events and pushes are small JSON objects; send fewer sessions "
+            "per /v1/score request",
+        },
+        status_code=413,
+    )

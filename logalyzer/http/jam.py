@@ -11,8 +11,9 @@ same body answers 200 with the same push (``replayed: true``); with another body
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 from uuid import UUID
 
 import psycopg
@@ -129,62 +130,114 @@ class ImpactOut(BaseModel):
 # --------------------------------------------------------------------------- admin routes
 
 
-@router.post("/pushes", status_code=201, response_model=PushCreated,
-             summary="Push a package version to boxes (idempotent by the Idempotency-Key header)",
-             responses={200: {"model": PushCreated, "description": "replay: this key already made this push"},
-                        **error_responses(401, 403, 409, 413, 503)})
-def create_push(body: PushRequest, response: Response, token: Admin, conn: Conn,
-                idempotency_key: Annotated[str, Header(
-                    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
-                    description="names this request: a retry with the same key and body returns the same push")],
-                ) -> dict:
+@router.post(
+    "/pushes",
+    status_code=201,
+    response_model=PushCreated,
+    summary="Push a package version to boxes (idempotent by the Idempotency-Key header)",
+    responses={
+        200: {"model": PushCreated, "description": "replay: this key already made this push"},
+        **error_responses(401, 403, 409, 413, 503),
+    },
+)
+def create_push(
+    body: PushRequest,
+    response: Response,
+    token: Admin,
+    conn: Conn,
+    idempotency_key: Annotated[
+        str,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\x21-\x7e]+$",
+            description="names this request: a retry with the same key and body returns the "
+            "same push",
+        ),
+    ],
+) -> dict:
     res = jam.create_push(conn, body, idempotency_key, token.label())
     if not res.created:
         response.status_code = 200
     return {**res.push, "replayed": not res.created}
 
 
-@router.get("/pushes", response_model=PushPage, summary="Pushes, newest first, a page at a time",
-            responses=error_responses(401, 403, 404, 503))
-def list_pushes(_token: Admin, conn: Conn,
-                limit: Annotated[int, Query(ge=1, le=500, description="pushes per page")] = 50,
-                after: Annotated[UUID | None, Query(description="next_after of the previous page")] = None,
-                ) -> dict:
+@router.get(
+    "/pushes",
+    response_model=PushPage,
+    summary="Pushes, newest first, a page at a time",
+    responses=error_responses(401, 403, 404, 503),
+)
+def list_pushes(
+    _token: Admin,
+    conn: Conn,
+    limit: Annotated[int, Query(ge=1, le=500, description="pushes per page")] = 50,
+    after: Annotated[UUID | None, Query(description="next_after of the previous page")] = None,
+) -> dict:
     items, nxt = jam.list_pushes(conn, limit, after)
     return {"items": items, "next_after": nxt}
 
 
-@router.get("/pushes/{push_id}", response_model=PushDetail, summary="A push with each target's state and times",
-            responses=error_responses(401, 403, 404, 503))
+@router.get(
+    "/pushes/{push_id}",
+    response_model=PushDetail,
+    summary="A push with each target's state and times",
+    responses=error_responses(401, 403, 404, 503),
+)
 def get_push(push_id: PushId, _token: Admin, conn: Conn) -> dict:
     return jam.get_push(conn, push_id)
 
 
-@router.get("/pushes/{push_id}/impact", response_model=ImpactOut,
-            summary="Sessions before vs after each target's install (jam_push_impact)",
-            responses=error_responses(401, 403, 404, 503))
-def push_impact(push_id: PushId, _token: Admin, conn: Conn,
-                window_hours: Annotated[int, Query(ge=1, le=24 * 366, description="hours on each side of the install")] = 168,
-                ) -> dict:
-    rows = jam.impact(conn, push_id, timedelta(hours=window_hours))
-    return {"push_id": push_id, "window_hours": window_hours, "summary": jam.impact_summary(rows), "targets": rows}
+@router.get(
+    "/pushes/{push_id}/impact",
+    response_model=ImpactOut,
+    summary="Sessions before vs after each target's install (jam_push_impact)",
+    responses=error_responses(401, 403, 404, 503),
+)
+def push_impact(
+    push_id: PushId,
+    _token: Admin,
+    conn: Conn,
+    window_hours: Annotated[
+        int, Query(ge=1, le=24 * 366, description="hours on each side of the install")
+    ] = 168,
+) -> dict:
+    window = timedelta(hours=window_hours)
+    rows = jam.impact(conn, push_id, window)
+    return {
+        "push_id": push_id,
+        "window_hours": window_hours,
+        "summary": jam.impact_summary(conn, push_id, window),
+        "targets": rows,
+    }
 
 
 # --------------------------------------------------------------------------- device routes
 
 
-@router.get("/devices/{rxid}/pending", response_model=PendingOut,
-            summary="The box's pushes not installed or failed yet; pending ones become delivered",
-            responses=error_responses(401, 403, 503))
-def pending(rxid: Annotated[str, Path(pattern=RXID_PATTERN, description="the box, R + 10 digits")],
-            token: Device, conn: Conn) -> dict:
+@router.get(
+    "/devices/{rxid}/pending",
+    response_model=PendingOut,
+    summary="The box's pushes not installed or failed yet; pending ones become delivered",
+    responses=error_responses(401, 403, 503),
+)
+def pending(
+    rxid: Annotated[str, Path(pattern=RXID_PATTERN, description="the box, R + 10 digits")],
+    token: Device,
+    conn: Conn,
+) -> dict:
     own_box(token, rxid)
     return {"rxid": rxid, "pushes": jam.pending_for_device(conn, rxid)}
 
 
-@router.post("/events", status_code=201, response_model=EventOut,
-             summary="Record a box's JSON event (at most 64 KiB) and move its push's state",
-             responses=error_responses(401, 403, 413, 503))
+@router.post(
+    "/events",
+    status_code=201,
+    response_model=EventOut,
+    summary="Record a box's JSON event (at most 64 KiB) and move its push's state",
+    responses=error_responses(401, 403, 413, 503),
+)
 def post_event(event: EventIn, token: Device, conn: Conn) -> dict:
     own_box(token, event.rxid)
     return jam.record_event(conn, event)

@@ -25,18 +25,26 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import date, datetime, timezone
-from typing import Annotated, Literal, Union
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag,
-                      create_model, field_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    create_model,
+    field_validator,
+)
 
-from logalyzer.core.features import FEATURE_COLUMNS, KINDS, MEASURES, REQUIRED, Measure
+from logalyzer.core.features import FEATURE_COLUMNS, KINDS, MEASURES, Measure
 from logalyzer.core.files import RXID_PATTERN
 from logalyzer.core.rawlines import sessions_from_lines
 from logalyzer.core.verdict import consolidate, ratio
@@ -47,11 +55,11 @@ from logalyzer.http.scoring import ScoringEngine
 from logalyzer.store.scores import session_start_times, write_scores
 from logalyzer.store.tokens import Token
 
-MAX_SESSIONS = 1000        # items per request
-MAX_LINES = 20_000         # raw lines per item
-MAX_LINE_CHARS = 65_536    # the ingest's line limit
+MAX_SESSIONS = 1000  # items per request
+MAX_LINES = 20_000  # raw lines per item
+MAX_LINE_CHARS = 65_536  # the ingest's line limit
 MAX_TEXT_CHARS = 4_000_000
-MAX_KEYS = 20_000          # event keys per session
+MAX_KEYS = 20_000  # event keys per session
 ZONES = sorted(z for z in available_timezones() if "/" in z or z == "UTC")
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
@@ -77,37 +85,78 @@ def _measure_field(m: Measure) -> tuple:
 #: detectors read.
 MeasuresIn = create_model(
     "MeasuresIn",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"example": {
-        "rxid": "R0000000001", "session_id": "2f1c7a3e-5b8d-4c1e-9a7f-0d2b6e4c8a10",
-        "duration_s": 1800, "ttff_ms": 850, "video_freeze_count": 14, "video_freeze_ms": 42000,
-        "event_count": 31, "event_keys": ["ChangeContent", "FirstFrame", "VideoFreeze:start",
-                                          "VideoFreeze:end"]}}),
+    __config__=ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "example": {
+                "rxid": "R0000000001",
+                "session_id": "2f1c7a3e-5b8d-4c1e-9a7f-0d2b6e4c8a10",
+                "duration_s": 1800,
+                "ttff_ms": 850,
+                "video_freeze_count": 14,
+                "video_freeze_ms": 42000,
+                "event_count": 31,
+                "event_keys": [
+                    "ChangeContent",
+                    "FirstFrame",
+                    "VideoFreeze:start",
+                    "VideoFreeze:end",
+                ],
+            }
+        },
+    ),
     __doc__="A session as the ``sessions`` table measures it (columns of LOG_FORMAT.md section 4).",
     rxid=(RxID | None, None),
     session_id=(UUID | None, None),
     **{name: _measure_field(m) for name, m in MEASURES.items()},
-    event_keys=(list[Key] | None, Field(None, max_length=MAX_KEYS,
-                                        description="the session's event keys in order (features.event_key); "
-                                                    "without them only the autoencoder scores")),
+    event_keys=(
+        list[Key] | None,
+        Field(
+            None,
+            max_length=MAX_KEYS,
+            description="the session's event keys in order (features.event_key); "
+            "without them only the autoencoder scores",
+        ),
+    ),
 )
-assert REQUIRED is ... and tuple(MeasuresIn.model_fields)[2:-1] == FEATURE_COLUMNS
 
 
 class LinesIn(BaseModel):
     """Raw logcat lines of one box: every session in them is scored."""
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
-        "rxid": "R0000000001", "lines": [
-            "03-17 08:00:00.000  1200  1300 I VAR     : PLAYER|onChange|ChangeContent|cid=101 src=live seq=1",
-            "03-17 08:00:00.850  1200  1300 I VAR     : PLAYER|onFrame|FirstFrame|ttff_ms=850 seq=2"],
-        "anchor": "2024-03-17"}})
 
-    rxid: RxID | None = Field(None, description="the box; needed to store the scores (session ids derive from it)")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "rxid": "R0000000001",
+                "lines": [
+                    "03-17 08:00:00.000  1200  1300 I VAR     : "
+                    "PLAYER|onChange|ChangeContent|cid=101 src=live seq=1",
+                    "03-17 08:00:00.850  1200  1300 I VAR     : "
+                    "PLAYER|onFrame|FirstFrame|ttff_ms=850 seq=2",
+                ],
+                "anchor": "2024-03-17",
+            }
+        },
+    )
+
+    rxid: RxID | None = Field(
+        None, description="the box; needed to store the scores (session ids derive from it)"
+    )
     lines: list[Line] | Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] = Field(
-        description=f"logcat lines: a list (at most {MAX_LINES}) or one text with newlines")
-    tz: str | None = Field(None, description="IANA zone of headers without an offset (default: LOGALYZER_TZ)",
-                           json_schema_extra={"enum": ZONES})
-    anchor: date | None = Field(None, description="date the lines were written around, for headers without "
-                                                  "a year (default: today; years outside 1971-9998 are clamped)")
+        description=f"logcat lines: a list (at most {MAX_LINES}) or one text with newlines"
+    )
+    tz: str | None = Field(
+        None,
+        description="IANA zone of headers without an offset (default: LOGALYZER_TZ)",
+        json_schema_extra={"enum": ZONES},
+    )
+    anchor: date | None = Field(
+        None,
+        description="date the lines were written around, for headers without "
+        "a year (default: today; years outside 1971-9998 are clamped)",
+    )
 
     @field_validator("lines")
     @classmethod
@@ -138,32 +187,46 @@ def _kind(v) -> str:
     return "lines" if isinstance(v, dict) and "lines" in v else "measures"
 
 
-Item = Annotated[Union[Annotated[MeasuresIn, Tag("measures")], Annotated[LinesIn, Tag("lines")]],
-                 Discriminator(_kind)]
+Item = Annotated[
+    Annotated[MeasuresIn, Tag("measures")] | Annotated[LinesIn, Tag("lines")], Discriminator(_kind)
+]
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sessions: list[Item] = Field(min_length=1, max_length=MAX_SESSIONS,
-                                 description=f"1 to {MAX_SESSIONS} sessions (measures) or raw-line items")
+    sessions: list[Item] = Field(
+        min_length=1,
+        max_length=MAX_SESSIONS,
+        description=f"1 to {MAX_SESSIONS} sessions (measures) or raw-line items",
+    )
 
 
 class ReloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"versions": {"lstm": 3}}})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"versions": {"lstm": 3}}}
+    )
     versions: dict[Literal[KINDS], Annotated[int, Field(ge=1, le=2**31 - 1)] | None] = Field(
-        default_factory=dict, description="versions to serve; a detector not named (or null): the newest")
+        default_factory=dict,
+        description="versions to serve; a detector not named (or null): the newest",
+    )
 
 
 # --------------------------------------------------------------------------- response models
 
 
 class DetectorScore(BaseModel):
-    score: float | None = Field(description="the detector's score (LSTM: misses + tie-break; AE: reconstruction error)")
+    score: float | None = Field(
+        description="the detector's score (LSTM: misses + tie-break; AE: reconstruction error)"
+    )
     threshold: float | None
-    ratio: float | None = Field(description="score / threshold: > 1 is flagged (comparable across detectors)")
+    ratio: float | None = Field(
+        description="score / threshold: > 1 is flagged (comparable across detectors)"
+    )
     is_anomaly: bool
     model_version: int
-    details: dict = Field(description="what drove the score: unexpected transitions (lstm) or top features (ae)")
+    details: dict = Field(
+        description="what drove the score: unexpected transitions (lstm) or top features (ae)"
+    )
 
 
 class SessionScore(BaseModel):
@@ -176,15 +239,19 @@ class SessionScore(BaseModel):
     is_anomaly: bool = Field(description="the combined verdict: any detector above its threshold")
     detectors: list[str] = Field(description="the detectors that flagged it")
     scores: dict[str, DetectorScore]
-    reasons: dict = Field(description='{"features": [...], "transitions": [...]} (core.verdict.consolidate)')
+    reasons: dict = Field(
+        description='{"features": [...], "transitions": [...]} (core.verdict.consolidate)'
+    )
     measures: dict | None = Field(None, description="raw lines: the measures computed from them")
     event_keys: list[str] | None = Field(None, description="raw lines: the session's event keys")
 
 
 class ScoreResponse(BaseModel):
     sessions: list[SessionScore]
-    empty_items: list[int] = Field(description="raw-line items that held no playback session (no VAR "
-                                               "events, or none from a ChangeContent on)")
+    empty_items: list[int] = Field(
+        description="raw-line items that held no playback session (no VAR "
+        "events, or none from a ChangeContent on)"
+    )
     model_versions: dict[str, int]
     stored: int = Field(description="sessions whose scores were written (store=true)")
 
@@ -217,7 +284,9 @@ def _prepare(body: ScoreRequest, tz: str) -> list[dict]:
             flat.append({**m, "event_keys": item.event_keys, "_item": i, "_source": "measures"})
             continue
         try:
-            found = sessions_from_lines(item.lines, item.rxid or "R0000000000", item.tz or tz, _anchor(item.anchor))
+            found = sessions_from_lines(
+                item.lines, item.rxid or "R0000000000", item.tz or tz, _anchor(item.anchor)
+            )
         except (ValueError, OverflowError) as exc:  # e.g. times past year 9999
             raise _invalid(["body", "sessions", i, "lines"], f"unreadable lines: {exc}") from exc
         for m, keys in found:
@@ -230,8 +299,11 @@ def _prepare(body: ScoreRequest, tz: str) -> list[dict]:
 def _check_store(token: Token, flat: list[dict]) -> None:
     missing = sorted({s["_item"] for s in flat if not s.get("rxid") or not s.get("session_id")})
     if missing:
-        raise _invalid(["query", "store"], f"store=true needs rxid and session_id for every session (items "
-                                           f"{missing[:10]} lack them; raw lines: give rxid)")
+        raise _invalid(
+            ["query", "store"],
+            f"store=true needs rxid and session_id for every session (items "
+            f"{missing[:10]} lack them; raw lines: give rxid)",
+        )
     if not token.is_admin:
         other = sorted({s["rxid"] for s in flat if s["rxid"] != token.rxid})
         if other:
@@ -245,8 +317,10 @@ def _start_times(service, flat: list[dict]) -> None:
         found = session_start_times(conn, keys)
     absent = [f"{r}/{i}" for r, i in keys if (r, i) not in found]
     if absent:
-        raise UnknownSessions(f"{len(absent)} session(s) not in the sessions table, nothing stored: "
-                              f"{', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}")
+        raise UnknownSessions(
+            f"{len(absent)} session(s) not in the sessions table, nothing stored: "
+            f"{', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}"
+        )
     for s in flat:
         s["start_ts"] = found[(s["rxid"], s["session_id"])]
 
@@ -261,7 +335,7 @@ def _store(service, models, flat: list[dict], verdicts) -> int:
 def _ts(t) -> datetime | None:
     if isinstance(t, datetime):
         return t
-    return datetime.fromtimestamp(t / 1000, timezone.utc) if isinstance(t, int) else None
+    return datetime.fromtimestamp(t / 1000, UTC) if isinstance(t, int) else None
 
 
 def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> ScoreResponse:
@@ -269,48 +343,88 @@ def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Scor
     for s, vs in zip(flat, verdicts):
         is_anomaly, flagged, reasons = consolidate(vs)
         raw = s["_source"] == "lines"
-        out.append(SessionScore(
-            item=s["_item"], source=s["_source"], rxid=s.get("rxid"), session_id=s.get("session_id"),
-            start_ts=_ts(s.get("start_ts")) if raw else None, end_ts=_ts(s.get("end_ts")) if raw else None,
-            is_anomaly=is_anomaly, detectors=flagged, reasons=reasons,
-            scores={k: DetectorScore(score=_finite(v.score), threshold=_finite(v.threshold),
-                                     ratio=_finite(ratio(v)), is_anomaly=bool(v.is_anomaly),
-                                     model_version=models.detectors[k].version, details=v.details)
-                    for k, v in vs.items()},
-            measures={c: s[c] for c in FEATURE_COLUMNS} if raw else None,
-            event_keys=s["event_keys"] if raw else None))
+        out.append(
+            SessionScore(
+                item=s["_item"],
+                source=s["_source"],
+                rxid=s.get("rxid"),
+                session_id=s.get("session_id"),
+                start_ts=_ts(s.get("start_ts")) if raw else None,
+                end_ts=_ts(s.get("end_ts")) if raw else None,
+                is_anomaly=is_anomaly,
+                detectors=flagged,
+                reasons=reasons,
+                scores={
+                    k: DetectorScore(
+                        score=_finite(v.score),
+                        threshold=_finite(v.threshold),
+                        ratio=_finite(ratio(v)),
+                        is_anomaly=bool(v.is_anomaly),
+                        model_version=models.detectors[k].version,
+                        details=v.details,
+                    )
+                    for k, v in vs.items()
+                },
+                measures={c: s[c] for c in FEATURE_COLUMNS} if raw else None,
+                event_keys=s["event_keys"] if raw else None,
+            )
+        )
     empty = sorted(set(range(items)) - {s["_item"] for s in flat})
-    return ScoreResponse(sessions=out, empty_items=empty, model_versions=models.versions, stored=stored)
+    return ScoreResponse(
+        sessions=out, empty_items=empty, model_versions=models.versions, stored=stored
+    )
 
 
-@router.post("/score", response_model=ScoreResponse, summary="Anomaly scores of playback sessions",
-             responses=error_responses(401, 403, 409, 413, 503))
-async def score(request: Request, response: Response, body: ScoreRequest,
-                token: Caller,
-                store: Annotated[bool, Query(description="also write the scores to anomalies / "
-                                                         "anomalies_consolidated")] = False) -> ScoreResponse:
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    summary="Anomaly scores of playback sessions",
+    responses=error_responses(401, 403, 409, 413, 503),
+)
+async def score(
+    request: Request,
+    response: Response,
+    body: ScoreRequest,
+    token: Caller,
+    store: Annotated[
+        bool, Query(description="also write the scores to anomalies / anomalies_consolidated")
+    ] = False,
+) -> ScoreResponse:
     service = request.app.state.service
     engine = service.scorer
     engine.check_ready()
-    raw = any(isinstance(i, LinesIn) for i in body.sessions)  # parsing lines is work: off the event loop
-    flat = await run_in_threadpool(_prepare, body, service.settings.tz) if raw else _prepare(body, service.settings.tz)
+    raw = any(
+        isinstance(i, LinesIn) for i in body.sessions
+    )  # parsing lines is work: off the event loop
+    flat = (
+        await run_in_threadpool(_prepare, body, service.settings.tz)
+        if raw
+        else _prepare(body, service.settings.tz)
+    )
     if store:
         _check_store(token, flat)
         await run_in_threadpool(_start_times, service, flat)
     verdicts, models, batch = await engine.score(flat)
     response.headers["X-Score-Batch"] = str(batch)  # sessions scored together with these
-    stored = await run_in_threadpool(_store, service, models.detectors, flat, verdicts) if store else 0
+    stored = (
+        await run_in_threadpool(_store, service, models.detectors, flat, verdicts) if store else 0
+    )
     return _answer(flat, verdicts, models, stored, len(body.sessions))
 
 
-@router.post("/models/reload", response_model=ReloadResponse,
-             summary="Serve the newest (or the given) detector versions; admin token",
-             responses=error_responses(401, 403, 404, 503))
-async def reload(request: Request, token: Admin,
-                 body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
+@router.post(
+    "/models/reload",
+    response_model=ReloadResponse,
+    summary="Serve the newest (or the given) detector versions; admin token",
+    responses=error_responses(401, 403, 404, 503),
+)
+async def reload(
+    request: Request, token: Admin, body: Annotated[ReloadRequest | None, Body()] = None
+) -> ReloadResponse:
     engine = request.app.state.service.scorer
-    before, after = await run_in_threadpool(engine.reload, dict((body or ReloadRequest()).versions),
-                                            token.label())
+    before, after = await run_in_threadpool(
+        engine.reload, dict((body or ReloadRequest()).versions), token.label()
+    )
     return ReloadResponse(before=before, after=after)
 
 

@@ -58,6 +58,7 @@ class ModelsNotLoaded(NotReady):
 @dataclass(frozen=True)
 class ModelSet:
     """One consistent set of loaded detectors (replaced whole, never changed in place)."""
+
     detectors: dict[str, Detector] = field(default_factory=dict)
     loaded_at: float = 0.0
 
@@ -87,17 +88,19 @@ class ScoringEngine:
         self.db = _PoolDatabase(service)
         self.current = ModelSet()
         self.error: str | None = "loading the models"
-        self._lock = threading.Lock()          # one load-and-swap at a time
+        self._lock = threading.Lock()  # one load-and-swap at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._batched = None                   # the @serve.batch function, made on first use
-        self.batches = 0                       # batches scored (for tests and metrics)
+        self._batched = None  # the @serve.batch function, made on first use
+        self.batches = 0  # batches scored (for tests and metrics)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self._thread is None:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._watch, name="logalyzer-models", daemon=True)
+            self._thread = threading.Thread(
+                target=self._watch, name="logalyzer-models", daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -139,9 +142,13 @@ class ScoringEngine:
 
     def _load(self, versions: dict[str, int]) -> ModelSet:
         try:
-            return ModelSet({k: registry.load(self.db, k, v) for k, v in versions.items()}, time.time())
+            return ModelSet(
+                {k: registry.load(self.db, k, v) for k, v in versions.items()}, time.time()
+            )
         except registry.ModelNotFound as exc:
-            raise NotFound(str(exc), hint="see `logalyzer models` for the registered versions") from exc
+            raise NotFound(
+                str(exc), hint="see `logalyzer models` for the registered versions"
+            ) from exc
 
     def refresh(self) -> bool:
         """Load and swap in the wanted versions when they differ from the loaded ones."""
@@ -149,7 +156,9 @@ class ScoringEngine:
             want = self.wanted()
             if not want:
                 if not self.current.detectors:
-                    self.error = "no trained detector in the models table (train one: logalyzer train)"
+                    self.error = (
+                        "no trained detector in the models table (train one: logalyzer train)"
+                    )
                 return False
             have = self.current.versions
             if all(have.get(k) == v for k, v in want.items()):
@@ -170,10 +179,15 @@ class ScoringEngine:
             want = {k: versions.get(k) or newest.get(k) for k in KINDS}
             want = {k: int(v) for k, v in want.items() if v is not None}
             if not want:
-                raise NotFound("no trained detector in the models table", hint="train one first: logalyzer train")
-            new = self._load(want)                      # 1. load everything (may fail: nothing changed)
-            registry.pin_serving(self.db, {k: versions.get(k) for k in KINDS}, by)  # 2. tell the other replicas
-            self.current = new                          # 3. swap: one reference
+                raise NotFound(
+                    "no trained detector in the models table",
+                    hint="train one first: logalyzer train",
+                )
+            new = self._load(want)  # 1. load everything (may fail: nothing changed)
+            registry.pin_serving(
+                self.db, {k: versions.get(k) for k in KINDS}, by
+            )  # 2. tell the other replicas
+            self.current = new  # 3. swap: one reference
             self.error = None
             log.info("reloaded detector versions %s -> %s", before, new.versions)
             return before, new.versions
@@ -184,7 +198,9 @@ class ScoringEngine:
             raise ModelsNotLoaded(f"no detector loaded: {self.error or 'loading'}")
 
     # ------------------------------------------------------------------ scoring
-    def _score_now(self, jobs: list[list[dict]]) -> list[tuple[list[dict[str, Verdict]], ModelSet, int]]:
+    def _score_now(
+        self, jobs: list[list[dict]]
+    ) -> list[tuple[list[dict[str, Verdict]], ModelSet, int]]:
         """Score a batch of requests' sessions with one set of models; each request gets its
         verdicts, the models, and how many sessions the batch held."""
         models = self.current
@@ -192,7 +208,7 @@ class ScoringEngine:
         verdicts = score_flat(models.detectors, flat)
         out, i = [], 0
         for job in jobs:
-            out.append((verdicts[i:i + len(job)], models, len(flat)))
+            out.append((verdicts[i : i + len(job)], models, len(flat)))
             i += len(job)
         self.batches += 1
         return out
@@ -207,31 +223,33 @@ class ScoringEngine:
             except RayServeException:  # not in a replica: @serve.batch cannot run here
                 self._batched = False
             else:
+
                 async def score_batch(jobs: list[list[dict]]):
                     return await self._run_batch(jobs)
 
                 self._batched = serve.batch(
                     max_batch_size=self.settings.score_max_batch,
                     batch_wait_timeout_s=self.settings.score_batch_wait_ms / 1000,
-                    batch_size_fn=lambda jobs: sum(len(j) for j in jobs))(score_batch)
+                    batch_size_fn=lambda jobs: sum(len(j) for j in jobs),
+                )(score_batch)
         return self._batched
 
     async def score(self, sessions: list[dict]) -> tuple[list[dict[str, Verdict]], ModelSet, int]:
         """Verdicts for ``sessions`` (measures with ``event_keys`` or None), the models that
-        gave them, and the size of the (largest) batch they were scored in. A request larger than a batch is cut into batch-sized parts; should a reload
-        land between its parts, the whole request is scored again with the new models, so one
-        answer never mixes versions."""
+        gave them, and the size of the (largest) batch they were scored in. A request larger than
+        a batch is cut into batch-sized parts; should a reload land between its parts, the whole
+        request is scored again with the new models, so one answer never mixes versions."""
         self.check_ready()
         batched = self._batcher()
         if not batched:
             (res,) = await self._run_batch([sessions])
             return res
         size = self.settings.score_max_batch
-        parts = [sessions[i:i + size] for i in range(0, len(sessions), size)] or [[]]
+        parts = [sessions[i : i + size] for i in range(0, len(sessions), size)] or [[]]
         results = await asyncio.gather(*(batched(p) for p in parts))
         verdicts = [v for vs, _, _ in results for v in vs]
         models = results[0][1]
-        if any(m is not models for _, m, _ in results[1:]):   # a reload landed between parts: redo
+        if any(m is not models for _, m, _ in results[1:]):  # a reload landed between parts: redo
             (res,) = await self._run_batch([sessions])
             return res
         return verdicts, models, max(n for _, _, n in results)

@@ -44,10 +44,17 @@ class _RayMetrics:
     """Per-route request counter and latency histogram (created in the replica, not at import)."""
 
     def __init__(self):
-        self.requests = Counter("logalyzer_api_requests", description="HTTP requests by route template, method, status",
-                                tag_keys=("route", "method", "status"))
-        self.latency = Histogram("logalyzer_api_latency_ms", description="HTTP request latency in the replica, ms",
-                                 boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route", "method"))
+        self.requests = Counter(
+            "logalyzer_api_requests",
+            description="HTTP requests by route template, method, status",
+            tag_keys=("route", "method", "status"),
+        )
+        self.latency = Histogram(
+            "logalyzer_api_latency_ms",
+            description="HTTP request latency in the replica, ms",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("route", "method"),
+        )
 
     def record(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.inc(tags={"route": route, "method": method, "status": str(status)})
@@ -57,32 +64,52 @@ class _RayMetrics:
 # max_queued_requests: past 64 waiting requests the proxy answers 503 at once instead of
 # queueing; measured without it, an overloaded replica collapsed (timeouts, cancelled work, the
 # request rate falling far below capacity; bench/README.md).
-@serve.deployment(name="LogalyzerAPI", max_ongoing_requests=32, max_queued_requests=64,
-                  ray_actor_options={"num_cpus": 0.5})  # I/O bound: it waits on PostgreSQL
+@serve.deployment(
+    name="LogalyzerAPI",
+    max_ongoing_requests=32,
+    max_queued_requests=64,
+    ray_actor_options={"num_cpus": 0.5},
+)  # I/O bound: it waits on PostgreSQL
 @serve.ingress()
 class LogalyzerAPI:
     def __init__(self, dsn: str | None = None, options: dict | None = None, **handles):
-        settings = Settings(**(options or {}))  # the replica's environment, then what the starter chose
+        settings = Settings(
+            **(options or {})
+        )  # the replica's environment, then what the starter chose
         self._db = None
-        if dsn is None:  # no DSN passed: this replica's environment decides (LOGALYZER_DSN or embedded)
-            self._db = open_database(settings, migrate_schema=False)  # keeps an embedded server alive
+        if (
+            dsn is None
+        ):  # no DSN passed: this replica's environment decides (LOGALYZER_DSN or embedded)
+            self._db = open_database(
+                settings, migrate_schema=False
+            )  # keeps an embedded server alive
             dsn = self._db.dsn
         self.service = Service(dsn, settings, handles=handles)
         self._metrics = _RayMetrics()
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.service, on_request=self._metrics.record,
-                          routers=(enable(self.service),))
+        return create_api(
+            self.service, on_request=self._metrics.record, routers=(enable(self.service),)
+        )
 
 
 #: Settings the process that starts Serve passes on to the replicas (their own environment
 #: may differ, e.g. on a cluster); the DSN travels separately.
-REPLICA_SETTINGS = ("serve_max_body", "serve_db_pool", "tz", "score_max_body", "score_max_batch",
-                    "score_batch_wait_ms", "score_versions", "score_model_poll_s")
+REPLICA_SETTINGS = (
+    "serve_max_body",
+    "serve_db_pool",
+    "tz",
+    "score_max_body",
+    "score_max_batch",
+    "score_batch_wait_ms",
+    "score_versions",
+    "score_model_poll_s",
+)
 
 
-def build(dsn: str | None = None, settings: Settings | None = None, replicas: int = 1,
-          **handles) -> Application:
+def build(
+    dsn: str | None = None, settings: Settings | None = None, replicas: int = 1, **handles
+) -> Application:
     """The bound application. ``handles``: other deployments' bound apps, e.g.
     ``build(dsn, other=Other.bind())``, reachable in routes as ``service.handles["other"]``."""
     options = settings.model_dump(include=set(REPLICA_SETTINGS)) if settings else None
@@ -125,8 +152,13 @@ def start(settings: Settings, dsn: str, host: str, port: int, replicas: int = 1)
     ensure_ray(settings)
     serve.start(http_options={"host": host, "port": port})
     app = build(dsn, settings, replicas=replicas)
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
-              logging_config={"enable_access_log": settings.serve_access_log})
+    serve.run(
+        app,
+        name=APP_NAME,
+        route_prefix="/",
+        blocking=False,
+        logging_config={"enable_access_log": settings.serve_access_log},
+    )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}"
 
@@ -134,8 +166,10 @@ def start(settings: Settings, dsn: str, host: str, port: int, replicas: int = 1)
 def run_forever(settings: Settings, dsn: str, host: str, port: int, echo=print) -> None:
     """``logalyzer serve``: start, print where, block until Ctrl-C, then shut Serve down."""
     url = start(settings, dsn, host, port)
-    echo(f"LOGalyzer API at {url} (docs: {url}/docs, health: {url}/healthz, ready: {url}/readyz); "
-         "Ctrl-C stops it")
+    echo(
+        f"LOGalyzer API at {url} (docs: {url}/docs, health: {url}/healthz, ready: {url}/readyz); "
+        "Ctrl-C stops it"
+    )
     dashboard = _dashboard_url()
     if dashboard:
         echo(f"Ray dashboard (requests and latency per route under Serve / Metrics): {dashboard}")

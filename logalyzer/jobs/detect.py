@@ -1,4 +1,5 @@
-"""The detection job: sessions → ``anomalies`` and ``anomalies_consolidated`` (``logalyzer detect``).
+"""The detection job: sessions → ``anomalies`` and ``anomalies_consolidated``
+(``logalyzer detect``).
 
 Ray Data batch scoring: the driver lists the sessions that need a score (never scored by the
 current model versions, or changed since), cuts them into batches of ids, and a pool of
@@ -30,9 +31,9 @@ BATCH = 500
 @dataclass
 class DetectSummary:
     scored: int = 0
-    flagged: dict[str, int] = field(default_factory=dict)   # detector -> sessions flagged
-    anomalous: int = 0                                      # consolidated verdicts
-    skipped: int = 0                                        # already scored by these versions
+    flagged: dict[str, int] = field(default_factory=dict)  # detector -> sessions flagged
+    anomalous: int = 0  # consolidated verdicts
+    skipped: int = 0  # already scored by these versions
     versions: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -51,21 +52,32 @@ class Scorer:
             verdicts = score_sessions(self.models, sessions)
             anomalous = write_scores(conn, self.models, sessions, verdicts)
         flagged = {k: sum(v[k].is_anomaly for v in verdicts) for k in self.models}
-        return {"scored": [len(sessions)], "anomalous": [anomalous],
-                **{f"flagged_{k}": [n] for k, n in flagged.items()}}
+        return {
+            "scored": [len(sessions)],
+            "anomalous": [anomalous],
+            **{f"flagged_{k}": [n] for k, n in flagged.items()},
+        }
 
 
-def detect(settings: Settings, db: Database, detectors: tuple[str, ...] = KINDS,
-           versions: dict[str, int] | None = None, rescore: bool = False,
-           rxids: set[str] | None = None, concurrency: int | None = None,
-           progress: bool | None = None) -> DetectSummary:
+def detect(
+    settings: Settings,
+    db: Database,
+    detectors: tuple[str, ...] = KINDS,
+    versions: dict[str, int] | None = None,
+    rescore: bool = False,
+    rxids: set[str] | None = None,
+    concurrency: int | None = None,
+    progress: bool | None = None,
+) -> DetectSummary:
     """Score the sessions that need it with the newest (or pinned) model versions."""
     t0 = time.perf_counter()
     have = available(db)
     missing = [k for k in detectors if k not in have]
     if missing:
-        raise ModelNotFound(f"no trained {' or '.join(missing)} detector in the models table",
-                            hint="train first: logalyzer train")
+        raise ModelNotFound(
+            f"no trained {' or '.join(missing)} detector in the models table",
+            hint="train first: logalyzer train",
+        )
     use = {k: (versions or {}).get(k) or have[k] for k in detectors}
     ids, skipped = sessions_to_score(db, use, rescore, rxids)
     summary = DetectSummary(skipped=skipped, versions=use, flagged={k: 0 for k in use})
@@ -74,9 +86,14 @@ def detect(settings: Settings, db: Database, detectors: tuple[str, ...] = KINDS,
         cpus = int(ray.cluster_resources().get("CPU", 1))
         pool = max(1, min(concurrency or cpus, -(-len(ids) // BATCH)))
         ds = ray.data.from_items([{"rxid": r, "session_id": s} for r, s in ids])
-        out = ds.map_batches(Scorer, fn_constructor_args=(db.dsn, use), batch_size=BATCH,
-                             compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=1,
-                             batch_format="numpy")
+        out = ds.map_batches(
+            Scorer,
+            fn_constructor_args=(db.dsn, use),
+            batch_size=BATCH,
+            compute=ray.data.ActorPoolStrategy(size=pool),
+            num_cpus=1,
+            batch_format="numpy",
+        )
         show = sys.stderr.isatty() if progress is None else progress
         if show:
             print(f"scoring {len(ids):,} sessions with {pool} actor(s)...", file=sys.stderr)

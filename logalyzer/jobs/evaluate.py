@@ -63,8 +63,14 @@ class PRF:
         return 2 * p * r / (p + r) if p + r else 0.0
 
     def as_dict(self) -> dict:
-        return {"precision": round(self.precision, 4), "recall": round(self.recall, 4),
-                "f1": round(self.f1, 4), "tp": self.tp, "fp": self.fp, "fn": self.fn}
+        return {
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+        }
 
 
 def prf(predicted, actual) -> PRF:
@@ -92,33 +98,56 @@ def score_against_truth(db: Database, truth_path: str | Path) -> dict:
     names = (*KINDS, "combined")
     flags = np.array([found[k] for k in labels if k in found], bool).reshape(-1, len(names))
     actual = np.array([k is not None for k in kinds])
-    out = {"sessions": len(kinds), "anomalous": int(actual.sum()), "unmatched": len(missing),
-           "overall": {}, "per_kind": {}}
+    out = {
+        "sessions": len(kinds),
+        "anomalous": int(actual.sum()),
+        "unmatched": len(missing),
+        "overall": {},
+        "per_kind": {},
+    }
     for j, name in enumerate(names):
         out["overall"][name] = prf(flags[:, j], actual).as_dict()
     for kind in sorted({k for k in kinds if k}):
         keep = np.array([k is None or k == kind for k in kinds])
-        out["per_kind"][kind] = {"sessions": int(sum(k == kind for k in kinds)), **{
-            name: prf(flags[keep, j], actual[keep]).as_dict()
-            for j, name in enumerate(names)}}
+        out["per_kind"][kind] = {
+            "sessions": int(sum(k == kind for k in kinds)),
+            **{name: prf(flags[keep, j], actual[keep]).as_dict() for j, name in enumerate(names)},
+        }
     return out
 
 
-def run_synthetic(settings: Settings, db: Database, out_dir: Path, devices: int, hours: float,
-                  seed: int, workers: int = 2, progress: bool | None = None) -> dict:
+def run_synthetic(
+    settings: Settings,
+    db: Database,
+    out_dir: Path,
+    devices: int,
+    hours: float,
+    seed: int,
+    workers: int = 2,
+    progress: bool | None = None,
+) -> dict:
     """Generate a fleet, run the whole pipeline on it, and score the verdicts. The database
     must hold no sessions yet: the comparison covers every stored session."""
     if count_sessions(db):
-        raise LogalyzerError("the database already holds sessions",
-                             hint="point LOGALYZER_DSN (or LOGALYZER_HOME) at an empty database")
+        raise LogalyzerError(
+            "the database already holds sessions",
+            hint="point LOGALYZER_DSN (or LOGALYZER_HOME) at an empty database",
+        )
     spec = FleetSpec(devices=devices, hours=hours, seed=seed, noise_lines_per_minute=5)
     fleet = generate_fleet(out_dir, spec)
-    trained = run_pipeline(settings, db, [str(out_dir)], list(STEPS), progress=progress,
-                           workers=workers)["train"]
+    trained = run_pipeline(
+        settings, db, [str(out_dir)], list(STEPS), progress=progress, workers=workers
+    )["train"]
     result = score_against_truth(db, fleet.truth_path)
     result["spec"] = {"devices": devices, "hours": hours, "seed": seed}
-    result["models"] = {t.detector: {"version": t.version, "threshold": t.threshold,
-                                     "flagged_share": t.flagged_share} for t in trained}
+    result["models"] = {
+        t.detector: {
+            "version": t.version,
+            "threshold": t.threshold,
+            "flagged_share": t.flagged_share,
+        }
+        for t in trained
+    }
     return result
 
 
@@ -130,17 +159,30 @@ def load_hdfs(folder: Path | None = None) -> list[dict]:
     folder = folder or HDFS_DATA
     path = Path(folder) / "HDFS_100k_sessions.csv"
     if not path.is_file():
-        raise LogalyzerError(f"no HDFS benchmark at {path}",
-                             hint="pass --data pointing at the hdfs-100k folder")
+        raise LogalyzerError(
+            f"no HDFS benchmark at {path}", hint="pass --data pointing at the hdfs-100k folder"
+        )
     with path.open(newline="") as f:
-        return [{"seq": r["TemplateSequence"].split(), "anomaly": r["Label"] == "Anomaly",
-                 "split": r["DeepLoglizerSplit"], "normal_train": r["InTrainSemiSupervised"] == "1"}
-                for r in csv.DictReader(f)]
+        return [
+            {
+                "seq": r["TemplateSequence"].split(),
+                "anomaly": r["Label"] == "Anomaly",
+                "split": r["DeepLoglizerSplit"],
+                "normal_train": r["InTrainSemiSupervised"] == "1",
+            }
+            for r in csv.DictReader(f)
+        ]
 
 
-def run_hdfs(settings: Settings, folder: Path | None = None, workers: int = 2, seed: int = 0,
-             epochs: int = 20, g_grid: tuple[int, ...] = (2, 3, 4, 5, 6),
-             p_grid: tuple[float, ...] = (1e-3, 1e-4, 1e-6)) -> dict:
+def run_hdfs(
+    settings: Settings,
+    folder: Path | None = None,
+    workers: int = 2,
+    seed: int = 0,
+    epochs: int = 20,
+    g_grid: tuple[int, ...] = (2, 3, 4, 5, 6),
+    p_grid: tuple[float, ...] = (1e-3, 1e-4, 1e-6),
+) -> dict:
     """The HDFS protocol (module docstring), training with Ray Train like the fleet's LSTM.
     ``top_g``, ``min_p`` and the threshold are chosen together on the validation part."""
     rows = load_hdfs(folder)
@@ -175,9 +217,19 @@ def run_hdfs(settings: Settings, folder: Path | None = None, workers: int = 2, s
     det.cfg, det.threshold = best[1], best[2]
     ts = scores(surprise(test), det.cfg)
     result = prf(ts > det.threshold, [r["anomaly"] for r in test])
-    return {"train_normal_sessions": len(learn), "validation_sessions": len(val),
-            "test_sessions": len(test), "test_anomalies": int(sum(r["anomaly"] for r in test)),
-            "chosen": {"top_g": det.cfg.top_g, "min_p": det.cfg.min_p,
-                       "threshold": round(best[2], 4), "validation_f1": round(best[0], 4)},
-            "test": result.as_dict(), "training": {k: metrics[k] for k in (
-                "losses", "epoch_seconds", "sessions_per_s", "workers")}}
+    return {
+        "train_normal_sessions": len(learn),
+        "validation_sessions": len(val),
+        "test_sessions": len(test),
+        "test_anomalies": int(sum(r["anomaly"] for r in test)),
+        "chosen": {
+            "top_g": det.cfg.top_g,
+            "min_p": det.cfg.min_p,
+            "threshold": round(best[2], 4),
+            "validation_f1": round(best[0], 4),
+        },
+        "test": result.as_dict(),
+        "training": {
+            k: metrics[k] for k in ("losses", "epoch_seconds", "sessions_per_s", "workers")
+        },
+    }

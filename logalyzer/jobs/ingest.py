@@ -3,9 +3,9 @@
 The driver plans (RxIDs, the ledger's verdict on each file) and registers every file in
 ``ingested_files``; a Ray Data pipeline of file paths then hands each file to one of a pool of
 loader actors (gzip cannot be split, so a file is the unit of work). A loader streams its file
-through :class:`~logalyzer.core.files.LineReader` and :class:`~logalyzer.core.parser.FileParser`, writes
-each chunk with COPY, and closes the file's ledger row itself, so the ledger stays true even
-if the driver dies. Counters (lines, bytes, rows) go to the Ray dashboard through
+through :class:`~logalyzer.core.files.LineReader` and :class:`~logalyzer.core.parser.FileParser`,
+writes each chunk with COPY, and closes the file's ledger row itself, so the ledger stays true
+even if the driver dies. Counters (lines, bytes, rows) go to the Ray dashboard through
 ``ray.util.metrics``.
 """
 
@@ -26,13 +26,21 @@ import ray
 from ray.util import metrics
 from tqdm import tqdm
 
-from logalyzer.store import pgbinary
-from logalyzer.store.db import Database, LineLoader, connect, ensure_partition
-from logalyzer.errors import InvalidIdentifier, NoInputFiles
-from logalyzer.core.files import LineReader, NotALogFile, date_from_path, discover, fingerprint, is_valid_rxid, rxid_from_path
+from logalyzer.core.files import (
+    LineReader,
+    NotALogFile,
+    date_from_path,
+    discover,
+    fingerprint,
+    is_valid_rxid,
+    rxid_from_path,
+)
 from logalyzer.core.parser import FileParser
+from logalyzer.errors import InvalidIdentifier, NoInputFiles
 from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
+from logalyzer.store import pgbinary
+from logalyzer.store.db import Database, LineLoader, connect, ensure_partition
 
 _JSONB = frozenset({"data"})
 
@@ -77,8 +85,13 @@ class _Task:
     fp: str
 
 
-def plan(db: Database, paths: list[str | Path], rxid: str | None = None, force: bool = False,
-         only_rxids: set[str] | None = None) -> tuple[list[_Task], list[FileResult]]:
+def plan(
+    db: Database,
+    paths: list[str | Path],
+    rxid: str | None = None,
+    force: bool = False,
+    only_rxids: set[str] | None = None,
+) -> tuple[list[_Task], list[FileResult]]:
     """Decide, for every input file, to load it or why not; record refusals in the ledger.
 
     Files of devices outside ``only_rxids`` (when given) are left out silently: the operator
@@ -94,8 +107,15 @@ def plan(db: Database, paths: list[str | Path], rxid: str | None = None, force: 
             path = str(p.resolve()) if p.exists() else str(p.absolute())
             device = rxid or rxid_from_path(path)
             if device is None:
-                settled.append(_record_settled(conn, path, None, "refused",
-                                               "no RxID (R + 10 digits) in the path; name it with --rxid"))
+                settled.append(
+                    _record_settled(
+                        conn,
+                        path,
+                        None,
+                        "refused",
+                        "no RxID (R + 10 digits) in the path; name it with --rxid",
+                    )
+                )
                 continue
             if only_rxids is not None and device not in only_rxids:
                 continue
@@ -105,19 +125,38 @@ def plan(db: Database, paths: list[str | Path], rxid: str | None = None, force: 
                     raise IsADirectoryError("not a regular file")
                 fp = fingerprint(path, st.st_size)
             except OSError as exc:
-                settled.append(_record_settled(conn, path, device, "failed",
-                                               f"unreadable: {exc.strerror or exc}"))
+                settled.append(
+                    _record_settled(
+                        conn, path, device, "failed", f"unreadable: {exc.strerror or exc}"
+                    )
+                )
                 continue
             prev = conn.execute(
                 "SELECT status, size_bytes, extract(epoch from mtime), fingerprint, lines_read,"
-                " lines_loaded, lines_duplicate, lines_unparsed FROM ingested_files WHERE path = %s",
+                " lines_loaded, lines_duplicate, lines_unparsed"
+                " FROM ingested_files WHERE path = %s",
                 (path,),
             ).fetchone()
-            if (not force and prev and prev[0] in ("done", "partial") and prev[1] == st.st_size
-                    and abs(float(prev[2]) - st.st_mtime) < 1e-3 and prev[3] == fp):
-                settled.append(FileResult(path, device, "unchanged", st.st_size, lines_read=prev[4],
-                                          lines_loaded=prev[5], lines_duplicate=prev[6],
-                                          lines_unparsed=prev[7]))
+            if (
+                not force
+                and prev
+                and prev[0] in ("done", "partial")
+                and prev[1] == st.st_size
+                and abs(float(prev[2]) - st.st_mtime) < 1e-3
+                and prev[3] == fp
+            ):
+                settled.append(
+                    FileResult(
+                        path,
+                        device,
+                        "unchanged",
+                        st.st_size,
+                        lines_read=prev[4],
+                        lines_loaded=prev[5],
+                        lines_duplicate=prev[6],
+                        lines_unparsed=prev[7],
+                    )
+                )
                 continue
             tasks.append(_Task(path, device, st.st_size, st.st_mtime, fp))
     return tasks, settled
@@ -137,7 +176,8 @@ def _record_settled(conn, path: str, rxid: str | None, status: str, error: str) 
 def _register(conn, t: _Task) -> int:
     """Mark the file ``loading`` in the ledger and return its file_id."""
     row = conn.execute(
-        "INSERT INTO ingested_files (path, rxid, size_bytes, mtime, fingerprint, status, started_at)"
+        "INSERT INTO ingested_files"
+        " (path, rxid, size_bytes, mtime, fingerprint, status, started_at)"
         " VALUES (%s, %s, %s, to_timestamp(%s), %s, 'loading', now())"
         " ON CONFLICT (path) DO UPDATE SET rxid = excluded.rxid, size_bytes = excluded.size_bytes,"
         " mtime = excluded.mtime, fingerprint = excluded.fingerprint, status = 'loading',"
@@ -151,8 +191,14 @@ def _register(conn, t: _Task) -> int:
 # --------------------------------------------------------------------------- loading one file
 
 
-def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None,
-              writer: ThreadPoolExecutor | None = None) -> FileResult:
+def load_file(
+    conn,
+    loader: LineLoader,
+    task: dict,
+    tz: str,
+    on_chunk=None,
+    writer: ThreadPoolExecutor | None = None,
+) -> FileResult:
     """Read, parse and load one file; close its ledger row. Never raises for bad input.
 
     ``conn`` must be in autocommit mode: each chunk is its own transaction (see LineLoader).
@@ -199,7 +245,9 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None,
         res.status, res.error = _partial_or_failed(res), f"read error: {exc.strerror or exc}"
     except Exception as exc:  # a database error or a bug: record it, keep the other files going
         res.status = _partial_or_failed(res)
-        res.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        res.error = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        )
         traceback.print_exc(file=sys.stderr)
     finally:
         if pending is not None:  # the reader failed while a chunk was on its way: let it land
@@ -218,9 +266,19 @@ def load_file(conn, loader: LineLoader, task: dict, tz: str, on_chunk=None,
         "UPDATE ingested_files SET status = %s, compression = %s, lines_read = %s,"
         " lines_loaded = %s, lines_duplicate = %s, lines_unparsed = %s, lines_truncated = %s,"
         " markers = %s, bytes_read = %s, error = %s, finished_at = now() WHERE file_id = %s",
-        (res.status, reader.report.compression, res.lines_read, res.lines_loaded,
-         res.lines_duplicate, res.lines_unparsed, res.lines_truncated, res.markers,
-         reader.report.bytes_in, res.error, file_id),
+        (
+            res.status,
+            reader.report.compression,
+            res.lines_read,
+            res.lines_loaded,
+            res.lines_duplicate,
+            res.lines_unparsed,
+            res.lines_truncated,
+            res.markers,
+            reader.report.bytes_in,
+            res.error,
+            file_id,
+        ),
     )
     return res
 
@@ -231,7 +289,8 @@ def _to_copy(table: pa.Table, rxid: str, file_id: int) -> bytes:
     n = table.num_rows
     table = table.take(pc.sort_indices(table["line_md5"]))
     table = table.append_column("rxid", pa.repeat(rxid, n)).append_column(
-        "file_id", pa.repeat(file_id, n).cast(pa.int32()))
+        "file_id", pa.repeat(file_id, n).cast(pa.int32())
+    )
     return pgbinary.encode(table, jsonb=_JSONB)
 
 
@@ -278,9 +337,15 @@ def _bound_loader(dsn: str, tz: str) -> type:
 # --------------------------------------------------------------------------- the job
 
 
-def ingest(settings: Settings, db: Database, paths: list[str | Path], rxid: str | None = None,
-           force: bool = False, progress: bool | None = None,
-           only_rxids: set[str] | None = None) -> IngestSummary:
+def ingest(
+    settings: Settings,
+    db: Database,
+    paths: list[str | Path],
+    rxid: str | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    only_rxids: set[str] | None = None,
+) -> IngestSummary:
     """Load ``paths`` (files or folders) into ``log_lines``; return what happened to each file."""
     t0 = time.perf_counter()
     if rxid is not None and not is_valid_rxid(rxid):
@@ -291,23 +356,41 @@ def ingest(settings: Settings, db: Database, paths: list[str | Path], rxid: str 
         items = []
         with db.connect(autocommit=True) as conn:
             for t in sorted(tasks, key=lambda t: -t.size):  # biggest first: better balance
-                items.append({"path": t.path, "rxid": t.rxid, "size": t.size, "mtime": t.mtime,
-                              "file_id": _register(conn, t)})
+                items.append(
+                    {
+                        "path": t.path,
+                        "rxid": t.rxid,
+                        "size": t.size,
+                        "mtime": t.mtime,
+                        "file_id": _register(conn, t),
+                    }
+                )
         summary.files.extend(_run_loaders(settings, db, items, progress))
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _run_loaders(settings: Settings, db: Database, items: list[dict], progress: bool | None) -> list[FileResult]:
+def _run_loaders(
+    settings: Settings, db: Database, items: list[dict], progress: bool | None
+) -> list[FileResult]:
     ensure_ray(settings)
     workers = settings.ingest_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
     workers = min(workers, len(items))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map(_bound_loader(db.dsn, settings.tz), compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1)
+    ds = ds.map(
+        _bound_loader(db.dsn, settings.tz),
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+    )
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=sum(i["size"] for i in items), unit="B", unit_scale=True,
-               desc=f"ingest {len(items)} files", disable=not show, file=sys.stderr)
+    bar = tqdm(
+        total=sum(i["size"] for i in items),
+        unit="B",
+        unit_scale=True,
+        desc=f"ingest {len(items)} files",
+        disable=not show,
+        file=sys.stderr,
+    )
     results = []
     with bar:
         for row in ds.iter_rows():

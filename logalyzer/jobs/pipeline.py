@@ -26,14 +26,21 @@ def parse_steps(text: str) -> list[str]:
     asked = [s.strip().lower() for s in text.split(",") if s.strip()]
     unknown = [s for s in asked if s not in STEPS]
     if unknown:
-        raise LogalyzerError(f"unknown step(s): {', '.join(unknown)}",
-                             hint=f"steps are: {', '.join(STEPS)}")
+        raise LogalyzerError(
+            f"unknown step(s): {', '.join(unknown)}", hint=f"steps are: {', '.join(STEPS)}"
+        )
     return [s for s in STEPS if s in asked]
 
 
-def run_pipeline(settings: Settings, db: Database, paths: list[str], steps: list[str],
-                 rxids: set[str] | None = None, progress: bool | None = None,
-                 workers: int = 2) -> dict:
+def run_pipeline(
+    settings: Settings,
+    db: Database,
+    paths: list[str],
+    steps: list[str],
+    rxids: set[str] | None = None,
+    progress: bool | None = None,
+    workers: int = 2,
+) -> dict:
     """Run the given steps in order; return each step's result by name. ``workers``: Ray
     Train workers of the train step."""
     results: dict = {}

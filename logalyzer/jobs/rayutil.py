@@ -17,7 +17,9 @@ from logalyzer.settings import Settings
 def ensure_ray(settings: Settings) -> None:
     """``ray.init`` once per process, quietly; Ray Data's own progress bars are turned off
     because the jobs draw their own."""
-    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    os.environ.setdefault(
+        "RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml"))
+    )
     # imported only now: Ray Data reads RAY_DATA_LOGGING_CONFIG when it is first imported
     import ray
     import ray.data

@@ -2,11 +2,11 @@
 
 One Ray task per device (per-device work is independent; a device's events fit in memory).
 Each task reads its device's VAR events from the device's partition, ordered by (ts, seq),
-with PostgreSQL extracting the few JSON keys the rules need (:mod:`logalyzer.store.sessions`); cuts and measures them with the
-pure core (:mod:`logalyzer.core.sessions`); then, in one transaction under a per-device advisory
-lock, upserts the rows by their deterministic id (a row is rewritten only when a value
-changed), deletes the device's rows that the new analysis no longer produces, and updates the
-device's row and high-water mark.
+with PostgreSQL extracting the few JSON keys the rules need (:mod:`logalyzer.store.sessions`);
+cuts and measures them with the pure core (:mod:`logalyzer.core.sessions`); then, in one
+transaction under a per-device advisory lock, upserts the rows by their deterministic id (a row
+is rewritten only when a value changed), deletes the device's rows that the new analysis no
+longer produces, and updates the device's row and high-water mark.
 
 Incremental by the simplest correct approach: a device with new lines is recomputed whole
 (deterministic ids make that idempotent, and it also handles lines that arrive out of order
@@ -35,7 +35,6 @@ from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
 from logalyzer.store import sessions as store
 from logalyzer.store.db import Database, connect
-
 
 # --------------------------------------------------------------------------- one device
 
@@ -74,7 +73,9 @@ def analyse_device(dsn: str, rxid: str, gap_s: float = DEFAULT_GAP_S) -> dict:
         t2 = time.perf_counter()
         res.events, res.sessions = len(events), len(rows)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (store.LOCK_DEVICE, rxid))
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (store.LOCK_DEVICE, rxid)
+            )
             res.inserted, res.updated, res.deleted = store.write_sessions(conn, rxid, rows)
             store.write_event_keys(conn, rxid, rows, keys)
             store.write_device(conn, rxid, boot, stats, len(events), len(rows), sig)
@@ -88,8 +89,8 @@ def analyse_device(dsn: str, rxid: str, gap_s: float = DEFAULT_GAP_S) -> dict:
 
 @dataclass
 class SessionizeSummary:
-    devices: list[dict] = field(default_factory=list)   # DeviceResult dicts of analysed devices
-    skipped: int = 0                                     # devices already up to date
+    devices: list[dict] = field(default_factory=list)  # DeviceResult dicts of analysed devices
+    skipped: int = 0  # devices already up to date
     failed: dict[str, str] = field(default_factory=dict)  # rxid -> error (retried next run)
     seconds: float = 0.0
 
@@ -97,8 +98,9 @@ class SessionizeSummary:
         return sum(d[key] for d in self.devices)
 
 
-def plan(db: Database, rxids: set[str] | None = None, since: datetime | None = None,
-         full: bool = False) -> tuple[list[str], int]:
+def plan(
+    db: Database, rxids: set[str] | None = None, since: datetime | None = None, full: bool = False
+) -> tuple[list[str], int]:
     """The devices to analyse, and how many were skipped as up to date.
 
     Candidates are the devices with done/partial ledger files (restricted to ``rxids``; with
@@ -119,13 +121,21 @@ def plan(db: Database, rxids: set[str] | None = None, since: datetime | None = N
 
 def _counters():
     """Ray dashboard counters (events read, sessions written), updated by the driver."""
-    return (metrics.Counter("logalyzer_sessionize_events", "VAR events analysed"),
-            metrics.Counter("logalyzer_sessionize_sessions", "sessions computed"))
+    return (
+        metrics.Counter("logalyzer_sessionize_events", "VAR events analysed"),
+        metrics.Counter("logalyzer_sessionize_sessions", "sessions computed"),
+    )
 
 
-def sessionize(settings: Settings, db: Database, rxids: set[str] | None = None,
-               since: datetime | None = None, full: bool = False, gap_s: float = DEFAULT_GAP_S,
-               progress: bool | None = None) -> SessionizeSummary:
+def sessionize(
+    settings: Settings,
+    db: Database,
+    rxids: set[str] | None = None,
+    since: datetime | None = None,
+    full: bool = False,
+    gap_s: float = DEFAULT_GAP_S,
+    progress: bool | None = None,
+) -> SessionizeSummary:
     """Analyse the planned devices in parallel on Ray (one task per device, at most two per
     CPU in flight). A device whose task fails is reported in ``failed`` and keeps its old
     high-water mark, so the next run tries it again."""
@@ -140,8 +150,9 @@ def sessionize(settings: Settings, db: Database, rxids: set[str] | None = None,
         events, sessions = _counters()
         pending: dict = {}
         queue = list(reversed(todo))
-        with tqdm(total=len(todo), unit="dev", desc="sessionize", disable=not show,
-                  file=sys.stderr) as bar:
+        with tqdm(
+            total=len(todo), unit="dev", desc="sessionize", disable=not show, file=sys.stderr
+        ) as bar:
             while queue or pending:
                 while queue and len(pending) < limit:
                     rx = queue.pop()
@@ -163,5 +174,3 @@ def sessionize(settings: Settings, db: Database, rxids: set[str] | None = None,
                     bar.set_postfix(sessions=f"{summary.total('sessions'):,}", refresh=False)
     summary.seconds = time.perf_counter() - t0
     return summary
-
-

@@ -37,12 +37,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import ray
 import torch
 
 from logalyzer.core import autoencoder, lstm
-from logalyzer.core.detectors import (KINDS, AEDetector, Detector, LSTMDetector, from_bytes,
-                                      threshold_rule, to_bytes, train_epoch)
+from logalyzer.core.detectors import (
+    KINDS,
+    AEDetector,
+    Detector,
+    LSTMDetector,
+    from_bytes,
+    threshold_rule,
+    to_bytes,
+    train_epoch,
+)
 from logalyzer.errors import LogalyzerError
 from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
@@ -68,7 +75,7 @@ class TrainResult:
     epochs: int
     workers: int
     seconds: float
-    sessions_per_s: float       # training throughput: sessions per second of an epoch
+    sessions_per_s: float  # training throughput: sessions per second of an epoch
     losses: list[float] = field(default_factory=list)
     flagged_share: float = 0.0  # share of the training sessions above the threshold
 
@@ -78,7 +85,10 @@ class TrainResult:
 
 def new_detector(kind: str, sessions: list[dict], overrides: dict | None = None) -> Detector:
     """An untrained detector whose vocabulary / scaler come from ``sessions``."""
-    cls, cfg = {"lstm": (LSTMDetector, lstm.LSTMConfig()), "ae": (AEDetector, autoencoder.AEConfig())}[kind]
+    cls, cfg = {
+        "lstm": (LSTMDetector, lstm.LSTMConfig()),
+        "ae": (AEDetector, autoencoder.AEConfig()),
+    }[kind]
     return cls.new(replace(cfg, **(overrides or {})), cls.inputs(sessions))
 
 
@@ -121,8 +131,13 @@ def train_loop_per_worker(config: dict) -> None:
         history.append(train_epoch(model, det.kind, data, opt, batch_size, device))
         if (epoch + 1) % report_every and epoch + 1 < config["epochs"]:
             continue
-        metrics = {"epoch": epoch, "loss": history[-1], "rows": len(data),
-                   "seconds": time.perf_counter() - t0, "history": json.dumps(history)}
+        metrics = {
+            "epoch": epoch,
+            "loss": history[-1],
+            "rows": len(data),
+            "seconds": time.perf_counter() - t0,
+            "history": json.dumps(history),
+        }
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
@@ -141,8 +156,15 @@ def _quiet_train_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def fit(settings: Settings, det: Detector, data: np.ndarray, sessions: int, workers: int = 2,
-        use_gpu: bool = False, seed: int = 0) -> tuple[Detector, dict]:
+def fit(
+    settings: Settings,
+    det: Detector,
+    data: np.ndarray,
+    sessions: int,
+    workers: int = 2,
+    use_gpu: bool = False,
+    seed: int = 0,
+) -> tuple[Detector, dict]:
     """Train ``det`` on ``data`` with a TorchTrainer; return it with the best weights, and the
     run's metrics."""
     ensure_ray(settings)
@@ -155,18 +177,29 @@ def fit(settings: Settings, det: Detector, data: np.ndarray, sessions: int, work
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"init": to_bytes(det), "epochs": cfg.epochs, "lr": cfg.lr,
-                           "batch_size": cfg.batch_size, "seed": seed},
+        train_loop_config={
+            "init": to_bytes(det),
+            "epochs": cfg.epochs,
+            "lr": cfg.lr,
+            "batch_size": cfg.batch_size,
+            "seed": seed,
+        },
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         datasets={"train": ray.data.from_numpy(data)},
         run_config=ray.train.RunConfig(
-            name=f"{det.kind}-{int(time.time())}", storage_path=str(storage),
+            name=f"{det.kind}-{int(time.time())}",
+            storage_path=str(storage),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="loss", checkpoint_score_order="min")),
+                num_to_keep=1, checkpoint_score_attribute="loss", checkpoint_score_order="min"
+            ),
+        ),
     )
     result = trainer.fit()
-    best, metrics = result.best_checkpoints[0] if result.best_checkpoints else (
-        result.checkpoint, result.metrics)
+    best, metrics = (
+        result.best_checkpoints[0]
+        if result.best_checkpoints
+        else (result.checkpoint, result.metrics)
+    )
     with best.as_directory() as d:
         weights = torch.load(os.path.join(d, "weights.pt"), weights_only=True, map_location="cpu")
     det.model.load_state_dict(weights)
@@ -174,28 +207,47 @@ def fit(settings: Settings, det: Detector, data: np.ndarray, sessions: int, work
     last = result.metrics or metrics
     losses = json.loads(last.get("history", "[]"))
     epoch_s = float(last.get("seconds") or 0.0)
-    return det, {"losses": losses, "best_loss": metrics.get("loss"), "workers": workers,
-                 "gpu": use_gpu, "epoch_seconds": epoch_s,
-                 "sessions_per_s": sessions / epoch_s if epoch_s else None,
-                 "rows_per_epoch": int(len(data))}
+    return det, {
+        "losses": losses,
+        "best_loss": metrics.get("loss"),
+        "workers": workers,
+        "gpu": use_gpu,
+        "epoch_seconds": epoch_s,
+        "sessions_per_s": sessions / epoch_s if epoch_s else None,
+        "rows_per_epoch": int(len(data)),
+    }
 
 
-def train(settings: Settings, db: Database, detectors: tuple[str, ...] = KINDS, workers: int = 2,
-          use_gpu: bool = False, rxids: set[str] | None = None, epochs: int | None = None,
-          seed: int = 0, progress: bool | None = None) -> list[TrainResult]:
+def train(
+    settings: Settings,
+    db: Database,
+    detectors: tuple[str, ...] = KINDS,
+    workers: int = 2,
+    use_gpu: bool = False,
+    rxids: set[str] | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> list[TrainResult]:
     """Train the asked detectors on the fleet's sessions and register one version of each."""
     unknown = [d for d in detectors if d not in KINDS]
     if unknown:
-        raise LogalyzerError(f"unknown detector(s): {', '.join(unknown)}",
-                             hint=f"detectors are: {', '.join(KINDS)}")
+        raise LogalyzerError(
+            f"unknown detector(s): {', '.join(unknown)}", hint=f"detectors are: {', '.join(KINDS)}"
+        )
     show = sys.stderr.isatty() if progress is None else progress
     sessions = load_sessions(db, rxids)
     if len(sessions) < MIN_SESSIONS:
-        raise NotEnoughData(f"{len(sessions)} sessions to learn from; training needs at least "
-                            f"{MIN_SESSIONS}", hint="ingest and sessionize more logs first")
-    trained_on = {"sessions": len(sessions), "devices": len({s["rxid"] for s in sessions}),
-                  "from": min(s["start_ts"] for s in sessions).isoformat(),
-                  "to": max(s["start_ts"] for s in sessions).isoformat()}
+        raise NotEnoughData(
+            f"{len(sessions)} sessions to learn from; training needs at least {MIN_SESSIONS}",
+            hint="ingest and sessionize more logs first",
+        )
+    trained_on = {
+        "sessions": len(sessions),
+        "devices": len({s["rxid"] for s in sessions}),
+        "from": min(s["start_ts"] for s in sessions).isoformat(),
+        "to": max(s["start_ts"] for s in sessions).isoformat(),
+    }
     out: list[TrainResult] = []
     ae_det = None
     for kind in sorted(detectors, key=lambda k: k != "ae"):  # the autoencoder first
@@ -205,23 +257,42 @@ def train(settings: Settings, db: Database, detectors: tuple[str, ...] = KINDS, 
             ae_det = ae_det or _latest_ae(db)
             learn = ordinary_sessions(ae_det, sessions) if ae_det else sessions
         if show:
-            print(f"training {kind} on {len(learn):,} sessions with {workers} worker(s)...",
-                  file=sys.stderr)
+            print(
+                f"training {kind} on {len(learn):,} sessions with {workers} worker(s)...",
+                file=sys.stderr,
+            )
         det = new_detector(kind, learn, {"epochs": epochs} if epochs else None)
         data = training_array(det, learn)
         det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed)
         scores = session_scores(det, sessions)
         det.threshold = threshold_rule(scores)
         flagged = float((scores > det.threshold).mean())
-        metrics.update(score_quantiles={q: float(np.quantile(scores, q))
-                                        for q in (0.25, 0.5, 0.75, 0.9, 0.99)},
-                       flagged_share=flagged, config=asdict(det.cfg), learnt_from=len(learn))
+        metrics.update(
+            score_quantiles={
+                q: float(np.quantile(scores, q)) for q in (0.25, 0.5, 0.75, 0.9, 0.99)
+            },
+            flagged_share=flagged,
+            config=asdict(det.cfg),
+            learnt_from=len(learn),
+        )
         version = register(db, det, metrics, {**trained_on, "learnt_from": len(learn)})
         if kind == "ae":
             ae_det = det
-        out.append(TrainResult(kind, version, det.threshold, len(learn), len(data),
-                               len(metrics["losses"]), workers, time.perf_counter() - t0,
-                               metrics["sessions_per_s"] or math.nan, metrics["losses"], flagged))
+        out.append(
+            TrainResult(
+                kind,
+                version,
+                det.threshold,
+                len(learn),
+                len(data),
+                len(metrics["losses"]),
+                workers,
+                time.perf_counter() - t0,
+                metrics["sessions_per_s"] or math.nan,
+                metrics["losses"],
+                flagged,
+            )
+        )
     return out
 
 

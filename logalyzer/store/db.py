@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from logalyzer.errors import DatabaseUnreachable, InvalidIdentifier, LogalyzerError
 from logalyzer.core.files import is_valid_rxid
+from logalyzer.errors import DatabaseUnreachable, InvalidIdentifier, LogalyzerError
 from logalyzer.settings import Settings
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"  # beside the package, in the checkout
@@ -59,8 +59,10 @@ def _embedded(home: Path) -> Database:
             warnings.simplefilter("ignore")
             import pgserver  # only without LOGALYZER_DSN; it warns at import, silenced here
     except ImportError as exc:  # pragma: no cover - declared dependency
-        raise LogalyzerError("the embedded PostgreSQL needs the pgserver package",
-                             hint="pip install pgserver, or set LOGALYZER_DSN") from exc
+        raise LogalyzerError(
+            "the embedded PostgreSQL needs the pgserver package",
+            hint="pip install pgserver, or set LOGALYZER_DSN",
+        ) from exc
     home.mkdir(parents=True, exist_ok=True)
     try:
         server = pgserver.get_server(home / "pgdata", cleanup_mode="stop")
@@ -88,7 +90,9 @@ def connect(dsn: str, **kwargs) -> psycopg.Connection:
         return psycopg.connect(dsn, connect_timeout=10, **kwargs)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        reason = reason.replace(psycopg.conninfo.conninfo_to_dict(dsn).get("password") or "\0", "***")
+        reason = reason.replace(
+            psycopg.conninfo.conninfo_to_dict(dsn).get("password") or "\0", "***"
+        )
         raise DatabaseUnreachable(f"cannot reach {describe(dsn)}: {reason}") from exc
     except psycopg.ProgrammingError as exc:
         raise DatabaseUnreachable(f"LOGALYZER_DSN is not a valid PostgreSQL URL: {exc}") from exc
@@ -100,8 +104,10 @@ def connect(dsn: str, **kwargs) -> psycopg.Connection:
 def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[str, Path]]:
     """Numbered SQL files in order: [('0001', path), ...]."""
     if not sql_dir.is_dir():
-        raise LogalyzerError(f"schema folder {sql_dir} not found",
-                             hint="run from a checkout of LOGalyzer (sql/ sits beside logalyzer/)")
+        raise LogalyzerError(
+            f"schema folder {sql_dir} not found",
+            hint="run from a checkout of LOGalyzer (sql/ sits beside logalyzer/)",
+        )
     found = []
     for p in sorted(sql_dir.iterdir()):
         m = _MIGRATION_RE.fullmatch(p.name)
@@ -129,8 +135,10 @@ def migrate(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
             if version in done:
                 continue
             conn.execute(path.read_text())
-            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                         (version, path.name))
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (version, path.name),
+            )
             applied_now.append(path.name)
     return applied_now
 
@@ -178,7 +186,9 @@ def _exists(conn: psycopg.Connection, name: str) -> bool:
     # has just created and committed.
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = %s"
-        " AND relnamespace = current_schema()::regnamespace)", (name,)).fetchone()
+        " AND relnamespace = current_schema()::regnamespace)",
+        (name,),
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -186,8 +196,23 @@ def _exists(conn: psycopg.Connection, name: str) -> bool:
 
 #: Columns of a parsed chunk in COPY order (= parser.SCHEMA), then the two the loader adds.
 LINE_COLUMNS = (
-    "line_md5", "line_no", "ts", "ts_inferred", "uptime_s", "pid", "tid", "uid", "level", "tag",
-    "message", "status", "truncated", "category", "function", "event_type", "data",
+    "line_md5",
+    "line_no",
+    "ts",
+    "ts_inferred",
+    "uptime_s",
+    "pid",
+    "tid",
+    "uid",
+    "level",
+    "tag",
+    "message",
+    "status",
+    "truncated",
+    "category",
+    "function",
+    "event_type",
+    "data",
 )
 COPY_COLUMNS = LINE_COLUMNS + ("rxid", "file_id")
 
@@ -210,8 +235,12 @@ class LineLoader:
         cols = sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
         with conn.transaction():
             conn.execute("DROP TABLE IF EXISTS pg_temp.stage_lines")
-            conn.execute(sql.SQL("CREATE TEMP TABLE stage_lines ON COMMIT DELETE ROWS AS"
-                                 " SELECT {} FROM log_lines WITH NO DATA").format(cols))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE stage_lines ON COMMIT DELETE ROWS AS"
+                    " SELECT {} FROM log_lines WITH NO DATA"
+                ).format(cols)
+            )
         self._cols = cols
         self.direct = True  # False after a chunk full of duplicates: stay on the slow path
 
@@ -228,8 +257,11 @@ class LineLoader:
         with self.conn.transaction():
             self._copy(sql.Identifier("stage_lines"), data)
             cur = self.conn.execute(
-                sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM stage_lines"
-                        " ON CONFLICT (line_md5) DO NOTHING").format(part, cols=self._cols))
+                sql.SQL(
+                    "INSERT INTO {} ({cols}) SELECT {cols} FROM stage_lines"
+                    " ON CONFLICT (line_md5) DO NOTHING"
+                ).format(part, cols=self._cols)
+            )
             inserted = cur.rowcount
         self.direct = inserted > rows // 2  # mostly new lines: try the fast path again
         return inserted
@@ -238,4 +270,3 @@ class LineLoader:
         stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(table, self._cols)
         with self.conn.cursor() as cur, cur.copy(stmt) as cp:
             cp.write(data)
-

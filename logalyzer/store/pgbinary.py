@@ -25,10 +25,16 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 def _fixed(col: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     """(valid mask, big-endian bytes of shape (n, width)) for fixed-width columns."""
     t = col.type
-    valid = np.ones(len(col), bool) if col.null_count == 0 else col.is_valid().to_numpy(zero_copy_only=False)
+    valid = (
+        np.ones(len(col), bool)
+        if col.null_count == 0
+        else col.is_valid().to_numpy(zero_copy_only=False)
+    )
     if pa.types.is_fixed_size_binary(t):
-        data = np.frombuffer(col.buffers()[1], np.uint8, count=(col.offset + len(col)) * t.byte_width)
-        return valid, data.reshape(-1, t.byte_width)[col.offset:]
+        data = np.frombuffer(
+            col.buffers()[1], np.uint8, count=(col.offset + len(col)) * t.byte_width
+        )
+        return valid, data.reshape(-1, t.byte_width)[col.offset :]
     if pa.types.is_boolean(t):
         vals = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
         return valid, vals.reshape(-1, 1)
@@ -52,13 +58,19 @@ def encode(table: pa.Table, jsonb: frozenset[str] = frozenset()) -> bytes:
     n, k = table.num_rows, table.num_columns
     if n == 0:
         return HEADER + TRAILER
-    fields = [_field(name, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col, name in jsonb)
-              for name, col in zip(table.column_names, table.columns)]
+    fields = [
+        _field(
+            name, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col, name in jsonb
+        )
+        for name, col in zip(table.column_names, table.columns)
+    ]
     count = pa.scalar(k.to_bytes(2, "big"), pa.binary())
     rows = pc.binary_join_element_wise(count, *fields, pa.scalar(b"", pa.binary()))
-    offsets = np.frombuffer(rows.buffers()[1], np.int32, count=len(rows) + 1, offset=rows.offset * 4)
+    offsets = np.frombuffer(
+        rows.buffers()[1], np.int32, count=len(rows) + 1, offset=rows.offset * 4
+    )
     body = rows.buffers()[2]
-    return b"".join((HEADER, body[offsets[0]: offsets[-1]].to_pybytes(), TRAILER))
+    return b"".join((HEADER, body[offsets[0] : offsets[-1]].to_pybytes(), TRAILER))
 
 
 def _field(name: str, col: pa.Array, jsonb: bool) -> pa.Array:
@@ -76,15 +88,25 @@ def _field(name: str, col: pa.Array, jsonb: bool) -> pa.Array:
             keep[~valid, 4:] = False
             flat, sizes = mat[keep], np.where(valid, 4 + w, 4)
         offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int32)
-        return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(flat)])
+        return pa.Array.from_buffers(
+            pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(flat)]
+        )
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise TypeError(f"column {name}: no binary COPY encoding for {col.type}")
-    valid = np.ones(n, bool) if col.null_count == 0 else col.is_valid().to_numpy(zero_copy_only=False)
+    valid = (
+        np.ones(n, bool) if col.null_count == 0 else col.is_valid().to_numpy(zero_copy_only=False)
+    )
     body = col.cast(pa.binary())
-    lens = pc.fill_null(pc.binary_length(body), 0).to_numpy(zero_copy_only=False) + (1 if jsonb else 0)
+    lens = pc.fill_null(pc.binary_length(body), 0).to_numpy(zero_copy_only=False) + (
+        1 if jsonb else 0
+    )
     parts = [_as_binary(_lengths(np.where(valid, lens, -1)))]
     if jsonb:  # jsonb's binary form: version byte 1, then the JSON text
-        parts.append(pc.if_else(pa.array(valid), pa.scalar(b"\x01", pa.binary()), pa.scalar(b"", pa.binary())))
+        parts.append(
+            pc.if_else(
+                pa.array(valid), pa.scalar(b"\x01", pa.binary()), pa.scalar(b"", pa.binary())
+            )
+        )
     parts.append(pc.fill_null(body, pa.scalar(b"", pa.binary())))
     return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
 

@@ -11,10 +11,10 @@ from dataclasses import asdict
 
 from psycopg.types.json import Jsonb
 
-from logalyzer.store.db import Database
 from logalyzer.core.detectors import Detector, from_bytes, to_bytes
 from logalyzer.core.features import KINDS
 from logalyzer.errors import LogalyzerError
+from logalyzer.store.db import Database
 
 
 class ModelNotFound(LogalyzerError):
@@ -25,30 +25,45 @@ def register(db: Database, det: Detector, metrics: dict, trained_on: dict) -> in
     """Store a trained detector as its next version; return the version number."""
     with db.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7301004, hashtext(%s))", (det.kind,))
-        version = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM models WHERE detector = %s",
-                               (det.kind,)).fetchone()[0]
+        version = conn.execute(
+            "SELECT coalesce(max(version), 0) + 1 FROM models WHERE detector = %s", (det.kind,)
+        ).fetchone()[0]
         det.version = version
         conn.execute(
             "INSERT INTO models (detector, version, threshold, config, metrics, trained_on,"
             " checkpoint) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (det.kind, version, det.threshold, Jsonb(asdict(det.cfg)), Jsonb(metrics),
-             Jsonb(trained_on), to_bytes(det, {"version": version})))
+            (
+                det.kind,
+                version,
+                det.threshold,
+                Jsonb(asdict(det.cfg)),
+                Jsonb(metrics),
+                Jsonb(trained_on),
+                to_bytes(det, {"version": version}),
+            ),
+        )
     return version
 
 
 def load(db: Database, kind: str, version: int | None = None) -> Detector:
     """A detector from the registry: the newest version, or the one asked for."""
     if kind not in KINDS:
-        raise LogalyzerError(f"unknown detector {kind!r}", hint=f"detectors are: {', '.join(KINDS)}")
+        raise LogalyzerError(
+            f"unknown detector {kind!r}", hint=f"detectors are: {', '.join(KINDS)}"
+        )
     with db.connect() as conn:
         row = conn.execute(
             "SELECT version, checkpoint FROM models WHERE detector = %s"
             " AND (%s::int IS NULL OR version = %s) ORDER BY version DESC LIMIT 1",
-            (kind, version, version)).fetchone()
+            (kind, version, version),
+        ).fetchone()
     if row is None:
-        what = f"version {version} of the {kind} detector" if version else f"a trained {kind} detector"
-        raise ModelNotFound(f"no {what} in the models table",
-                            hint="train one first: logalyzer train")
+        what = (
+            f"version {version} of the {kind} detector" if version else f"a trained {kind} detector"
+        )
+        raise ModelNotFound(
+            f"no {what} in the models table", hint="train one first: logalyzer train"
+        )
     return from_bytes(bytes(row[1]), version=row[0])
 
 
@@ -72,4 +87,6 @@ def pin_serving(db: Database, versions: dict[str, int | None], by: str = "") -> 
             conn.execute(
                 "INSERT INTO serving_models (detector, version, set_by) VALUES (%s, %s, %s)"
                 " ON CONFLICT (detector) DO UPDATE SET version = excluded.version,"
-                " set_by = excluded.set_by, set_at = now()", (kind, version, by))
+                " set_by = excluded.set_by, set_at = now()",
+                (kind, version, by),
+            )

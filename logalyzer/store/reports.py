@@ -1,7 +1,7 @@
 """Read-only summaries for the CLI: the fleet's QoE in a few lines, what the database holds.
 
-Report SQL lives here rather than in the faces that print it, beside the views it reads
-(sql/0003_views.sql).
+Report SQL lives here rather than in the faces that print it. Its rates are the QoE formula
+functions of sql/0009_qoe_formulas.sql, the same as the views' and the dashboards'.
 """
 
 from __future__ import annotations
@@ -15,26 +15,45 @@ def fleet_overview(db: Database, worst: int = 3) -> dict:
     with db.connect() as conn:
         tot = conn.execute(
             "SELECT count(DISTINCT rxid), count(*), coalesce(sum(duration_s), 0) / 3600.0,"
-            " coalesce(sum(black_screen_count), 0), coalesce(sum(video_freeze_count), 0),"
-            " coalesce(sum(display_drop_count), 0),"
-            " least(sum(rebuffer_ms) / nullif(sum(greatest(duration_s * 1000, rebuffer_ms)), 0), 1.0),"
-            " avg(video_start_failure::int) FILTER (WHERE content_id IS NOT NULL),"
-            " coalesce(sum(hdmi_disconnects), 0) FROM sessions").fetchone()
+            " qoe_rate(sum(black_screen_count), sum(duration_s) / 3600.0),"
+            " qoe_rate(sum(video_freeze_count), sum(duration_s) / 3600.0),"
+            " qoe_rate(sum(display_drop_count), sum(duration_s) / 3600.0),"
+            " qoe_rebuffer_ratio(sum(rebuffer_ms),"
+            "                    sum(qoe_rebuffer_base_ms(duration_s, rebuffer_ms))),"
+            " qoe_share(count(*) FILTER (WHERE content_id IS NOT NULL AND video_start_failure),"
+            "           count(*) FILTER (WHERE content_id IS NOT NULL)),"
+            " coalesce(sum(hdmi_disconnects), 0) FROM sessions"
+        ).fetchone()
         bad = conn.execute(
             "SELECT rxid, model, fw, sessions, viewing_hours, coalesce(black_screens_per_hour, 0)"
             " + coalesce(freezes_per_hour, 0) + coalesce(display_drops_per_hour, 0) AS rate"
             " FROM qoe_device WHERE viewing_hours > 0 ORDER BY rate DESC, rxid LIMIT %s",
-            (worst,)).fetchall()
+            (worst,),
+        ).fetchall()
     devices, sessions, hours, black, freeze, drops, ratio, vsf, hdmi = tot
-    per_h = (lambda n: float(n) / hours if hours else 0.0)
-    return {"devices": devices, "sessions": sessions, "viewing_hours": float(hours),
-            "black_screens_per_hour": per_h(black), "freezes_per_hour": per_h(freeze),
-            "display_drops_per_hour": per_h(drops),
-            "rebuffer_ratio": float(ratio) if ratio is not None else None,
-            "video_start_failure_rate": float(vsf) if vsf is not None else None,
-            "hdmi_disconnects": int(hdmi),
-            "worst": [{"rxid": r[0], "model": r[1], "fw": r[2], "sessions": r[3],
-                       "viewing_hours": float(r[4]), "incidents_per_hour": float(r[5])} for r in bad]}
+    per_h = lambda rate: rate or 0.0  # no viewing yet: 0 per hour, as the CLI prints it
+    return {
+        "devices": devices,
+        "sessions": sessions,
+        "viewing_hours": float(hours),
+        "black_screens_per_hour": per_h(black),
+        "freezes_per_hour": per_h(freeze),
+        "display_drops_per_hour": per_h(drops),
+        "rebuffer_ratio": float(ratio) if ratio is not None else None,
+        "video_start_failure_rate": float(vsf) if vsf is not None else None,
+        "hdmi_disconnects": int(hdmi),
+        "worst": [
+            {
+                "rxid": r[0],
+                "model": r[1],
+                "fw": r[2],
+                "sessions": r[3],
+                "viewing_hours": float(r[4]),
+                "incidents_per_hour": float(r[5]),
+            }
+            for r in bad
+        ],
+    }
 
 
 def database_info(db: Database) -> dict:
@@ -42,16 +61,23 @@ def database_info(db: Database) -> dict:
     with db.connect() as conn:
         version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
         parts = conn.execute(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'log_lines'::regclass").fetchone()[0]
-        files = conn.execute("SELECT status, count(*) FROM ingested_files GROUP BY 1 ORDER BY 1").fetchall()
-        lines = conn.execute("SELECT coalesce(sum(lines_loaded), 0) FROM ingested_files").fetchone()[0]
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'log_lines'::regclass"
+        ).fetchone()[0]
+        files = conn.execute(
+            "SELECT status, count(*) FROM ingested_files GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        lines = conn.execute(
+            "SELECT coalesce(sum(lines_loaded), 0) FROM ingested_files"
+        ).fetchone()[0]
     return {"version": version, "partitions": parts, "lines": lines, "files": files}
 
 
 def model_listing(db: Database) -> list[dict]:
     """Every registered version, oldest first per detector (``logalyzer models``)."""
     with db.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT detector, version, created_at, threshold, metrics, trained_on"
-                    " FROM models ORDER BY detector, version")
+        cur.execute(
+            "SELECT detector, version, created_at, threshold, metrics, trained_on"
+            " FROM models ORDER BY detector, version"
+        )
         names = [d.name for d in cur.description]
         return [dict(zip(names, r)) for r in cur]

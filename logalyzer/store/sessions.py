@@ -9,7 +9,7 @@ in one place beside ``sql/0002_sessions.sql`` and ``sql/0007_session_events.sql`
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -18,30 +18,56 @@ from logalyzer.core.sessions import SUMMARY_TYPES, Event
 from logalyzer.store.db import Database, partition_name
 
 LOCK_DEVICE = 7_301_003  # advisory lock key (with hashtext(rxid)): one analyser per device
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Columns of ``sessions`` written by the job, in COPY order (updated_at is the table's).
 SESSION_COLUMNS = (
-    "rxid", "session_id", "content_id", "source", "start_ts", "end_ts", "duration_s", "ttff_ms",
-    "black_screen_count", "black_screen_ms", "video_freeze_count", "video_freeze_ms",
-    "display_drop_count", "dropped_frames", "buffering_count", "rebuffer_ms", "rebuffer_ratio",
-    "trick_mode_count", "hdmi_event_count", "hdmi_disconnects", "standby_count", "error_count",
-    "fatal_error", "video_start_failure", "seq_gaps", "event_count", "model", "fw", "app",
+    "rxid",
+    "session_id",
+    "content_id",
+    "source",
+    "start_ts",
+    "end_ts",
+    "duration_s",
+    "ttff_ms",
+    "black_screen_count",
+    "black_screen_ms",
+    "video_freeze_count",
+    "video_freeze_ms",
+    "display_drop_count",
+    "dropped_frames",
+    "buffering_count",
+    "rebuffer_ms",
+    "rebuffer_ratio",
+    "trick_mode_count",
+    "hdmi_event_count",
+    "hdmi_disconnects",
+    "standby_count",
+    "error_count",
+    "fatal_error",
+    "video_start_failure",
+    "seq_gaps",
+    "event_count",
+    "model",
+    "fw",
+    "app",
     "summary",
 )
 
 
 def _int_key(key: str, present_zero: bool = True) -> sql.Composable:
     """``data->key`` as bigint: NULL when absent, 0 (``present_zero``, the reference's rule for
-    measures) or NULL when present but not an integer. jsonb_typeof first: a regex on every row costs PostgreSQL a third more
-    (measured on 100k events); the parser stores these keys as numbers, strings are rare."""
+    measures) or NULL when present but not an integer. jsonb_typeof first: a regex on every
+    row costs PostgreSQL a third more (measured on 100k events); the parser stores these keys
+    as numbers, strings are rare."""
     k = sql.Literal(key)
     return sql.SQL(
         "CASE jsonb_typeof(data->{k}) WHEN 'number' THEN trunc((data->>{k})::numeric)::bigint"
         " WHEN 'string' THEN CASE WHEN (data->>{k}) ~ '^-?[0-9]{{1,18}}$'"
         " THEN (data->>{k})::bigint ELSE {bad} END"
         " WHEN 'null' THEN {bad} WHEN 'boolean' THEN {bad} WHEN 'object' THEN {bad}"
-        " WHEN 'array' THEN {bad} END").format(k=k, bad=sql.SQL("0" if present_zero else "NULL"))
+        " WHEN 'array' THEN {bad} END"
+    ).format(k=k, bad=sql.SQL("0" if present_zero else "NULL"))
 
 
 def events_query(rxid: str) -> sql.Composable:
@@ -53,9 +79,15 @@ def events_query(rxid: str) -> sql.Composable:
         " data->>'connected', data->>'fatal', data->>'cid', data->>'src',"
         " CASE WHEN event_type = ANY({summary}) THEN data - 'seq' - 'sid' - 'mono' END"
         " FROM {part} WHERE event_type IS NOT NULL AND ts IS NOT NULL"
-        " ORDER BY ts, 2 NULLS LAST").format(
-        seq=seq, dur=_int_key("dur_ms"), ttff=_int_key("ttff_ms"), dropped=_int_key("dropped"),
-        summary=sql.Literal(sorted(SUMMARY_TYPES)), part=sql.Identifier(partition_name(rxid)))
+        " ORDER BY ts, 2 NULLS LAST"
+    ).format(
+        seq=seq,
+        dur=_int_key("dur_ms"),
+        ttff=_int_key("ttff_ms"),
+        dropped=_int_key("dropped"),
+        summary=sql.Literal(sorted(SUMMARY_TYPES)),
+        part=sql.Identifier(partition_name(rxid)),
+    )
 
 
 def read_events(conn, rxid: str) -> list[Event]:
@@ -65,15 +97,18 @@ def read_events(conn, rxid: str) -> list[Event]:
         return [Event._make(r) for r in cur]
 
 
-
-
 def _ts(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
 def _row(s: dict) -> tuple:
-    s = dict(s, session_id=uuid.UUID(s["session_id"]), start_ts=_ts(s["start_ts"]),
-             end_ts=_ts(s["end_ts"]), summary=Jsonb(s["summary"]))
+    s = dict(
+        s,
+        session_id=uuid.UUID(s["session_id"]),
+        start_ts=_ts(s["start_ts"]),
+        end_ts=_ts(s["end_ts"]),
+        summary=Jsonb(s["summary"]),
+    )
     return tuple(s[c] for c in SESSION_COLUMNS)
 
 
@@ -82,17 +117,22 @@ def ledger_signature(conn, rxid: str) -> tuple:
     device's high-water mark in ``devices`` is compared with."""
     return conn.execute(
         "SELECT count(*), coalesce(sum(lines_loaded), 0), max(finished_at) FROM ingested_files"
-        " WHERE rxid = %s AND status IN ('done', 'partial')", (rxid,)).fetchone()
+        " WHERE rxid = %s AND status IN ('done', 'partial')",
+        (rxid,),
+    ).fetchone()
 
 
 def line_stats(conn, rxid: str) -> tuple:
     """(lines, first ts, last ts) of the device's partition."""
     part = sql.Identifier(partition_name(rxid))
-    return conn.execute(sql.SQL("SELECT count(*), min(ts), max(ts) FROM {}").format(part)).fetchone()
+    return conn.execute(
+        sql.SQL("SELECT count(*), min(ts), max(ts) FROM {}").format(part)
+    ).fetchone()
 
 
-def write_device(conn, rxid: str, boot: dict, stats: tuple, events: int, sessions: int,
-                 signature: tuple) -> None:
+def write_device(
+    conn, rxid: str, boot: dict, stats: tuple, events: int, sessions: int, signature: tuple
+) -> None:
     """Upsert the device's ``devices`` row, with the ledger signature it was analysed at."""
     conn.execute(
         "INSERT INTO devices (rxid, model, fw, app, first_seen, last_seen, line_count,"
@@ -106,8 +146,19 @@ def write_device(conn, rxid: str, boot: dict, stats: tuple, events: int, session
         " session_count = excluded.session_count, analysed_files = excluded.analysed_files,"
         " analysed_lines_loaded = excluded.analysed_lines_loaded,"
         " analysed_through = excluded.analysed_through, analysed_at = now()",
-        (rxid, boot.get("model"), boot.get("fw"), boot.get("app"), stats[1], stats[2],
-         stats[0], events, sessions, *signature))
+        (
+            rxid,
+            boot.get("model"),
+            boot.get("fw"),
+            boot.get("app"),
+            stats[1],
+            stats[2],
+            stats[0],
+            events,
+            sessions,
+            *signature,
+        ),
+    )
 
 
 def device_marks(db: Database, rxids: set[str] | None = None) -> list[tuple]:
@@ -122,40 +173,53 @@ def device_marks(db: Database, rxids: set[str] | None = None) -> list[tuple]:
             " WHERE f.status IN ('done', 'partial') AND f.rxid IS NOT NULL"
             " AND (%(rx)s::text[] IS NULL OR f.rxid = ANY(%(rx)s::text[]))"
             " GROUP BY f.rxid, d.analysed_files, d.analysed_lines_loaded, d.analysed_through"
-            " ORDER BY f.rxid", {"rx": sorted(rxids) if rxids is not None else None}).fetchall()
+            " ORDER BY f.rxid",
+            {"rx": sorted(rxids) if rxids is not None else None},
+        ).fetchall()
 
 
 def write_sessions(conn, rxid: str, rows: list[dict]) -> tuple[int, int, int]:
     """Upsert the device's rows through a temporary table; delete the ones that are gone.
     Returns (inserted, updated, deleted); an unchanged row is not rewritten."""
     cols = sql.SQL(", ").join(map(sql.Identifier, SESSION_COLUMNS))
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_sessions"
-                 " (LIKE sessions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-    with conn.cursor() as cur, cur.copy(
-            sql.SQL("COPY stage_sessions ({}) FROM STDIN").format(cols)) as cp:
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS stage_sessions"
+        " (LIKE sessions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    with (
+        conn.cursor() as cur,
+        cur.copy(sql.SQL("COPY stage_sessions ({}) FROM STDIN").format(cols)) as cp,
+    ):
         for r in rows:
             cp.write_row(_row(r))
     changed = [c for c in SESSION_COLUMNS if c not in ("rxid", "session_id")]
     sets = sql.SQL(", ").join(
-        sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in changed)
+        sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in changed
+    )
     old = sql.SQL(", ").join(sql.SQL("sessions.{}").format(sql.Identifier(c)) for c in changed)
     new = sql.SQL(", ").join(sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in changed)
-    flags = conn.execute(sql.SQL(
-        "INSERT INTO sessions ({cols}) SELECT {cols} FROM stage_sessions"
-        " ON CONFLICT (rxid, session_id) DO UPDATE SET {sets}, updated_at = now()"
-        " WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING xmax = 0").format(
-        cols=cols, sets=sets, old=old, new=new)).fetchall()
+    flags = conn.execute(
+        sql.SQL(
+            "INSERT INTO sessions ({cols}) SELECT {cols} FROM stage_sessions"
+            " ON CONFLICT (rxid, session_id) DO UPDATE SET {sets}, updated_at = now()"
+            " WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING xmax = 0"
+        ).format(cols=cols, sets=sets, old=old, new=new)
+    ).fetchall()
     inserted = sum(1 for (f,) in flags if f)
     deleted = conn.execute(
         "DELETE FROM sessions s WHERE s.rxid = %s AND NOT EXISTS"
-        " (SELECT 1 FROM stage_sessions t WHERE t.session_id = s.session_id)", (rxid,)).rowcount
+        " (SELECT 1 FROM stage_sessions t WHERE t.session_id = s.session_id)",
+        (rxid,),
+    ).rowcount
     return inserted, len(flags) - inserted, deleted
 
 
 def write_event_keys(conn, rxid: str, rows: list[dict], keys: list[list[str]]) -> None:
     """Replace the device's ``session_events`` (the detectors' input) with this analysis'."""
     conn.execute("DELETE FROM session_events WHERE rxid = %s", (rxid,))
-    with conn.cursor() as cur, cur.copy(
-            "COPY session_events (rxid, session_id, event_keys) FROM STDIN") as cp:
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY session_events (rxid, session_id, event_keys) FROM STDIN") as cp,
+    ):
         for r, k in zip(rows, keys):
             cp.write_row((rxid, uuid.UUID(r["session_id"]), k))

@@ -15,8 +15,8 @@ from datetime import datetime
 
 import psycopg
 
-from logalyzer.errors import InvalidIdentifier, LogalyzerError, NotFound, Unauthorized
 from logalyzer.core.files import is_valid_rxid
+from logalyzer.errors import InvalidIdentifier, LogalyzerError, NotFound, Unauthorized
 
 PREFIX = "lgz_"  # makes a leaked secret easy to recognise (secret scanners, logs)
 _COLUMNS = "token_id, role, rxid, name, created_at, revoked_at, last_used_at"
@@ -45,11 +45,14 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def create_token(conn: psycopg.Connection, *, admin: bool = False, rxid: str | None = None,
-                 name: str = "") -> tuple[Token, str]:
+def create_token(
+    conn: psycopg.Connection, *, admin: bool = False, rxid: str | None = None, name: str = ""
+) -> tuple[Token, str]:
     """A new token and its secret (shown once). Exactly one of ``admin`` and ``rxid``."""
     if admin == bool(rxid):
-        raise LogalyzerError("a token is either --admin or for one --rxid", hint="give exactly one of them")
+        raise LogalyzerError(
+            "a token is either --admin or for one --rxid", hint="give exactly one of them"
+        )
     if rxid is not None and not is_valid_rxid(rxid):
         raise InvalidIdentifier(f"not an RxID: {rxid!r}")
     if len(name) > 200 or any(ord(c) < 32 for c in name):
@@ -57,8 +60,10 @@ def create_token(conn: psycopg.Connection, *, admin: bool = False, rxid: str | N
     secret = PREFIX + secrets.token_urlsafe(32)
     with conn.transaction():
         row = conn.execute(
-            f"INSERT INTO api_tokens (token_hash, role, rxid, name) VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
-            (hash_secret(secret), "admin" if admin else "device", rxid, name)).fetchone()
+            "INSERT INTO api_tokens (token_hash, role, rxid, name) VALUES (%s, %s, %s, %s)"
+            f" RETURNING {_COLUMNS}",
+            (hash_secret(secret), "admin" if admin else "device", rxid, name),
+        ).fetchone()
     return Token(*row), secret
 
 
@@ -71,7 +76,9 @@ def revoke_token(conn: psycopg.Connection, token_id: int) -> Token:
     with conn.transaction():
         row = conn.execute(
             f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE token_id = %s"
-            f" RETURNING {_COLUMNS}", (token_id,)).fetchone()
+            f" RETURNING {_COLUMNS}",
+            (token_id,),
+        ).fetchone()
     if row is None:
         raise NotFound(f"no token with id {token_id}", hint="see `logalyzer tokens list`")
     return Token(*row)
@@ -90,7 +97,9 @@ def authenticate(conn: psycopg.Connection, secret: str | None) -> Token:
         raise Unauthorized("invalid or revoked token")
     row = conn.execute(
         f"SELECT {_COLUMNS}, last_used_at IS NULL OR last_used_at < now() - interval '1 minute'"
-        " FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL", (hash_secret(secret),)).fetchone()
+        " FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+        (hash_secret(secret),),
+    ).fetchone()
     if row is None:
         raise Unauthorized("invalid or revoked token")
     if row[-1]:

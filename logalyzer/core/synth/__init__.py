@@ -44,10 +44,37 @@ Modules, imports pointing down only (importing any of them has no side effects):
 
 from .fleet import generate_fleet
 from .render import spell, var_message
-from .spec import (ANOMALY_KINDS, EDGE_CASES, EVENT_TYPES, HEADER_VARIANTS, MARKER_MAIN,
-                   PLAYBACK_TYPES, UTC, VAR_DIALECTS, FleetResult, FleetSpec, VarEvent, iso_ms)
+from .spec import (
+    ANOMALY_KINDS,
+    EDGE_CASES,
+    EVENT_TYPES,
+    HEADER_VARIANTS,
+    MARKER_MAIN,
+    PLAYBACK_TYPES,
+    UTC,
+    VAR_DIALECTS,
+    FleetResult,
+    FleetSpec,
+    VarEvent,
+    iso_ms,
+)
 from .truth import truth_sessions
 
-__all__ = ["ANOMALY_KINDS", "EDGE_CASES", "EVENT_TYPES", "HEADER_VARIANTS", "MARKER_MAIN",
-           "PLAYBACK_TYPES", "UTC", "VAR_DIALECTS", "FleetResult", "FleetSpec", "VarEvent",
-           "generate_fleet", "iso_ms", "spell", "truth_sessions", "var_message"]
+__all__ = [
+    "ANOMALY_KINDS",
+    "EDGE_CASES",
+    "EVENT_TYPES",
+    "HEADER_VARIANTS",
+    "MARKER_MAIN",
+    "PLAYBACK_TYPES",
+    "UTC",
+    "VAR_DIALECTS",
+    "FleetResult",
+    "FleetSpec",
+    "VarEvent",
+    "generate_fleet",
+    "iso_ms",
+    "spell",
+    "truth_sessions",
+    "var_message",
+]

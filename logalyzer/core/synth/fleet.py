@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .noise import _chunks
 from .render import _Header, _render_specials
@@ -13,8 +13,12 @@ from .timeline import _Device, _Planner
 from .truth import _annotate, _device_row, _write_truth, truth_sessions
 from .writer import _DeviceWriter
 
-_MODELS = (("DIW387", "RTV-3.2.%d", "5.18.%d"), ("UIW4020", "RTV-4.0.%d", "6.2.%d"),
-           ("SEI800 Pro", "SEI-11.4.%d", "6.1.%d"), ("DCIW303", "RTV-2.9.%d", "5.4.%d"))
+_MODELS = (
+    ("DIW387", "RTV-3.2.%d", "5.18.%d"),
+    ("UIW4020", "RTV-4.0.%d", "6.2.%d"),
+    ("SEI800 Pro", "SEI-11.4.%d", "6.1.%d"),
+    ("DCIW303", "RTV-2.9.%d", "5.4.%d"),
+)
 
 
 def _devices(spec: FleetSpec, start_ms: int) -> list[_Device]:
@@ -26,24 +30,34 @@ def _devices(spec: FleetSpec, start_ms: int) -> list[_Device]:
         if i % 18 == 0:  # blocks of 18: threadtime first, the 9 others, then 8 more threadtime
             r.shuffle(others)
             block = ["threadtime"] + others + ["threadtime"] * 8
-        rxid = "R%010d" % r.randrange(10 ** 10)
+        rxid = "R%010d" % r.randrange(10**10)
         while rxid in ids:
-            rxid = "R%010d" % r.randrange(10 ** 10)
+            rxid = "R%010d" % r.randrange(10**10)
         ids.add(rxid)
         dialect = ("current", "legacy")[i] if i < 2 else r.choices(VAR_DIALECTS, (6, 4))[0]
         spelling = "upper" if dialect == "legacy" else r.choices(("camel", "kebab"), (85, 15))[0]
         model, fw, app = r.choice(_MODELS)
-        devices.append(_Device(
-            index=i, rxid=rxid, variant=block[i % 18], dialect=dialect, spelling=spelling,
-            kernel_style=r.choice(("plain", "level", "amlogic")),
-            dumpstate=i == 2 or r.random() < 0.25, model=model, fw=fw % r.randint(0, 30),
-            app=app % r.randint(0, 20),
-            start_ms=start_ms + (0 if i == 0 else r.randint(0, 120) * 1000)))
+        devices.append(
+            _Device(
+                index=i,
+                rxid=rxid,
+                variant=block[i % 18],
+                dialect=dialect,
+                spelling=spelling,
+                kernel_style=r.choice(("plain", "level", "amlogic")),
+                dumpstate=i == 2 or r.random() < 0.25,
+                model=model,
+                fw=fw % r.randint(0, 30),
+                app=app % r.randint(0, 20),
+                start_ms=start_ms + (0 if i == 0 else r.randint(0, 120) * 1000),
+            )
+        )
     return devices
 
 
-def generate_fleet(out_dir: str | Path, spec: FleetSpec,
-                   progress: Callable[[int], None] | None = None) -> FleetResult:
+def generate_fleet(
+    out_dir: str | Path, spec: FleetSpec, progress: Callable[[int], None] | None = None
+) -> FleetResult:
     """Write the fleet's logs and OUT/ground_truth.json; deterministic for a spec.
 
     Devices are written one after the other, each streamed chunk by chunk (memory stays flat).
@@ -73,6 +87,7 @@ def generate_fleet(out_dir: str | Path, spec: FleetSpec,
         total_lines += writer.lines
         total_bytes += writer.bytes
         var_events += row["var_events"]
-    truth_path = _write_truth(out, spec, dev_rows, sessions, len(files), total_lines, var_events,
-                              total_bytes)
+    truth_path = _write_truth(
+        out, spec, dev_rows, sessions, len(files), total_lines, var_events, total_bytes
+    )
     return FleetResult(out, files, total_bytes, total_lines, truth_path)

@@ -25,11 +25,26 @@ def _poisson(r: random.Random, lam: float) -> int:
 
 
 # incidents per hour of normal playback; "trick" only for vod/app
-_NORMAL_RATES = {"black": 0.25, "black_pair": 0.15, "freeze": 0.15, "freeze_pair": 0.1,
-                 "drop": 1.2, "buffer": 0.8, "trick": 3.0, "hdmi": 0.05, "error": 0.12,
-                 "hdcp": 0.1}
-_ERRORS = ((1004, "network timeout"), (-110, "segment 404"), (2001, "decoder stalled"),
-           (4003, "DRM license expired"), (6006, "audio underrun"), (1002, "MEDIA_ERROR_IO"))
+_NORMAL_RATES = {
+    "black": 0.25,
+    "black_pair": 0.15,
+    "freeze": 0.15,
+    "freeze_pair": 0.1,
+    "drop": 1.2,
+    "buffer": 0.8,
+    "trick": 3.0,
+    "hdmi": 0.05,
+    "error": 0.12,
+    "hdcp": 0.1,
+}
+_ERRORS = (
+    (1004, "network timeout"),
+    (-110, "segment 404"),
+    (2001, "decoder stalled"),
+    (4003, "DRM license expired"),
+    (6006, "audio underrun"),
+    (1002, "MEDIA_ERROR_IO"),
+)
 
 
 class _Playback:
@@ -39,9 +54,11 @@ class _Playback:
         r = self.r
         src = src or r.choices(("live", "vod", "app"), (6, 3, 1))[0]
         if cid is None:
-            cid = {"live": lambda: r.choice(self.channels),
-                   "vod": lambda: "vod-%06d" % r.randint(0, 999999),
-                   "app": lambda: r.choice(_APPS[:3])}[src]()
+            cid = {
+                "live": lambda: r.choice(self.channels),
+                "vod": lambda: "vod-%06d" % r.randint(0, 999999),
+                "app": lambda: r.choice(_APPS[:3]),
+            }[src]()
         data = {"cid": cid, "src": src}
         if self.cid is not None:
             data["prev_cid"] = self.cid
@@ -49,8 +66,11 @@ class _Playback:
         return data
 
     def first_frame(self, ttff: int) -> dict:
-        return {"ttff_ms": ttff, "res": self.r.choice(("1920x1080", "3840x2160", "1280x720")),
-                "codec": self.r.choice(("avc", "hevc", "av1", "mpeg2"))}
+        return {
+            "ttff_ms": ttff,
+            "res": self.r.choice(("1920x1080", "3840x2160", "1280x720")),
+            "codec": self.r.choice(("avc", "hevc", "av1", "mpeg2")),
+        }
 
     def incident(self, name: str, big: bool = False) -> tuple[int, list]:
         """One incident as (length, [(offset, etype, data, droppable)]); `big` = storm size."""
@@ -58,8 +78,11 @@ class _Playback:
         if name in ("black", "freeze", "black_pair", "freeze_pair"):
             etype = "BlackScreen" if name.startswith("black") else "VideoFreeze"
             d = r.randint(800, 12000) if big else r.randint(150, 3000)
-            extra = ({"reason": r.choice(("signal_loss", "decoder_reset", "hdmi_resync"))}
-                     if etype == "BlackScreen" else {"pos": r.randint(0, 3_600_000)})
+            extra = (
+                {"reason": r.choice(("signal_loss", "decoder_reset", "hdmi_resync"))}
+                if etype == "BlackScreen"
+                else {"pos": r.randint(0, 3_600_000)}
+            )
             if not name.endswith("pair"):
                 return d, [(d, etype, {"dur_ms": d, **extra}, False)]
             end = {"state": "end"}
@@ -68,13 +91,18 @@ class _Playback:
             return d, [(0, etype, {"state": "start", **extra}, False), (d, etype, end, False)]
         if name == "drop":
             dropped = r.randint(25, 600) if big else r.randint(1, 8)
-            return 10, [(0, "DisplayDrop", {"dropped": dropped, "window_ms":
-                         r.choice((1000, 5000, 10000))}, True)]
+            return 10, [
+                (
+                    0,
+                    "DisplayDrop",
+                    {"dropped": dropped, "window_ms": r.choice((1000, 5000, 10000))},
+                    True,
+                )
+            ]
         if name == "buffer":
             d = r.randint(2000, 20000) if big else r.randint(250, 3500)
             end = {"dur_ms": d - r.randint(0, 30)} if r.random() < 0.8 else {}
-            return d, [(0, "BufferingStart", {}, False),
-                       (d, "BufferingEnd", end, False)]
+            return d, [(0, "BufferingStart", {}, False), (d, "BufferingEnd", end, False)]
         if name == "trick":
             mode = r.choice(("PAUSE", "FF", "REW", "SEEK"))
             pos = r.randint(0, 5_400_000)
@@ -83,14 +111,17 @@ class _Playback:
             d = r.randint(5000, 180000) if mode == "PAUSE" else r.randint(3000, 30000)
             rate = 0 if mode == "PAUSE" else r.choice((2, 4, 8, 16, 32))
             rate = -rate if mode == "REW" else rate
-            return d, [(0, "TrickMode", {"mode": mode, "rate": rate, "pos": pos}, True),
-                       (d, "TrickMode", {"mode": "PLAY", "rate": 1, "pos": pos + d}, True)]
+            return d, [
+                (0, "TrickMode", {"mode": mode, "rate": rate, "pos": pos}, True),
+                (d, "TrickMode", {"mode": "PLAY", "rate": 1, "pos": pos + d}, True),
+            ]
         if name == "hdmi":
             d = r.randint(1500, 8000)
-            return d + 2500, [(0, "HdmiHotplug", {"port": 1, "connected": False}, False),
-                              (d, "HdmiHotplug", {"port": 1, "connected": True}, False),
-                              (d + r.randint(800, 2400), "HdcpStatus", {"ok": True,
-                               "version": "2.2"}, False)]
+            return d + 2500, [
+                (0, "HdmiHotplug", {"port": 1, "connected": False}, False),
+                (d, "HdmiHotplug", {"port": 1, "connected": True}, False),
+                (d + r.randint(800, 2400), "HdcpStatus", {"ok": True, "version": "2.2"}, False),
+            ]
         if name == "error":
             code, msg = r.choice(_ERRORS)
             return 10, [(0, "PlaybackError", {"code": code, "fatal": False, "msg": msg}, False)]
@@ -145,8 +176,14 @@ class _Playback:
             dur, items = self.anomaly_items(kind, ttff, cc["src"])
         else:
             kind = None
-            dur = r.choice((r.randint(1500, 12000), r.randint(_MIN, 15 * _MIN),
-                            r.randint(_MIN, 15 * _MIN), r.randint(15 * _MIN, 55 * _MIN)))
+            dur = r.choice(
+                (
+                    r.randint(1500, 12000),
+                    r.randint(_MIN, 15 * _MIN),
+                    r.randint(_MIN, 15 * _MIN),
+                    r.randint(15 * _MIN, 55 * _MIN),
+                )
+            )
             items = []
             if dur > ttff + 150 or r.random() < 0.2:
                 ttff = min(ttff, dur - 100)
@@ -156,8 +193,11 @@ class _Playback:
         self.emit_items(t, [(0, "ChangeContent", cc)] + items, anomaly=kind)
         t += dur
         if dur > 20000 and r.random() < 0.04:
-            t = self.standby(t, r.randint(3 * _MIN, 120 * _MIN),
-                             r.choice(("power_key", "sleep_timer", "hdmi_cec")))
+            t = self.standby(
+                t,
+                r.randint(3 * _MIN, 120 * _MIN),
+                r.choice(("power_key", "sleep_timer", "hdmi_cec")),
+            )
         return t
 
     def anomaly_items(self, kind: str, ttff: int, src: str) -> tuple[int, list]:
@@ -166,8 +206,10 @@ class _Playback:
         lo = ttff + 300
         if kind == "freeze_storm":
             dur = r.randint(8 * _MIN, 20 * _MIN)
-            incs = [self.incident(r.choice(("freeze", "freeze_pair")), True)
-                    for _ in range(r.randint(10, 25))]
+            incs = [
+                self.incident(r.choice(("freeze", "freeze_pair")), True)
+                for _ in range(r.randint(10, 25))
+            ]
         elif kind == "drop_storm":
             dur = r.randint(5 * _MIN, 15 * _MIN)
             incs = [self.incident("drop", True) for _ in range(r.randint(15, 40))]
@@ -178,18 +220,22 @@ class _Playback:
             end = r.randint(15000, 60000)
             ttff = end + r.randint(200, 800)
             dur = ttff + r.randint(_MIN, 8 * _MIN)
-            ff = [(80, "BlackScreen", {"state": "start", "reason": "no_signal"}),
-                  (end, "BlackScreen", {"state": "end", "dur_ms": end - 80}),
-                  (ttff, "FirstFrame", self.first_frame(ttff))]
+            ff = [
+                (80, "BlackScreen", {"state": "start", "reason": "no_signal"}),
+                (end, "BlackScreen", {"state": "end", "dur_ms": end - 80}),
+                (ttff, "FirstFrame", self.first_frame(ttff)),
+            ]
             return dur, ff + self.normal_items(dur, src, ttff + 300)
         elif kind == "hdmi_flapping":
             dur = r.randint(3 * _MIN, 10 * _MIN)
             its, t = [], 0
             for _ in range(r.randint(5, 12)):
                 up = t + r.randint(500, 4000)
-                its += [(t, "HdmiHotplug", {"port": 1, "connected": False}, False),
-                        (up, "HdmiHotplug", {"port": 1, "connected": True}, False),
-                        (up + 300, "HdcpStatus", {"ok": r.random() > 0.4, "version": "2.2"}, False)]
+                its += [
+                    (t, "HdmiHotplug", {"port": 1, "connected": False}, False),
+                    (up, "HdmiHotplug", {"port": 1, "connected": True}, False),
+                    (up + 300, "HdcpStatus", {"ok": r.random() > 0.4, "version": "2.2"}, False),
+                ]
                 t = up + r.randint(1000, 15000)
             incs = [(t, its)]
         elif kind == "hdcp_failure":
@@ -197,19 +243,27 @@ class _Playback:
             incs = []
             for _ in range(r.randint(3, 6)):
                 d = r.randint(5000, 30000)
-                incs.append((d + 1000, [
-                    (0, "HdcpStatus", {"ok": False, "version": "2.2"}, False),
-                    (100, "BlackScreen", {"state": "start", "reason": "hdcp"}, False),
-                    (d, "BlackScreen", {"state": "end", "dur_ms": d - 100}, False),
-                    (d + 500, "HdcpStatus", {"ok": True, "version": "2.2"}, False)]))
+                incs.append(
+                    (
+                        d + 1000,
+                        [
+                            (0, "HdcpStatus", {"ok": False, "version": "2.2"}, False),
+                            (100, "BlackScreen", {"state": "start", "reason": "hdcp"}, False),
+                            (d, "BlackScreen", {"state": "end", "dur_ms": d - 100}, False),
+                            (d + 500, "HdcpStatus", {"ok": True, "version": "2.2"}, False),
+                        ],
+                    )
+                )
         elif kind == "error_loop":
             code, msg = r.choice(_ERRORS)
             items, t = list(ff), lo
             for _ in range(r.randint(4, 10)):
                 t += r.randint(3000, 15000)
-                items += [(t, "BufferingStart", {}),
-                          (t + 900, "BufferingEnd", {"dur_ms": 900}),
-                          (t + 1000, "PlaybackError", {"code": code, "fatal": False, "msg": msg})]
+                items += [
+                    (t, "BufferingStart", {}),
+                    (t + 900, "BufferingEnd", {"dur_ms": 900}),
+                    (t + 1000, "PlaybackError", {"code": code, "fatal": False, "msg": msg}),
+                ]
             t += r.randint(3000, 10000)
             items.append((t, "PlaybackError", {"code": code, "fatal": True, "msg": msg}))
             return t + r.randint(3000, 20000), items
@@ -220,8 +274,10 @@ class _Playback:
                 t += r.randint(1000, 4000)
                 items.append((t, "PlaybackError", {"code": code, "fatal": False, "msg": msg}))
             t += r.randint(2000, 10000)
-            items += [(t - 5, "BufferingEnd", {}),
-                      (t, "PlaybackError", {"code": code, "fatal": True, "msg": msg})]
+            items += [
+                (t - 5, "BufferingEnd", {}),
+                (t, "PlaybackError", {"code": code, "fatal": True, "msg": msg}),
+            ]
             return t + r.randint(2000, 10000), items
         else:
             raise ValueError(kind)

@@ -25,19 +25,27 @@ if TYPE_CHECKING:
     from .timeline import _Planner
 
 _CATFUNC = {
-    "ChangeContent": ("PLAYER", "tune"), "FirstFrame": ("VIDEO", "onFirstFrame"),
-    "BlackScreen": ("VIDEO", "blackDetector"), "VideoFreeze": ("VIDEO", "freezeDetector"),
-    "DisplayDrop": ("DISPLAY", "vsync"), "BufferingStart": ("PLAYER", "onBuffering"),
-    "BufferingEnd": ("PLAYER", "onBuffering"), "TrickMode": ("PLAYER", "setSpeed"),
-    "HdmiHotplug": ("HDMI", "onHotplug"), "HdcpStatus": ("HDMI", "hdcpAuth"),
-    "StandbyEnter": ("POWER", "onStandby"), "StandbyExit": ("POWER", "onWakeup"),
-    "PlaybackError": ("PLAYER", "onError"), "ResolutionChange": ("DISPLAY", "onModeChange"),
+    "ChangeContent": ("PLAYER", "tune"),
+    "FirstFrame": ("VIDEO", "onFirstFrame"),
+    "BlackScreen": ("VIDEO", "blackDetector"),
+    "VideoFreeze": ("VIDEO", "freezeDetector"),
+    "DisplayDrop": ("DISPLAY", "vsync"),
+    "BufferingStart": ("PLAYER", "onBuffering"),
+    "BufferingEnd": ("PLAYER", "onBuffering"),
+    "TrickMode": ("PLAYER", "setSpeed"),
+    "HdmiHotplug": ("HDMI", "onHotplug"),
+    "HdcpStatus": ("HDMI", "hdcpAuth"),
+    "StandbyEnter": ("POWER", "onStandby"),
+    "StandbyExit": ("POWER", "onWakeup"),
+    "PlaybackError": ("PLAYER", "onError"),
+    "ResolutionChange": ("DISPLAY", "onModeChange"),
     "BootInfo": ("SYSTEM", "boot"),
 }
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 
 
 # ------------------------------------------------------------------------ time and headers
+
 
 @lru_cache(maxsize=1)
 def _hms_table() -> tuple[str, ...]:
@@ -96,8 +104,11 @@ class _Header:
         off0, off1 = self.offset(s0), self.offset(s0 + count - 1)
         if off0 != off1:  # a DST change inside this chunk: the slow, exact path
             offs = [self.offset(s) for s in range(s0, s0 + count)]
-            return ([self._pre(s, o) for s, o in zip(range(s0, s0 + count), offs)], None,
-                    [self.post(o) for o in offs])
+            return (
+                [self._pre(s, o) for s, o in zip(range(s0, s0 + count), offs)],
+                None,
+                [self.post(o) for o in offs],
+            )
         if self.variant == "epoch":
             return ["%18d." % s for s in range(s0, s0 + count)], "", None
         hms, pre = _hms_table(), []
@@ -105,7 +116,7 @@ class _Header:
         while len(pre) < count:
             take = min(count - len(pre), 86400 - sod)
             dp = _day_prefix(day, self.style)
-            pre.extend([dp + x for x in hms[sod:sod + take]])
+            pre.extend([dp + x for x in hms[sod : sod + take]])
             day, sod = day + 1, 0
         return pre, self.post(off0), None
 
@@ -114,7 +125,7 @@ class _Header:
         off = self.offset(sec)
         return self._pre(sec, off) + _MS3[ms] + frac + self.post(off)
 
-    def body(self, proc: "_Proc", tid: int, level: str, tag: str, msg: str) -> str:
+    def body(self, proc: _Proc, tid: int, level: str, tag: str, msg: str) -> str:
         v, pid = self.variant, proc.pid
         if v == "time":
             return " %s/%-8s(%5d): %s" % (level, tag, pid, msg)
@@ -132,6 +143,7 @@ class _Header:
 
 
 # -------------------------------------------------------------------------- VAR rendering
+
 
 def _kv(v) -> str:
     if isinstance(v, bool):
@@ -154,8 +166,11 @@ def var_message(ev: VarEvent, dialect: str, spelling: str, as_json: bool) -> str
     """The message of a VAR line in one dialect (LOG_FORMAT.md section 3)."""
     cat, func = _CATFUNC[ev.etype]
     fields = {**ev.data, "sid": ev.sid, "seq": ev.seq, "mono": ev.mono}
-    data = (json.dumps(fields, separators=(",", ":"), ensure_ascii=False) if as_json
-            else " ".join("%s=%s" % (k, _kv(v)) for k, v in fields.items()))
+    data = (
+        json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        if as_json
+        else " ".join("%s=%s" % (k, _kv(v)) for k, v in fields.items())
+    )
     name = spell(ev.etype, spelling)
     if dialect == "legacy":
         return "[%s] %s: %s %s" % (cat, func, name, data)
@@ -168,8 +183,9 @@ def _var_level(ev: VarEvent) -> str:
     return "W" if ev.etype in ("BlackScreen", "VideoFreeze", "DisplayDrop") else "I"
 
 
-def _render_specials(plan: _Planner, header: _Header,
-                     seed: int) -> list[tuple[int, str, VarEvent | None]]:
+def _render_specials(
+    plan: _Planner, header: _Header, seed: int
+) -> list[tuple[int, str, VarEvent | None]]:
     """VAR and kernel lines of one device as (ts, text, event), in time order."""
     dev = plan.dev
     r = random.Random(f"{seed}:render:{dev.index}")
@@ -184,8 +200,14 @@ def _render_specials(plan: _Planner, header: _Header,
         proc = boot.procs["player"]
         style = dev.spelling if r.random() > 0.06 else r.choice(styles)
         msg = var_message(ev, dev.dialect, style, r.random() < 0.03)
-        out.append((ev.ts_ms, header.stamp(ev.ts_ms, frac) +
-                    header.body(proc, r.choice(proc.tids), _var_level(ev), "VAR", msg), ev))
+        out.append(
+            (
+                ev.ts_ms,
+                header.stamp(ev.ts_ms, frac)
+                + header.body(proc, r.choice(proc.tids), _var_level(ev), "VAR", msg),
+                ev,
+            )
+        )
     out += [(ts, text, None) for ts, text in plan.kernel if ts < plan.end_ms]
     out.sort(key=lambda x: x[0])
     return out

@@ -8,23 +8,73 @@ window before the first ChangeContent a session (see :mod:`.truth`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-UTC = timezone.utc
+UTC = UTC
 
-HEADER_VARIANTS = ("threadtime", "year", "usec", "nsec", "zone", "uid", "epoch", "time",
-                   "studio", "iso")
+HEADER_VARIANTS = (
+    "threadtime",
+    "year",
+    "usec",
+    "nsec",
+    "zone",
+    "uid",
+    "epoch",
+    "time",
+    "studio",
+    "iso",
+)
 VAR_DIALECTS = ("current", "legacy")
-EVENT_TYPES = ("ChangeContent", "FirstFrame", "BlackScreen", "VideoFreeze", "DisplayDrop",
-               "BufferingStart", "BufferingEnd", "TrickMode", "HdmiHotplug", "HdcpStatus",
-               "StandbyEnter", "StandbyExit", "PlaybackError", "ResolutionChange", "BootInfo")
-PLAYBACK_TYPES = frozenset({"FirstFrame", "BlackScreen", "VideoFreeze", "DisplayDrop",
-                            "BufferingStart", "BufferingEnd", "TrickMode", "PlaybackError"})
-ANOMALY_KINDS = ("freeze_storm", "black_after_change", "hdmi_flapping", "drop_storm",
-                 "error_loop", "video_start_failure", "rebuffer_storm", "hdcp_failure")
-EDGE_CASES = ("pre_first_change", "unclosed_episode", "seq_gap", "standby_mid_playback",
-              "spans_files", "silent_gap", "log_end", "new_year")
+EVENT_TYPES = (
+    "ChangeContent",
+    "FirstFrame",
+    "BlackScreen",
+    "VideoFreeze",
+    "DisplayDrop",
+    "BufferingStart",
+    "BufferingEnd",
+    "TrickMode",
+    "HdmiHotplug",
+    "HdcpStatus",
+    "StandbyEnter",
+    "StandbyExit",
+    "PlaybackError",
+    "ResolutionChange",
+    "BootInfo",
+)
+PLAYBACK_TYPES = frozenset(
+    {
+        "FirstFrame",
+        "BlackScreen",
+        "VideoFreeze",
+        "DisplayDrop",
+        "BufferingStart",
+        "BufferingEnd",
+        "TrickMode",
+        "PlaybackError",
+    }
+)
+ANOMALY_KINDS = (
+    "freeze_storm",
+    "black_after_change",
+    "hdmi_flapping",
+    "drop_storm",
+    "error_loop",
+    "video_start_failure",
+    "rebuffer_storm",
+    "hdcp_failure",
+)
+EDGE_CASES = (
+    "pre_first_change",
+    "unclosed_episode",
+    "seq_gap",
+    "standby_mid_playback",
+    "spans_files",
+    "silent_gap",
+    "log_end",
+    "new_year",
+)
 MARKER_MAIN = "--------- beginning of main"
 
 _MIN = 60_000
@@ -33,16 +83,17 @@ _MIN = 60_000
 @dataclass
 class FleetSpec:
     """What to generate; every field has a default so the CLI can pass only what it was given."""
+
     devices: int = 5
     hours: float = 4.0
     seed: int = 0
-    anomaly_rate: float = 0.1          # fraction of sessions made anomalous
+    anomaly_rate: float = 0.1  # fraction of sessions made anomalous
     start: datetime = datetime(2024, 3, 17, 8, 0, tzinfo=UTC)  # fleet start, UTC
-    tz: str = "UTC"                    # zone the boxes write local time in (zoneinfo name)
+    tz: str = "UTC"  # zone the boxes write local time in (zoneinfo name)
     noise_lines_per_minute: int = 600  # non-VAR lines per device-minute (controls size; above
-                                       # 60000 two noise lines may share a millisecond)
-    rotate_mb: float = 8.0             # rotate a device's file after about this many MB (1e6)
-    overlap_lines: int = 50            # each rotated file repeats the last N lines of the previous
+    # 60000 two noise lines may share a millisecond)
+    rotate_mb: float = 8.0  # rotate a device's file after about this many MB (1e6)
+    overlap_lines: int = 50  # each rotated file repeats the last N lines of the previous
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -55,22 +106,23 @@ class FleetResult:
     out_dir: Path
     files: list[Path]
     bytes_uncompressed: int
-    lines: int                         # overlapped lines counted once per file they appear in
-    truth_path: Path                   # OUT/ground_truth.json
+    lines: int  # overlapped lines counted once per file they appear in
+    truth_path: Path  # OUT/ground_truth.json
 
 
 @dataclass(slots=True)
 class VarEvent:
     """One VAR event as the firmware emitted it; `dropped` ones consumed a seq but were lost."""
-    ts_ms: int                         # UTC epoch milliseconds
-    etype: str                         # canonical event type
-    data: dict                         # event keys (without sid/seq/mono)
+
+    ts_ms: int  # UTC epoch milliseconds
+    etype: str  # canonical event type
+    data: dict  # event keys (without sid/seq/mono)
     seq: int = 0
     sid: int = 0
     mono: int = 0
     dropped: bool = False
-    anomaly: str | None = None         # set on the ChangeContent of an anomalous session
-    file_index: int | None = None      # file it first appeared in (set by the writer)
+    anomaly: str | None = None  # set on the ChangeContent of an anomalous session
+    file_index: int | None = None  # file it first appeared in (set by the writer)
 
 
 def _start_utc(dt: datetime) -> datetime:

@@ -51,7 +51,7 @@ class _Planner(_Playback, _EdgeCases):
     def __init__(self, dev: _Device, spec: FleetSpec, end_ms: int, anomaly_counter: list[int]):
         self.dev, self.spec, self.end_ms = dev, spec, end_ms
         self.r = random.Random(f"{spec.seed}:plan:{dev.index}")
-        self.counter = anomaly_counter       # shared: kinds rotate fleet-wide, all get used
+        self.counter = anomaly_counter  # shared: kinds rotate fleet-wide, all get used
         self.events: list[VarEvent] = []
         self.kernel: list[tuple[int, str]] = []
         self.boots: list[_Boot] = []
@@ -64,8 +64,15 @@ class _Planner(_Playback, _EdgeCases):
         self.drop_p = 0.003
 
     # -- primitives
-    def emit(self, ts: float, etype: str, data: dict, droppable: bool = False,
-             dropped: bool = False, anomaly: str | None = None) -> VarEvent | None:
+    def emit(
+        self,
+        ts: float,
+        etype: str,
+        data: dict,
+        droppable: bool = False,
+        dropped: bool = False,
+        anomaly: str | None = None,
+    ) -> VarEvent | None:
         ts = max(int(ts), self.last_ts + 1)
         if ts >= self.end_ms:
             return None
@@ -73,11 +80,21 @@ class _Planner(_Playback, _EdgeCases):
             self.sid += 1
         self.last_ts, self.seq = ts, self.seq + 1
         boot = self.boots[-1].boot_ms
-        ev = VarEvent(ts, etype, data, self.seq, self.sid, ts - boot, anomaly=anomaly,
-                      dropped=dropped or (droppable and self.r.random() < self.drop_p))
+        ev = VarEvent(
+            ts,
+            etype,
+            data,
+            self.seq,
+            self.sid,
+            ts - boot,
+            anomaly=anomaly,
+            dropped=dropped or (droppable and self.r.random() < self.drop_p),
+        )
         if etype == "HdmiHotplug":
-            self.klog(ts - self.r.randint(5, 60), "hdmitx: %s" %
-                      ("plugin" if data.get("connected") else "plugout"))
+            self.klog(
+                ts - self.r.randint(5, 60),
+                "hdmitx: %s" % ("plugin" if data.get("connected") else "plugout"),
+            )
         self.events.append(ev)
         return ev
 
@@ -96,8 +113,13 @@ class _Planner(_Playback, _EdgeCases):
     def emit_items(self, t0: int, items: list, anomaly: str | None = None) -> None:
         """Emit (offset, etype, data[, droppable[, dropped]]) items in offset order."""
         for it in sorted(items, key=lambda x: x[0]):
-            self.emit(t0 + it[0], it[1], it[2], *it[3:],
-                      anomaly=anomaly if it[1] == "ChangeContent" else None)
+            self.emit(
+                t0 + it[0],
+                it[1],
+                it[2],
+                *it[3:],
+                anomaly=anomaly if it[1] == "ChangeContent" else None,
+            )
 
     # -- device life
     def boot(self, t: int) -> int:
@@ -105,8 +127,13 @@ class _Planner(_Playback, _EdgeCases):
         procs = {}
         for key, uid, uname, pkg, (lo, hi) in _PROC_TABLE:
             pid = r.randint(lo, hi)
-            procs[key] = _Proc(pid, uid, uname, pkg, [pid] + [pid + r.randint(1, 400)
-                                                               for _ in range(r.randint(3, 6))])
+            procs[key] = _Proc(
+                pid,
+                uid,
+                uname,
+                pkg,
+                [pid] + [pid + r.randint(1, 400) for _ in range(r.randint(3, 6))],
+            )
         if self.boots and r.random() < 0.5:  # a reboot in standby often installs an update
             d.fw = re.sub(r"(\d+)$", lambda m: str(int(m.group(1)) + 1), d.fw)
         self.boots.append(_Boot(t, procs, d.model, d.fw, d.app))
@@ -119,8 +146,11 @@ class _Planner(_Playback, _EdgeCases):
         self.emit(t1, "BootInfo", {"model": d.model, "fw": d.fw, "app": d.app})
         self.emit(t1 + r.randint(200, 900), "HdmiHotplug", {"port": 1, "connected": True})
         self.emit(self.last_ts + r.randint(500, 2500), "HdcpStatus", {"ok": True, "version": "2.2"})
-        self.emit(self.last_ts + r.randint(100, 800), "ResolutionChange",
-                  {"from": "720x480", "to": "1920x1080"})
+        self.emit(
+            self.last_ts + r.randint(100, 800),
+            "ResolutionChange",
+            {"from": "720x480", "to": "1920x1080"},
+        )
         return self.last_ts + r.randint(3000, 15000)
 
     def standby(self, t: int, dur: int, reason: str = "power_key") -> int:
@@ -139,12 +169,13 @@ class _Planner(_Playback, _EdgeCases):
         out = t + dur
         if not reboot:
             self.emit(out - r.randint(3000, 8000), "HdmiHotplug", {"port": 1, "connected": True})
-            self.emit(self.last_ts + r.randint(800, 2000), "HdcpStatus",
-                      {"ok": True, "version": "2.2"})
+            self.emit(
+                self.last_ts + r.randint(800, 2000), "HdcpStatus", {"ok": True, "version": "2.2"}
+            )
         self.emit(out, "StandbyExit", {"reason": r.choice(("power_key", "cec_wakeup"))})
         return self.last_ts + r.randint(1500, 4000)
 
-    def run(self) -> "_Planner":
+    def run(self) -> _Planner:
         r, idx = self.r, self.dev.index
         t = self.boot(self.dev.start_ms)
         scripted = []

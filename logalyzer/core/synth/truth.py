@@ -37,8 +37,9 @@ bytes_uncompressed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from .spec import PLAYBACK_TYPES, VarEvent, iso_ms
 
@@ -60,8 +61,9 @@ def _as_bool(v) -> bool:
     return v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes")
 
 
-def truth_sessions(events: Iterable[VarEvent], gap_s: float = 1800,
-                   rxid: str | None = None) -> list[dict]:
+def truth_sessions(
+    events: Iterable[VarEvent], gap_s: float = 1800, rxid: str | None = None
+) -> list[dict]:
     """Sessions and their measures from one device's VAR events: the reference
     implementation of LOG_FORMAT.md section 4 that tests compare the session analyser with.
 
@@ -120,9 +122,18 @@ def _measure(evs: list[VarEvent], end_ts: int, reason: str, boot: dict | None) -
     cnt = dict.fromkeys(("BlackScreen", "VideoFreeze", "Buffering"), 0)
     dur = dict.fromkeys(cnt, 0)
     open_at: dict[str, int] = {}
-    m = dict(ttff_ms=None, display_drop_count=0, dropped_frames=0, trick_mode_count=0,
-             hdmi_event_count=0, hdmi_disconnects=0, standby_count=0, error_count=0,
-             fatal_error=False, seq_gaps=0)
+    m = dict(
+        ttff_ms=None,
+        display_drop_count=0,
+        dropped_frames=0,
+        trick_mode_count=0,
+        hdmi_event_count=0,
+        hdmi_disconnects=0,
+        standby_count=0,
+        error_count=0,
+        fatal_error=False,
+        seq_gaps=0,
+    )
     has_ff = False
     for k, e in enumerate(evs):
         t, d = e.etype, e.data
@@ -135,7 +146,8 @@ def _measure(evs: list[VarEvent], end_ts: int, reason: str, boot: dict | None) -
         elif t in ("BlackScreen", "VideoFreeze", "BufferingStart", "BufferingEnd"):
             kind = "Buffering" if t.startswith("Buffering") else t
             state = {"BufferingStart": "start", "BufferingEnd": "end"}.get(
-                t, str(d.get("state", "")).lower())
+                t, str(d.get("state", "")).lower()
+            )
             if state == "start":
                 open_at.setdefault(kind, e.ts_ms)
                 continue
@@ -163,28 +175,45 @@ def _measure(evs: list[VarEvent], end_ts: int, reason: str, boot: dict | None) -
         dur[kind] += end_ts - started
     edges = ([] if content else ["pre_first_change"]) + (["unclosed_episode"] if open_at else [])
     edges += ["seq_gap"] if m["seq_gaps"] else []
-    edges += {"gap": ["silent_gap"], "standby": ["standby_mid_playback"],
-              "end": ["log_end"]}.get(reason, [])
+    edges += {"gap": ["silent_gap"], "standby": ["standby_mid_playback"], "end": ["log_end"]}.get(
+        reason, []
+    )
     boot = boot or {}
     return {
-        "rxid": None, "session_index": 0,
+        "rxid": None,
+        "session_index": 0,
         "content_id": first.data.get("cid") if content else None,
         "source": first.data.get("src") if content else None,
-        "start_ts": iso_ms(first.ts_ms), "end_ts": iso_ms(end_ts),
+        "start_ts": iso_ms(first.ts_ms),
+        "end_ts": iso_ms(end_ts),
         "duration_s": round((end_ts - first.ts_ms) / 1000, 3),
         "ttff_ms": m["ttff_ms"],
-        "black_screen_count": cnt["BlackScreen"], "black_screen_ms": dur["BlackScreen"],
-        "video_freeze_count": cnt["VideoFreeze"], "video_freeze_ms": dur["VideoFreeze"],
-        "display_drop_count": m["display_drop_count"], "dropped_frames": m["dropped_frames"],
-        "buffering_count": cnt["Buffering"], "rebuffer_ms": dur["Buffering"],
-        "trick_mode_count": m["trick_mode_count"], "hdmi_event_count": m["hdmi_event_count"],
-        "hdmi_disconnects": m["hdmi_disconnects"], "standby_count": m["standby_count"],
-        "error_count": m["error_count"], "fatal_error": m["fatal_error"],
+        "black_screen_count": cnt["BlackScreen"],
+        "black_screen_ms": dur["BlackScreen"],
+        "video_freeze_count": cnt["VideoFreeze"],
+        "video_freeze_ms": dur["VideoFreeze"],
+        "display_drop_count": m["display_drop_count"],
+        "dropped_frames": m["dropped_frames"],
+        "buffering_count": cnt["Buffering"],
+        "rebuffer_ms": dur["Buffering"],
+        "trick_mode_count": m["trick_mode_count"],
+        "hdmi_event_count": m["hdmi_event_count"],
+        "hdmi_disconnects": m["hdmi_disconnects"],
+        "standby_count": m["standby_count"],
+        "error_count": m["error_count"],
+        "fatal_error": m["fatal_error"],
         "video_start_failure": content and not has_ff and m["fatal_error"],
-        "seq_gaps": m["seq_gaps"], "event_count": len(evs),
-        "model": boot.get("model"), "fw": boot.get("fw"), "app": boot.get("app"),
-        "anomalous": False, "anomaly_kind": None, "edge_cases": edges,
-        "_first": first, "_last": evs[-1], "_end_ms": end_ts,
+        "seq_gaps": m["seq_gaps"],
+        "event_count": len(evs),
+        "model": boot.get("model"),
+        "fw": boot.get("fw"),
+        "app": boot.get("app"),
+        "anomalous": False,
+        "anomaly_kind": None,
+        "edge_cases": edges,
+        "_first": first,
+        "_last": evs[-1],
+        "_end_ms": end_ts,
     }
 
 
@@ -194,8 +223,11 @@ def _annotate(sessions: list[dict], header: _Header) -> None:
         first, last, end_ms = s.pop("_first"), s.pop("_last"), s.pop("_end_ms")
         s["anomalous"] = first.anomaly is not None
         s["anomaly_kind"] = first.anomaly
-        if (first.file_index is not None and last.file_index is not None
-                and last.file_index > first.file_index):
+        if (
+            first.file_index is not None
+            and last.file_index is not None
+            and last.file_index > first.file_index
+        ):
             s["edge_cases"].append("spans_files")
         if header.local_dt(first.ts_ms).year != header.local_dt(end_ms).year:
             s["edge_cases"].append("new_year")
@@ -206,20 +238,45 @@ def _device_row(out: Path, dev: _Device, plan: _Planner, writer: _DeviceWriter) 
     written = sum(not e.dropped for e in plan.events)
     last_boot = plan.boots[-1]
     return {
-        "rxid": dev.rxid, "model": last_boot.model, "fw": last_boot.fw, "app": last_boot.app,
-        "header_variant": dev.variant, "var_dialect": dev.dialect,
+        "rxid": dev.rxid,
+        "model": last_boot.model,
+        "fw": last_boot.fw,
+        "app": last_boot.app,
+        "header_variant": dev.variant,
+        "var_dialect": dev.dialect,
         "files": [p.relative_to(out).as_posix() for p in writer.files],
-        "lines": writer.lines, "index": dev.index, "spelling": dev.spelling,
-        "kernel_style": dev.kernel_style, "dumpstate": dev.dumpstate,
-        "boots": len(plan.boots), "var_events": written}
+        "lines": writer.lines,
+        "index": dev.index,
+        "spelling": dev.spelling,
+        "kernel_style": dev.kernel_style,
+        "dumpstate": dev.dumpstate,
+        "boots": len(plan.boots),
+        "var_events": written,
+    }
 
 
-def _write_truth(out: Path, spec: FleetSpec, dev_rows: list[dict], sessions: list[dict],
-                 files: int, lines: int, var_events: int, bytes_uncompressed: int) -> Path:
+def _write_truth(
+    out: Path,
+    spec: FleetSpec,
+    dev_rows: list[dict],
+    sessions: list[dict],
+    files: int,
+    lines: int,
+    var_events: int,
+    bytes_uncompressed: int,
+) -> Path:
     """Write OUT/ground_truth.json; returns its path."""
-    truth = {"spec": spec.to_json(), "devices": dev_rows, "sessions": sessions,
-             "totals": {"files": files, "lines": lines, "var_events": var_events,
-                        "bytes_uncompressed": bytes_uncompressed}}
+    truth = {
+        "spec": spec.to_json(),
+        "devices": dev_rows,
+        "sessions": sessions,
+        "totals": {
+            "files": files,
+            "lines": lines,
+            "var_events": var_events,
+            "bytes_uncompressed": bytes_uncompressed,
+        },
+    }
     truth_path = out / "ground_truth.json"
     truth_path.write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return truth_path

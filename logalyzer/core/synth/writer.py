@@ -30,8 +30,16 @@ if TYPE_CHECKING:
 class _DeviceWriter:
     """Streams one device's lines into rotated gzip files with the overlap between them."""
 
-    def __init__(self, out_dir: Path, rxid: str, header: _Header, dev: _Device,
-                 spec: FleetSpec, forced: list[int], progress):
+    def __init__(
+        self,
+        out_dir: Path,
+        rxid: str,
+        header: _Header,
+        dev: _Device,
+        spec: FleetSpec,
+        forced: list[int],
+        progress,
+    ):
         self.dir = out_dir / rxid
         self.dir.mkdir(parents=True, exist_ok=True)
         self.header, self.dev, self.progress = header, dev, progress
@@ -65,8 +73,9 @@ class _DeviceWriter:
             t += 1000
         path = self.dir / name
         self._raw = open(path, "wb")
-        self._gz = _gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=self._raw,
-                                  mtime=first_ts // 1000)
+        self._gz = _gzip.GzipFile(
+            filename="", mode="wb", compresslevel=1, fileobj=self._raw, mtime=first_ts // 1000
+        )
         self.files.append(path)
         self._cur_bytes = self._cur_new = 0
         head = self._markers(first_ts) + self._tail
@@ -92,8 +101,9 @@ class _DeviceWriter:
             os.utime(self.files[-1], (self._last_ts / 1000, self._last_ts / 1000))
             self._gz = self._raw = None
 
-    def feed(self, lines: list[str], ts: np.ndarray, sp_pos: list[int],
-             sp_ev: list[VarEvent | None]) -> None:
+    def feed(
+        self, lines: list[str], ts: np.ndarray, sp_pos: list[int], sp_ev: list[VarEvent | None]
+    ) -> None:
         """Write one chunk (time-ordered); rotate on size or at a forced time inside it."""
         i, n = 0, len(lines)
         while i < n:
@@ -112,8 +122,9 @@ class _DeviceWriter:
             data = ("\n".join(lines[i:j]) + "\n").encode("utf-8") if j > i else b""
             budget = self.limit - self._cur_bytes
             if len(data) > budget:
-                sizes = np.fromiter((len(x.encode("utf-8")) + 1 for x in lines[i:j]), np.int64,
-                                    j - i)
+                sizes = np.fromiter(
+                    (len(x.encode("utf-8")) + 1 for x in lines[i:j]), np.int64, j - i
+                )
                 fit = int(np.searchsorted(np.cumsum(sizes), budget, "right"))
                 fit = max(fit, self.min_new - self._cur_new, 0)
                 if fit < j - i:
@@ -139,7 +150,7 @@ class _DeviceWriter:
         if n == 0:
             return
         if j - i >= n:
-            self._tail, self._tail_ts = lines[j - n:j], ts[j - n:j].tolist()
+            self._tail, self._tail_ts = lines[j - n : j], ts[j - n : j].tolist()
         else:
             self._tail = (self._tail + lines[i:j])[-n:]
             self._tail_ts = (self._tail_ts + ts[i:j].tolist())[-n:]
