@@ -7,7 +7,8 @@
 # pandas < 2.2 and pyarrow < 19); flask-caching 2.3.1, rich and cachetools are missing from its
 # requirements. Everything lives in LOGALYZER_SUPERSET_HOME (default out/superset): venv/,
 # superset.db (SQLite metadata), secret_key and admin_password (both generated, mode 600),
-# and the built bundle (LOGALYZER_SUPERSET_VENV puts the venv elsewhere). Re-running is safe: it upgrades the metadata schema and re-imports
+# and the built bundle (LOGALYZER_SUPERSET_VENV puts the venv elsewhere, e.g. outside the checkout
+# where several runs share it: installing it takes a lock). Re-running is safe: it upgrades the metadata schema and re-imports
 # the dashboards. `--fresh` deletes the metadata database first, which also rolls out edited
 # datasets and charts (`superset import-dashboards` overwrites dashboards but keeps existing
 # datasets and charts with the same uuid).
