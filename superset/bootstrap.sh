@@ -7,7 +7,8 @@
 # pandas < 2.2 and pyarrow < 19); flask-caching 2.3.1, rich and cachetools are missing from its
 # requirements. Everything lives in LOGALYZER_SUPERSET_HOME (default out/superset): venv/,
 # superset.db (SQLite metadata), secret_key and admin_password (both generated, mode 600),
-# and the built bundle (LOGALYZER_SUPERSET_VENV puts the venv elsewhere). Re-running is safe: it upgrades the metadata schema and re-imports
+# and the built bundle (LOGALYZER_SUPERSET_VENV puts the venv elsewhere, e.g. outside the checkout
+# where several runs share it: installing it takes a lock). Re-running is safe: it upgrades the metadata schema and re-imports
 # the dashboards. `--fresh` deletes the metadata database first, which also rolls out edited
 # datasets and charts (`superset import-dashboards` overwrites dashboards but keeps existing
 # datasets and charts with the same uuid).
@@ -35,14 +36,24 @@ if [[ "${1:-}" == "--fresh" ]]; then
 fi
 
 stamp=$VENV/.installed-6.1.0
-if [[ ! -f $stamp ]]; then
+# A venv outside the checkout may be shared by several runs: one installs, the others wait. One
+# without its stamp (an install that was cut short) or whose Python is gone is made again.
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+command -v flock >/dev/null && flock 9
+if [[ ! -f $stamp ]] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
   echo "== installing Superset 6.1.0 into $VENV (a few minutes the first time)"
+  if [[ -e $VENV && ! -f $VENV/pyvenv.cfg ]]; then
+    echo "Error: $VENV exists and is not a virtual environment" >&2; exit 1
+  fi
+  rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip
   "$VENV/bin/pip" install --quiet 'apache-superset==6.1.0' 'flask-caching==2.3.1' rich cachetools \
     'psycopg2-binary>=2.9'
   touch "$stamp"
 fi
+exec 9>&-
 
 [[ -s $LOGALYZER_SUPERSET_HOME/secret_key ]] || "$VENV/bin/python" -c \
   'import secrets; print(secrets.token_urlsafe(48))' > "$LOGALYZER_SUPERSET_HOME/secret_key"
