@@ -1,6 +1,7 @@
 """Build the Superset import bundle (a ZIP) from the dashboards-as-code YAML in superset/assets.
 
-    python superset/build_bundle.py [--dsn postgresql://...] [-o out/superset/logalyzer_dashboards.zip]
+    python superset/build_bundle.py [--dsn postgresql://...]
+        [-o out/superset/logalyzer_dashboards.zip]
 
 The YAML under ``assets/`` is Superset's own import format (metadata.yaml, databases/,
 datasets/, charts/, dashboards/), so a bundle exported from Superset can be diffed against it.
@@ -38,7 +39,15 @@ REQUIRED = {
 }
 # Chart params that name dataset columns (a list or one name) and saved metrics.
 COLUMN_PARAMS = ("x_axis", "groupby", "all_columns", "entity", "series", "columns")
-METRIC_PARAMS = ("metric", "metrics", "x", "y", "size", "percent_metrics", "timeseries_limit_metric")
+METRIC_PARAMS = (
+    "metric",
+    "metrics",
+    "x",
+    "y",
+    "size",
+    "percent_metrics",
+    "timeseries_limit_metric",
+)
 
 
 class BundleError(Exception):
@@ -96,13 +105,17 @@ def validate(assets: dict[str, dict]) -> list[str]:
             problems.append(f"{rel}: uuid {u} also used by {seen[u]}")
         seen[u] = rel
     k = by_kind(assets)
-    for u, ds in k["datasets"].items():
+    for ds in k["datasets"].values():
         if str(ds.get("database_uuid")) not in k["databases"]:
-            problems.append(f"dataset {ds.get('table_name')}: unknown database {ds.get('database_uuid')}")
+            problems.append(
+                f"dataset {ds.get('table_name')}: unknown database {ds.get('database_uuid')}"
+            )
         cols = {c["column_name"] for c in ds.get("columns", [])}
         if ds.get("main_dttm_col") and ds["main_dttm_col"] not in cols:
-            problems.append(f"dataset {ds['table_name']}: main_dttm_col {ds['main_dttm_col']} is no column")
-    for u, ch in k["charts"].items():
+            problems.append(
+                f"dataset {ds['table_name']}: main_dttm_col {ds['main_dttm_col']} is no column"
+            )
+    for ch in k["charts"].values():
         name = ch.get("slice_name")
         ds = k["datasets"].get(str(ch.get("dataset_uuid")))
         if ds is None:
@@ -116,11 +129,15 @@ def validate(assets: dict[str, dict]) -> list[str]:
         for p in COLUMN_PARAMS:
             for c in _names(params.get(p)):
                 if c not in cols:
-                    problems.append(f"chart {name!r}: {p} names {c!r}, not a column of {ds['table_name']}")
+                    problems.append(
+                        f"chart {name!r}: {p} names {c!r}, not a column of {ds['table_name']}"
+                    )
         for p in METRIC_PARAMS:
             for m in _names(params.get(p)):
                 if m not in metrics:
-                    problems.append(f"chart {name!r}: {p} names {m!r}, not a metric of {ds['table_name']}")
+                    problems.append(
+                        f"chart {name!r}: {p} names {m!r}, not a metric of {ds['table_name']}"
+                    )
         for f in params.get("adhoc_filters") or []:
             if f.get("expressionType") == "SIMPLE" and f.get("subject") not in cols:
                 problems.append(f"chart {name!r}: filter on {f.get('subject')!r}, not a column")
@@ -128,7 +145,7 @@ def validate(assets: dict[str, dict]) -> list[str]:
             col = json.loads(entry)[0]
             if col not in cols:
                 problems.append(f"chart {name!r}: orders by {col!r}, not a column")
-    for u, db in k["dashboards"].items():
+    for db in k["dashboards"].values():
         problems += _check_dashboard(db, k)
     return problems
 
@@ -155,17 +172,26 @@ def _check_dashboard(dash: dict, k: dict) -> list[str]:
         if meta["uuid"] not in k["charts"]:
             problems.append(f"dashboard {title!r}: {node_id} shows unknown chart {meta['uuid']}")
         if meta["chartId"] in ids:
-            problems.append(f"dashboard {title!r}: chartId {meta['chartId']} used by {ids[meta['chartId']]} and {node_id}")
+            problems.append(
+                f"dashboard {title!r}: chartId {meta['chartId']} used by"
+                f" {ids[meta['chartId']]} and {node_id}"
+            )
         ids[meta["chartId"]] = node_id
     if not ids:
         problems.append(f"dashboard {title!r}: shows no chart")
-    chart_of = {n["meta"]["chartId"]: k["charts"].get(n["meta"]["uuid"]) for n in pos.values()
-                if isinstance(n, dict) and n.get("type") == "CHART" and "chartId" in n.get("meta", {})}
+    chart_of = {
+        n["meta"]["chartId"]: k["charts"].get(n["meta"]["uuid"])
+        for n in pos.values()
+        if isinstance(n, dict) and n.get("type") == "CHART" and "chartId" in n.get("meta", {})
+    }
     for f in (dash.get("metadata") or {}).get("native_filter_configuration", []):
         name = f.get("name")
         excluded = set(f.get("scope", {}).get("excluded", []))
         if excluded - set(chart_of):
-            problems.append(f"dashboard {title!r}: filter {name!r} excludes unknown chartIds {sorted(excluded - set(chart_of))}")
+            problems.append(
+                f"dashboard {title!r}: filter {name!r} excludes unknown chartIds"
+                f" {sorted(excluded - set(chart_of))}"
+            )
         for t in f.get("targets", []):
             if not t:
                 continue
@@ -178,9 +204,15 @@ def _check_dashboard(dash: dict, k: dict) -> list[str]:
             # A filter reaching a chart whose dataset lacks its column makes Superset warn on it.
             for cid, chart in chart_of.items():
                 ds_in = chart and k["datasets"].get(str(chart["dataset_uuid"]))
-                if cid not in excluded and ds_in and column not in {c["column_name"] for c in ds_in["columns"]}:
-                    problems.append(f"dashboard {title!r}: filter {name!r} reaches chart "
-                                    f"{chart['slice_name']!r} whose dataset has no {column!r}")
+                if (
+                    cid not in excluded
+                    and ds_in
+                    and column not in {c["column_name"] for c in ds_in["columns"]}
+                ):
+                    problems.append(
+                        f"dashboard {title!r}: filter {name!r} reaches chart "
+                        f"{chart['slice_name']!r} whose dataset has no {column!r}"
+                    )
     return problems
 
 
@@ -203,7 +235,9 @@ def build(out: Path, dsn: str | None = None, root: Path = ASSETS) -> Path:
         for rel, data in assets.items():
             if rel.startswith("databases/") and dsn:
                 data = {**data, "sqlalchemy_uri": sqlalchemy_uri(dsn)}
-            zf.writestr(f"{ROOT_FOLDER}/{rel}", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+            zf.writestr(
+                f"{ROOT_FOLDER}/{rel}", yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(buf.getvalue())
     out.chmod(0o600)  # it may hold the database password
@@ -212,9 +246,16 @@ def build(out: Path, dsn: str | None = None, root: Path = ASSETS) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dsn", help="PostgreSQL URL of the LOGalyzer database (default: keep the placeholder)")
-    ap.add_argument("-o", "--out", type=Path, default=Path("out/superset/logalyzer_dashboards.zip"),
-                    help="the ZIP to write (default: %(default)s)")
+    ap.add_argument(
+        "--dsn", help="PostgreSQL URL of the LOGalyzer database (default: keep the placeholder)"
+    )
+    ap.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("out/superset/logalyzer_dashboards.zip"),
+        help="the ZIP to write (default: %(default)s)",
+    )
     args = ap.parse_args(argv)
     try:
         path = build(args.out, args.dsn)

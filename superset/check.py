@@ -27,30 +27,49 @@ from pathlib import Path
 import psycopg2
 from playwright.sync_api import sync_playwright
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 # A chart must show rows when the table its dataset reads has some (flagged sessions only
 # after `detect`, pushes only after one was made).
-NEEDS = {"fleet_qoe": "sessions", "device_qoe": "sessions", "session_raw_lines": "sessions",
-         "flagged_sessions": "anomalies_consolidated", "jam_pushes_overview": "jam_pushes",
-         "jam_impact": "jam_pushes"}
+NEEDS = {
+    "fleet_qoe": "sessions",
+    "device_qoe": "sessions",
+    "session_raw_lines": "sessions",
+    "flagged_sessions": "anomalies_consolidated",
+    "jam_pushes_overview": "jam_pushes",
+    "jam_impact": "jam_pushes",
+}
 
 
 def db_facts(dsn: str) -> dict:
     """What the database holds, to know which charts must show rows, and a session to open."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         facts = {}
-        for table, where in (("sessions", "true"), ("anomalies_consolidated", "is_anomaly"),
-                             ("jam_pushes", "true")):
+        for table, where in (
+            ("sessions", "true"),
+            ("anomalies_consolidated", "is_anomaly"),
+            ("jam_pushes", "true"),
+        ):
             cur.execute(f"SELECT count(*) FROM {table} WHERE {where}")  # fixed names, not input
             facts[table] = cur.fetchone()[0]
-        cur.execute("SELECT rxid, session_id::text FROM sessions"
-                    " ORDER BY video_freeze_count DESC, start_ts LIMIT 1")
+        cur.execute(
+            "SELECT rxid, session_id::text FROM sessions"
+            " ORDER BY video_freeze_count DESC, start_ts LIMIT 1"
+        )
         facts["session"] = cur.fetchone()
         # a full UTC day of data (the second day of the fleet), for the window check
-        cur.execute("SELECT (date_trunc('day', min(start_ts), 'UTC') + interval '1 day')"
-                    " AT TIME ZONE 'UTC' FROM sessions")
+        cur.execute(
+            "SELECT (date_trunc('day', min(start_ts), 'UTC') + interval '1 day')"
+            " AT TIME ZONE 'UTC' FROM sessions"
+        )
         first = cur.fetchone()[0]
         facts["day"] = first.isoformat() if first else None
     return facts
@@ -66,12 +85,18 @@ def chart_ids(page, base: str, slug: str) -> dict[int, str]:
 def chart_datasets(page, base: str, slug: str) -> dict[int, str]:
     """Chart id → the name of the dataset it reads."""
     charts = page.request.get(f"{base}/api/v1/dashboard/{slug}/charts").json()["result"]
-    names = {d["id"]: d["table_name"] for d in
-             page.request.get(f"{base}/api/v1/dashboard/{slug}/datasets").json()["result"]}
-    return {c["id"]: names.get(int(str(c["form_data"]["datasource"]).split("__")[0])) for c in charts}
+    names = {
+        d["id"]: d["table_name"]
+        for d in page.request.get(f"{base}/api/v1/dashboard/{slug}/datasets").json()["result"]
+    }
+    return {
+        c["id"]: names.get(int(str(c["form_data"]["datasource"]).split("__")[0])) for c in charts
+    }
 
 
-def open_dashboard(page, url: str, expected: dict[int, str], timeout_s: float = 120) -> dict[int, dict]:
+def open_dashboard(
+    page, url: str, expected: dict[int, str], timeout_s: float = 120
+) -> dict[int, dict]:
     """Load the dashboard and wait until every chart's data request has been answered;
     returns {chart id: {"status": http status, "results": [...]}}."""
     answers: dict[int, dict] = {}
@@ -86,8 +111,12 @@ def open_dashboard(page, url: str, expected: dict[int, str], timeout_s: float = 
         except Exception as exc:  # noqa: BLE001 - recorded as the chart's problem
             payload, slice_id = {"result": [{"error": f"unreadable answer: {exc}"}]}, None
         if slice_id is not None:
-            answers[int(slice_id)] = {"status": resp.status, "results": payload.get("result", []),
-                                      "message": payload.get("message"), "request": body}
+            answers[int(slice_id)] = {
+                "status": resp.status,
+                "results": payload.get("result", []),
+                "message": payload.get("message"),
+                "request": body,
+            }
 
     page.on("response", on_response)
     try:
@@ -114,15 +143,20 @@ def replay(page, base: str, request: dict, time_range: str, grain: str | None = 
             if grain and f.get("col") == "granularity":
                 f["val"] = [grain]
     csrf = page.request.get(f"{base}/api/v1/security/csrf_token/").json()["result"]
-    r = page.request.post(f"{base}/api/v1/chart/data", data=json.dumps(body),
-                          headers={"Content-Type": "application/json", "X-CSRFToken": csrf, "Referer": base})
+    r = page.request.post(
+        f"{base}/api/v1/chart/data",
+        data=json.dumps(body),
+        headers={"Content-Type": "application/json", "X-CSRFToken": csrf, "Referer": base},
+    )
     payload = r.json()
     if r.status != 200:
         return [{"error": f"HTTP {r.status}: {payload.get('message')}"}]
     return payload.get("result", [])
 
 
-def window_problems(page, base: str, expected: dict[int, str], answers: dict[int, dict], day: str) -> list[str]:
+def window_problems(
+    page, base: str, expected: dict[int, str], answers: dict[int, dict], day: str
+) -> list[str]:
     """Every chart of the fleet dashboard again for one UTC day: no errors, rows everywhere,
     and the charts over time give 1 point per day, 24 per hour."""
     start = datetime.fromisoformat(day)
@@ -140,11 +174,16 @@ def window_problems(page, base: str, expected: dict[int, str], answers: dict[int
                 elif not res.get("rowcount"):
                     out.append(f"window {window}, {grain}: chart {name!r}: no rows")
                 elif points and res["rowcount"] != points:
-                    out.append(f"window {window}, {grain}: chart {name!r}: {res['rowcount']} points, not {points}")
+                    out.append(
+                        f"window {window}, {grain}: chart {name!r}:"
+                        f" {res['rowcount']} points, not {points}"
+                    )
     return out
 
 
-def problems_of(slug: str, expected: dict[int, str], answers: dict[int, dict], needs_rows: set[int]) -> list[str]:
+def problems_of(
+    slug: str, expected: dict[int, str], answers: dict[int, dict], needs_rows: set[int]
+) -> list[str]:
     out = []
     for cid, name in expected.items():
         must_have_rows = cid in needs_rows
@@ -153,7 +192,9 @@ def problems_of(slug: str, expected: dict[int, str], answers: dict[int, dict], n
             out.append(f"{slug}: chart {name!r} sent no data request")
             continue
         if a["status"] != 200:
-            out.append(f"{slug}: chart {name!r}: HTTP {a['status']} {a.get('message') or a['results']}")
+            out.append(
+                f"{slug}: chart {name!r}: HTTP {a['status']} {a.get('message') or a['results']}"
+            )
             continue
         for res in a["results"]:
             if res.get("error") or res.get("status") == "failed":
@@ -177,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     report = []
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="lgz-chromium-") as profile:
         ctx = p.chromium.launch_persistent_context(
-            profile, executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1600, "height": 1400})
+            profile,
+            executable_path=args.chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1600, "height": 1400},
+        )
         page = ctx.new_page()
         page.goto(f"{args.url}/login/")
         page.fill("#username", "admin")
@@ -211,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                     problems.append(f"{slug}: no 'raw lines' link in the anomaly table")
             shot = args.out / f"{slug}.png"
             page.screenshot(path=str(shot), full_page=True)
-            rows = {expected[c]: sum(r.get("rowcount") or 0 for r in a["results"])
-                    for c, a in answers.items() if c in expected}
+            rows = {
+                expected[c]: sum(r.get("rowcount") or 0 for r in a["results"])
+                for c, a in answers.items()
+                if c in expected
+            }
             report.append((slug, len(expected), seconds, shot, rows))
         ctx.close()
     for slug, n, seconds, shot, rows in report:
@@ -221,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {count:>7} rows  {name}")
     for line in problems:
         print(f"PROBLEM {line}", file=sys.stderr)
-    print(f"{'FAILED' if problems else 'OK'}: {len(report)} dashboards, {sum(r[1] for r in report)} charts,"
-          f" {len(problems)} problems")
+    print(
+        f"{'FAILED' if problems else 'OK'}: {len(report)} dashboards,"
+        f" {sum(r[1] for r in report)} charts,"
+        f" {len(problems)} problems"
+    )
     return 1 if problems else 0
 
 

@@ -47,7 +47,8 @@ def create(dsn: str) -> None:
 
 
 def create_unique(server: str) -> str:
-    name = f"{PREFIX}{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{os.getpid()}_{secrets.token_hex(3)}"
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    name = f"{PREFIX}{stamp}_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(_maintenance(server), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return _url(server, name)
@@ -56,11 +57,17 @@ def create_unique(server: str) -> str:
 def drop(dsn: str) -> None:
     name = conninfo_to_dict(dsn)["dbname"]
     if not name.startswith(PREFIX):
-        raise SystemExit(f"refusing to drop {name!r}: only databases named {PREFIX}* are the check's")
+        raise SystemExit(
+            f"refusing to drop {name!r}: only databases named {PREFIX}* are the check's"
+        )
     with psycopg.connect(_maintenance(dsn), autocommit=True) as conn:
-        # Superset's and Ray's connections may linger a moment after their processes were told to stop
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                     " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        # Superset's and Ray's connections may linger a moment after their processes were told
+        # to stop
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 

@@ -29,31 +29,59 @@ def main() -> int:
         if span[0] is None:
             print("no sessions: run the pipeline first", file=sys.stderr)
             return 1
-        model = conn.execute("SELECT model FROM devices WHERE model IS NOT NULL GROUP BY model"
-                             " ORDER BY count(*) DESC, model LIMIT 1").fetchone()[0]
-        boxes = [r[0] for r in conn.execute("SELECT rxid FROM devices WHERE model = %s ORDER BY rxid", (model,))]
+        model = conn.execute(
+            "SELECT model FROM devices WHERE model IS NOT NULL GROUP BY model"
+            " ORDER BY count(*) DESC, model LIMIT 1"
+        ).fetchone()[0]
+        boxes = [
+            r[0]
+            for r in conn.execute(
+                "SELECT rxid FROM devices WHERE model = %s ORDER BY rxid", (model,)
+            )
+        ]
         created = span[0] + (span[1] - span[0]) * 0.45
         installed = span[0] + (span[1] - span[0]) * 0.5
         target = {"filter": {"model": [model]}}
         with conn.transaction():
             cur = conn.execute(
-                "INSERT INTO jam_pushes (push_id, idempotency_key, request_hash, package, version, url,"
-                " sha256, target, rollout_percent, created_by, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 100, %s, %s) ON CONFLICT (push_id) DO NOTHING",
-                (PUSH_ID, f"demo-{PUSH_ID}", hashlib.sha256(b"demo").hexdigest(), "com.example.player",
-                 "5.2.0", "https://apps.example.com/com.example.player-5.2.0.apk",
-                 hashlib.sha256(b"com.example.player-5.2.0").hexdigest(), json.dumps(target),
-                 "demo (superset/demo_jam.py)", created))
+                "INSERT INTO jam_pushes (push_id, idempotency_key, request_hash, package, version,"
+                " url, sha256, target, rollout_percent, created_by, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 100, %s, %s)"
+                " ON CONFLICT (push_id) DO NOTHING",
+                (
+                    PUSH_ID,
+                    f"demo-{PUSH_ID}",
+                    hashlib.sha256(b"demo").hexdigest(),
+                    "com.example.player",
+                    "5.2.0",
+                    "https://apps.example.com/com.example.player-5.2.0.apk",
+                    hashlib.sha256(b"com.example.player-5.2.0").hexdigest(),
+                    json.dumps(target),
+                    "demo (superset/demo_jam.py)",
+                    created,
+                ),
+            )
             if cur.rowcount:
                 for i, rxid in enumerate(boxes):
                     failed = i == len(boxes) - 1 and len(boxes) > 1
                     conn.execute(
-                        "INSERT INTO jam_targets (push_id, rxid, state, delivered_at, installed_at, failed_at,"
+                        "INSERT INTO jam_targets (push_id, rxid, state, delivered_at,"
+                        " installed_at, failed_at,"
                         " last_detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        (PUSH_ID, rxid, "failed" if failed else "installed", created,
-                         None if failed else installed, installed if failed else None,
-                         "failed: checksum mismatch" if failed else "installed"))
-    print(f"demo push {PUSH_ID}: com.example.player 5.2.0 to {len(boxes)} {model} boxes, installed {installed:%Y-%m-%d %H:%M}")
+                        (
+                            PUSH_ID,
+                            rxid,
+                            "failed" if failed else "installed",
+                            created,
+                            None if failed else installed,
+                            installed if failed else None,
+                            "failed: checksum mismatch" if failed else "installed",
+                        ),
+                    )
+    print(
+        f"demo push {PUSH_ID}: com.example.player 5.2.0 to {len(boxes)} {model} boxes,"
+        f" installed {installed:%Y-%m-%d %H:%M}"
+    )
     return 0
 
 
