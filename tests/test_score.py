@@ -365,7 +365,8 @@ def test_store_writes_anomalies_and_consolidated_rows(client, tok, db):
     assert cons[0][3] == {"lstm": 1, "ae": 1}
     starts = {m["session_id"]: m["start_ts"] for m, _ in found}
     assert all(int(c[4].timestamp() * 1000) == starts[c[0]] for c in cons)
-    # the same rows as the batch job computes from the table (detect.read_sessions + score_sessions)
+    # the same rows as the batch job computes from the table
+    # (store.scores.read_sessions + core.verdict.score_sessions)
     from logalyzer.core.verdict import score_sessions
     from logalyzer.store.registry import load
     from logalyzer.store.scores import read_sessions

@@ -59,7 +59,7 @@ class Service:
         self.db_timeout = db_timeout
         #: other Serve deployments bound into the app by name (e.g. a detector scorer)
         self.handles = dict(handles or {})
-        #: name -> check; /readyz runs them all ("models" is added by api_score.enable)
+        #: name -> check; /readyz runs them all ("models" is added by http.score.enable)
         self.readiness_checks: dict[str, ReadinessCheck] = {"database": self.check_database}
         #: things with start()/stop() that live as long as the app (the model loader)
         self.background: list = []
