@@ -39,7 +39,7 @@ from logalyzer.core.parser import FileParser
 from logalyzer.errors import InvalidIdentifier, NoInputFiles
 from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
-from logalyzer.store import pgbinary
+from logalyzer.store import ledger, pgbinary
 from logalyzer.store.db import Database, LineLoader, connect, ensure_partition
 
 _JSONB = frozenset({"data"})
@@ -131,12 +131,7 @@ def plan(
                     )
                 )
                 continue
-            prev = conn.execute(
-                "SELECT status, size_bytes, extract(epoch from mtime), fingerprint, lines_read,"
-                " lines_loaded, lines_duplicate, lines_unparsed"
-                " FROM ingested_files WHERE path = %s",
-                (path,),
-            ).fetchone()
+            prev = ledger.previous_load(conn, path)
             if (
                 not force
                 and prev
@@ -163,29 +158,8 @@ def plan(
 
 
 def _record_settled(conn, path: str, rxid: str | None, status: str, error: str) -> FileResult:
-    conn.execute(
-        "INSERT INTO ingested_files (path, rxid, status, error, started_at, finished_at)"
-        " VALUES (%s, %s, %s, %s, now(), now())"
-        " ON CONFLICT (path) DO UPDATE SET rxid = excluded.rxid, status = excluded.status,"
-        " error = excluded.error, finished_at = now()",
-        (path, rxid, status, error),
-    )
+    ledger.record_settled(conn, path, rxid, status, error)
     return FileResult(path, rxid, status, error=error)
-
-
-def _register(conn, t: _Task) -> int:
-    """Mark the file ``loading`` in the ledger and return its file_id."""
-    row = conn.execute(
-        "INSERT INTO ingested_files"
-        " (path, rxid, size_bytes, mtime, fingerprint, status, started_at)"
-        " VALUES (%s, %s, %s, to_timestamp(%s), %s, 'loading', now())"
-        " ON CONFLICT (path) DO UPDATE SET rxid = excluded.rxid, size_bytes = excluded.size_bytes,"
-        " mtime = excluded.mtime, fingerprint = excluded.fingerprint, status = 'loading',"
-        " error = NULL, started_at = now(), finished_at = NULL"
-        " RETURNING file_id",
-        (t.path, t.rxid, t.size, t.mtime, t.fp),
-    ).fetchone()
-    return row[0]
 
 
 # --------------------------------------------------------------------------- loading one file
@@ -262,23 +236,14 @@ def load_file(
     res.lines_truncated = reader.report.truncated_lines
     res.markers = parser.stats.markers
     res.seconds = time.perf_counter() - t0
-    conn.execute(
-        "UPDATE ingested_files SET status = %s, compression = %s, lines_read = %s,"
-        " lines_loaded = %s, lines_duplicate = %s, lines_unparsed = %s, lines_truncated = %s,"
-        " markers = %s, bytes_read = %s, error = %s, finished_at = now() WHERE file_id = %s",
-        (
-            res.status,
-            reader.report.compression,
-            res.lines_read,
-            res.lines_loaded,
-            res.lines_duplicate,
-            res.lines_unparsed,
-            res.lines_truncated,
-            res.markers,
-            reader.report.bytes_in,
-            res.error,
-            file_id,
-        ),
+    ledger.close(
+        conn,
+        file_id,
+        res.status,
+        reader.report.compression,
+        {c: getattr(res, c) for c in ledger.COUNTS},
+        reader.report.bytes_in,
+        res.error,
     )
     return res
 
@@ -362,7 +327,7 @@ def ingest(
                         "rxid": t.rxid,
                         "size": t.size,
                         "mtime": t.mtime,
-                        "file_id": _register(conn, t),
+                        "file_id": ledger.register(conn, t.path, t.rxid, t.size, t.mtime, t.fp),
                     }
                 )
         summary.files.extend(_run_loaders(settings, db, items, progress))

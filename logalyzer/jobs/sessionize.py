@@ -73,9 +73,7 @@ def analyse_device(dsn: str, rxid: str, gap_s: float = DEFAULT_GAP_S) -> dict:
         t2 = time.perf_counter()
         res.events, res.sessions = len(events), len(rows)
         with conn.transaction():
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (store.LOCK_DEVICE, rxid)
-            )
+            store.lock_device(conn, rxid)
             res.inserted, res.updated, res.deleted = store.write_sessions(conn, rxid, rows)
             store.write_event_keys(conn, rxid, rows, keys)
             store.write_device(conn, rxid, boot, stats, len(events), len(rows), sig)

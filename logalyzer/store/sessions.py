@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from logalyzer.core.sessions import SUMMARY_TYPES, Event
 from logalyzer.store.db import Database, partition_name
 
-LOCK_DEVICE = 7_301_003  # advisory lock key (with hashtext(rxid)): one analyser per device
+LOCK_DEVICE = 7_301_003  # advisory lock key (with hashtext(rxid)), see lock_device
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Columns of ``sessions`` written by the job, in COPY order (updated_at is the table's).
@@ -110,6 +110,11 @@ def _row(s: dict) -> tuple:
         summary=Jsonb(s["summary"]),
     )
     return tuple(s[c] for c in SESSION_COLUMNS)
+
+
+def lock_device(conn, rxid: str) -> None:
+    """Hold the device's analyser lock until the transaction ends: one analyser per device."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_DEVICE, rxid))
 
 
 def ledger_signature(conn, rxid: str) -> tuple:
