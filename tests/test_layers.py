@@ -10,7 +10,7 @@ inside functions are few and say why (README, "Architecture").
 
 A module may import its own layer and those above it in this list; ``errors`` and the package
 itself sit below everything. Within ``jobs``, the stage jobs import no other job (only the
-Ray helpers); ``pipeline`` and ``evaluate`` compose them.
+Ray helpers); ``pipeline`` and ``evaluate`` compose them. SQL is spoken by ``store`` only.
 """
 
 from __future__ import annotations
@@ -187,3 +187,29 @@ def test_imports_inside_functions_are_few_and_explained():
 def test_every_module_is_in_a_layer():
     loose = [m for m in MODULES if m not in RANK and layer(m) == "logalyzer"]
     assert not loose, f"modules outside the layers: {loose}"
+
+
+#: The one statement a face may run itself: the readiness probe's ``SELECT 1``.
+SQL_ALLOWED = {("logalyzer.http.app", "check_database")}
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if RANK[layer(m)] >= RANK["logalyzer.jobs"])
+)
+def test_jobs_and_faces_leave_sql_to_the_store(module):
+    """SQL lives in logalyzer.store: a job or a face calls its functions, never
+    ``execute``/``executemany``/``copy`` on a connection itself."""
+    tree = ast.parse(MODULES[module].read_text())
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("execute", "executemany", "copy")
+                and (module, fn.name) not in SQL_ALLOWED
+            ):
+                found.append(f"{fn.name} (line {node.lineno})")
+    assert not found, f"{module} runs SQL itself: {found}"
