@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from logalyzer.core.files import LineReader
+from logalyzer.core.files import LineReader, is_valid_rxid, rxid_from_path
 from logalyzer.core.parser import FileParser
 
 from .helpers import DATA
@@ -420,3 +420,24 @@ def test_generated_line_parses_back(variant, when, pid, tid, level, tag, msg):
     assert row["pid"] == pid
     assert row["tid"] == (None if variant == "time" else tid)
     assert (row["level"], row["tag"], row["message"]) == (level, tag, msg)
+
+
+@pytest.mark.parametrize(
+    ("path", "rxid"),
+    [
+        ("/logs/R1234567890/logcat.gz", "R1234567890"),
+        ("/logs/box_r1234567890_2024-03-17.log", "R1234567890"),
+        ("/logs/R12345678901/logcat.gz", None),  # eleven digits: not an RxID
+        ("/logs/R\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660/l.gz", None),
+    ],
+)
+def test_rxids_in_paths_are_r_and_ten_ascii_digits(path, rxid):
+    """One pattern (core.files.RXID_PATTERN) for paths and for validation: other scripts'
+    digits (Arabic-Indic here) are no RxID, so they can never name a second partition."""
+    assert rxid_from_path(path) == rxid
+
+
+def test_only_ascii_digits_make_a_valid_rxid():
+    assert is_valid_rxid("R1234567890")
+    assert not is_valid_rxid("R\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660")
+    assert not is_valid_rxid("R123456789") and not is_valid_rxid("r1234567890")

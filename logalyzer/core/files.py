@@ -40,7 +40,7 @@ PIECE_BYTES = 64 * 1024  # compressed bytes fed to the inflater at a time
 GZIP_MAGIC = b"\x1f\x8b"
 LOG_SUFFIXES = (".gz", ".log", ".txt")
 
-_RXID_RE = re.compile(r"(?<!\d)R(\d{10})(?!\d)", re.IGNORECASE)
+_RXID_RE = re.compile(r"(?<![0-9])R([0-9]{10})(?![0-9])", re.IGNORECASE)  # ASCII, as RXID_PATTERN
 #: A device id: R + 10 ASCII digits ([0-9], not \d: that also matches other scripts' digits).
 #: The one definition, for paths, the CLI, SQL identifiers and the HTTP models.
 RXID_PATTERN = r"^R[0-9]{10}$"
