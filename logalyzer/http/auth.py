@@ -1,18 +1,25 @@
 """Who is calling: the bearer token of a request, and the roles routes require.
 
 ``Authorization: Bearer <secret>`` from ``logalyzer tokens create``. Missing, unknown or
-revoked: 401. :data:`Caller` is any valid token, :data:`Admin` an admin token,
-:data:`Device` a box's own token; :func:`own_box` refuses another box's RxID (403).
+revoked: 401. An admin route needs an admin token; a device route the box's own token
+(:func:`own_box` refuses another box's RxID, 403).
 
-The token is checked on a pooled connection of its own that is released at once, so a route
-that waits (a scoring request waiting for its batch) holds no connection meanwhile; the check
-runs on a worker thread, off the event loop.
+One check, two ways to get its connection:
+
+- :data:`Conn` routes (the jam-software ones) hold one pooled connection for the whole
+  request; :data:`Admin` and :data:`Device` check the token on that same connection, so a
+  request costs one pool checkout.
+- Routes that wait (a scoring request waits for its batch) must hold no connection meanwhile:
+  :data:`ScoreCaller` and :data:`ScoreAdmin` check the token on a connection of their own that
+  is released at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
+import psycopg
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,28 +29,53 @@ from logalyzer.store import tokens
 from logalyzer.store.tokens import Token
 
 bearer = HTTPBearer(auto_error=False, description="a secret from `logalyzer tokens create`")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-async def caller(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Token:
-    """The request's token, or 401."""
-    service = request.app.state.service
-    secret = creds.credentials if creds else None
+def db_conn(request: Request) -> Iterator[psycopg.Connection]:
+    """The request's pooled connection, shared by its dependencies and its route."""
+    with request.app.state.service.connection() as conn:
+        yield conn
+
+
+Conn = Annotated[psycopg.Connection, Depends(db_conn)]
+
+
+def _secret(creds: HTTPAuthorizationCredentials | None) -> str | None:
+    return creds.credentials if creds else None
+
+
+def caller(conn: Conn, creds: Credentials) -> Token:
+    """The request's token, checked on the request's own connection."""
+    return tokens.authenticate(conn, _secret(creds))
+
+
+async def score_caller(request: Request, creds: Credentials) -> Token:
+    """The request's token, checked on a connection released at once."""
+    secret = _secret(creds)
     if not secret:
         return tokens.authenticate(None, None)  # raises "missing bearer token"
 
     def check() -> Token:
-        with service.connection() as conn:
+        with request.app.state.service.connection() as conn:
             return tokens.authenticate(conn, secret)
 
     return await run_in_threadpool(check)
 
 
-async def admin(token: Annotated[Token, Depends(caller)]) -> Token:
+def _admin(token: Token) -> Token:
     if not token.is_admin:
         raise Forbidden("this route needs an admin token")
     return token
+
+
+# async: no I/O here, so no hop through the thread pool (sync dependencies each take one)
+async def admin(token: Annotated[Token, Depends(caller)]) -> Token:
+    return _admin(token)
+
+
+async def score_admin(token: Annotated[Token, Depends(score_caller)]) -> Token:
+    return _admin(token)
 
 
 async def device(token: Annotated[Token, Depends(caller)]) -> Token:
@@ -59,6 +91,7 @@ def own_box(token: Token, rxid: str) -> None:
         raise Forbidden(f"this token belongs to {token.rxid}, not {rxid}")
 
 
-Caller = Annotated[Token, Depends(caller)]
 Admin = Annotated[Token, Depends(admin)]
 Device = Annotated[Token, Depends(device)]
+ScoreCaller = Annotated[Token, Depends(score_caller)]
+ScoreAdmin = Annotated[Token, Depends(score_admin)]

@@ -11,32 +11,22 @@ same body answers 200 with the same push (``replayed: true``); with another body
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-import psycopg
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel
 
-from logalyzer.core.jam import RXID_PATTERN, EventIn, PushRequest
-from logalyzer.http.auth import Admin, Device, own_box
+from logalyzer.core.files import RXID_PATTERN
+from logalyzer.core.jam import EventIn, PushRequest
+from logalyzer.http.auth import Admin, Conn, Device, own_box
 from logalyzer.http.errors import error_responses
 from logalyzer.store import jam
 
 router = APIRouter(prefix="/jam-software", tags=["jam-software"])
 
 
-# --------------------------------------------------------------------------- dependencies
-
-
-def db_conn(request: Request) -> Iterator[psycopg.Connection]:
-    with request.app.state.service.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[psycopg.Connection, Depends(db_conn)]
 PushId = Annotated[UUID, Path(description="the push's id")]
 
 
