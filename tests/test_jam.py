@@ -343,7 +343,8 @@ def test_impact_compares_sessions_before_and_after_install(conn):
     add_session(conn, rx, T0 + timedelta(hours=1), 1, freezes=1)
     add_session(conn, rx, T0, 3, blacks=3, anomalous=True)  # at the pivot: after
     add_session(conn, "R0000000002", T0, 1, freezes=9)  # not installed there
-    rows = {r["rxid"]: r for r in jam.impact(conn, pid)}
+    targets, s = jam.impact(conn, pid)
+    rows = {r["rxid"]: r for r in targets}
     a = rows[rx]
     assert (a["sessions_before"], a["sessions_after"]) == (2, 2)
     assert a["viewing_hours_before"] == pytest.approx(4) and a[
@@ -361,9 +362,8 @@ def test_impact_compares_sessions_before_and_after_install(conn):
     assert b["state"] == "pending" and b["installed_at"] is None
     assert (b["sessions_before"], b["sessions_after"], b["viewing_hours_after"]) == (0, 0, 0)
     assert b["anomaly_rate_after"] is None and b["freezes_per_hour_after"] is None
-    wide = {r["rxid"]: r for r in jam.impact(conn, pid, timedelta(days=10))}
+    wide = {r["rxid"]: r for r in jam.impact(conn, pid, timedelta(days=10))[0]}
     assert wide[rx]["sessions_before"] == 3
-    s = jam.impact_summary(conn, pid)
     assert s["installed"] == 1 and s["before"]["freezes_per_hour"] == pytest.approx(1.0)
     # pooled over the installed target only; the uninstalled one's session does not count
     assert (s["targets"], s["before"]["sessions"], s["after"]["sessions"]) == (2, 2, 2)

@@ -193,13 +193,12 @@ def push_impact(
         int, Query(ge=1, le=24 * 366, description="hours on each side of the install")
     ] = 168,
 ) -> dict:
-    window = timedelta(hours=window_hours)
-    rows = jam.impact(conn, push_id, window)
+    targets, summary = jam.impact(conn, push_id, timedelta(hours=window_hours))
     return {
         "push_id": push_id,
         "window_hours": window_hours,
-        "summary": jam.impact_summary(conn, push_id, window),
-        "targets": rows,
+        "summary": summary,
+        "targets": targets,
     }
 
 

@@ -237,50 +237,54 @@ def record_event(conn: psycopg.Connection, event: EventIn) -> dict:
 # --------------------------------------------------------------------------- impact
 
 
-def impact(
-    conn: psycopg.Connection, push_id: uuid.UUID, window: timedelta = timedelta(days=7)
-) -> list[dict]:
-    """Per target, sessions before / after its install (``jam_push_impact`` in sql/0005_jam.sql)."""
-    if conn.execute("SELECT 1 FROM jam_pushes WHERE push_id = %s", (push_id,)).fetchone() is None:
-        raise NotFound(f"no push {push_id}")
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT * FROM jam_push_impact(%s, %s)", (push_id, window)).fetchall()
+#: What the pooled summary gives for each side of the install.
+_POOLED = (
+    "sessions",
+    "viewing_hours",
+    "anomaly_rate",
+    "freezes_per_hour",
+    "black_screens_per_hour",
+)
 
 
 def _pooled(side: str) -> str:
-    """SQL for one side of the pooled summary (``side`` is "before" or "after", never input)."""
+    """SQL for one side of the pooled summary (``side`` is "before" or "after", never input):
+    the installed targets' sessions and hours summed, the rates recomputed from those sums."""
     inst = "FILTER (WHERE installed_at IS NOT NULL)"
     hours = f"sum(viewing_hours_{side}) {inst}"
+    pooled = lambda rate: f"sum(coalesce({rate}_{side}, 0) * viewing_hours_{side}) {inst}"
     return (
-        f"coalesce(sum(sessions_{side}) {inst}, 0)::bigint, coalesce({hours}, 0),"
+        f"coalesce(sum(sessions_{side}) {inst}, 0)::bigint AS {side}_sessions,"
+        f" coalesce({hours}, 0) AS {side}_viewing_hours,"
         f" qoe_share(sum(coalesce(anomaly_rate_{side}, 0) * sessions_{side}) {inst},"
-        f" sum(sessions_{side}) {inst}),"
-        f" qoe_rate(sum(coalesce(freezes_per_hour_{side}, 0) * viewing_hours_{side}) {inst},"
-        f" {hours}),"
-        f" qoe_rate(sum(coalesce(black_screens_per_hour_{side}, 0) * viewing_hours_{side}) {inst},"
-        f" {hours})"
+        f"           sum(sessions_{side}) {inst}) AS {side}_anomaly_rate,"
+        f" qoe_rate({pooled('freezes_per_hour')}, {hours}) AS {side}_freezes_per_hour,"
+        f" qoe_rate({pooled('black_screens_per_hour')}, {hours}) AS {side}_black_screens_per_hour"
     )
 
 
-def impact_summary(
+def impact(
     conn: psycopg.Connection, push_id: uuid.UUID, window: timedelta = timedelta(days=7)
-) -> dict:
-    """Fleet view of an impact report: the installed targets' sessions and hours pooled, and
-    the rates recomputed from the pooled sums (not an average of per-box rates), by the QoE
-    formula functions (sql/0009_qoe_formulas.sql)."""
-    row = conn.execute(
-        f"SELECT count(*), count(installed_at), {_pooled('before')}, {_pooled('after')}"
-        " FROM jam_push_impact(%s, %s)",
-        (push_id, window),
-    ).fetchone()
-    out: dict = {"targets": row[0], "installed": row[1]}
-    for side, values in (("before", row[2:7]), ("after", row[7:12])):
-        n, hours, anomaly_rate, freezes, blacks = values
-        out[side] = {
-            "sessions": n,
-            "viewing_hours": float(hours),
-            "anomaly_rate": anomaly_rate,
-            "freezes_per_hour": freezes,
-            "black_screens_per_hour": blacks,
-        }
-    return out
+) -> tuple[list[dict], dict]:
+    """Per target, sessions before / after its install (``jam_push_impact``), and the fleet
+    view of them: the installed targets pooled, rates recomputed from the pooled sums (not an
+    average of per-box rates) by the QoE formula functions (sql/0009_qoe_formulas.sql). One
+    statement: the function runs once, and its summary row is joined to every target row."""
+    if conn.execute("SELECT 1 FROM jam_pushes WHERE push_id = %s", (push_id,)).fetchone() is None:
+        raise NotFound(f"no push {push_id}")
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "WITH i AS MATERIALIZED (SELECT * FROM jam_push_impact(%s, %s)),"
+            " s AS (SELECT count(*) AS targets, count(installed_at) AS installed,"
+            f" {_pooled('before')}, {_pooled('after')} FROM i)"
+            " SELECT s.*, i.* FROM s LEFT JOIN i ON true ORDER BY i.rxid",
+            (push_id, window),
+        ).fetchall()
+    first = rows[0]  # there is always the summary row, with NULL target columns if no targets
+    summary: dict = {"targets": first["targets"], "installed": first["installed"]}
+    summary |= {side: {k: first[f"{side}_{k}"] for k in _POOLED} for side in ("before", "after")}
+    drop = {"targets", "installed"} | {
+        f"{side}_{k}" for side in ("before", "after") for k in _POOLED
+    }
+    targets = [{k: v for k, v in r.items() if k not in drop} for r in rows if r["rxid"]]
+    return targets, summary
