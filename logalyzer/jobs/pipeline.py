@@ -10,10 +10,8 @@ jobs import none of each other.
 from __future__ import annotations
 
 from logalyzer.errors import LogalyzerError
-from logalyzer.jobs.detect import detect
 from logalyzer.jobs.ingest import ingest
 from logalyzer.jobs.sessionize import sessionize
-from logalyzer.jobs.train import train
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 
@@ -50,7 +48,12 @@ def run_pipeline(
         elif step == "sessionize":
             results["sessionize"] = sessionize(settings, db, rxids=rxids, progress=progress)
         elif step == "train":
+            # imported by the step that needs them: train and detect load torch and Ray Train
+            from logalyzer.jobs.train import train
+
             results["train"] = train(settings, db, workers=workers, rxids=rxids, progress=progress)
         elif step == "detect":
+            from logalyzer.jobs.detect import detect  # torch: see train above
+
             results["detect"] = detect(settings, db, rxids=rxids, progress=progress)
     return results
