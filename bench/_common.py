@@ -49,7 +49,7 @@ def synthetic_sessions(n_boxes: int = 8, hours: float = 12.0, seed: int = 11) ->
     from collections import defaultdict
 
     from logalyzer.core.features import FEATURE_COLUMNS
-    from logalyzer.core.files import LineReader, date_from_path, rxid_from_path
+    from logalyzer.core.files import LineReader, date_from_path, discover, rxid_from_path
     from logalyzer.core.rawlines import sessions_from_lines
     from logalyzer.core.synth import FleetSpec, generate_fleet
 
@@ -59,8 +59,8 @@ def synthetic_sessions(n_boxes: int = 8, hours: float = 12.0, seed: int = 11) ->
             tmp, FleetSpec(devices=n_boxes, hours=hours, seed=seed, noise_lines_per_minute=2)
         )
         files = defaultdict(list)
-        for p in sorted(Path(tmp).rglob("*")):
-            if p.is_file() and rxid_from_path(p):
+        for p in discover([tmp]):
+            if rxid_from_path(p):
                 files[rxid_from_path(p)].append(p)
         for rx, paths in sorted(files.items()):
             lines = [

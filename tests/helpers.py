@@ -19,7 +19,7 @@ from logalyzer.core.detectors import AEDetector, LSTMDetector, loss_fn, threshol
 from logalyzer.core.features import FEATURE_COLUMNS
 from logalyzer.core.rawlines import sessions_from_lines
 from logalyzer.store.registry import register
-from logalyzer.store.sessions import write_event_keys, write_sessions
+from logalyzer.store.sessions import SESSION_COLUMNS, write_event_keys, write_sessions
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Public samples the tests read (their provenance: tests/data/README.md).
@@ -28,32 +28,12 @@ DATA = ROOT / "tests" / "data"
 RX, RX2 = "R0000000001", "R0000000002"
 T0 = datetime(2024, 3, 17, 8, 0, tzinfo=UTC).timestamp()
 
-#: The ``sessions`` columns a truth session is compared on.
-SESSION_MEASURES = (
-    "content_id",
-    "source",
-    "duration_s",
-    "ttff_ms",
-    "black_screen_count",
-    "black_screen_ms",
-    "video_freeze_count",
-    "video_freeze_ms",
-    "display_drop_count",
-    "dropped_frames",
-    "buffering_count",
-    "rebuffer_ms",
-    "trick_mode_count",
-    "hdmi_event_count",
-    "hdmi_disconnects",
-    "standby_count",
-    "error_count",
-    "fatal_error",
-    "video_start_failure",
-    "seq_gaps",
-    "event_count",
-    "model",
-    "fw",
-    "app",
+#: The ``sessions`` columns a truth session is compared on: all the job writes but its identity,
+#: its times (compared in their own format), the derived rebuffer ratio and the summary JSON.
+SESSION_MEASURES = tuple(
+    c
+    for c in SESSION_COLUMNS
+    if c not in {"rxid", "session_id", "start_ts", "end_ts", "rebuffer_ratio", "summary"}
 )
 
 

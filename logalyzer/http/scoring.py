@@ -184,9 +184,8 @@ class ScoringEngine:
                     hint="train one first: logalyzer train",
                 )
             new = self._load(want)  # 1. load everything (may fail: nothing changed)
-            registry.pin_serving(
-                self.db, {k: versions.get(k) for k in KINDS}, by
-            )  # 2. tell the other replicas
+            # 2. tell the other replicas
+            registry.pin_serving(self.db, {k: versions.get(k) for k in KINDS}, by)
             self.current = new  # 3. swap: one reference
             self.error = None
             log.info("reloaded detector versions %s -> %s", before, new.versions)

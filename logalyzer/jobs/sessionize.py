@@ -33,6 +33,7 @@ from logalyzer.core.sessions import DEFAULT_GAP_S, cut, measure
 from logalyzer.errors import InvalidIdentifier
 from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
+from logalyzer.store import ledger
 from logalyzer.store import sessions as store
 from logalyzer.store.db import Database, connect
 
@@ -61,7 +62,7 @@ def analyse_device(dsn: str, rxid: str, gap_s: float = DEFAULT_GAP_S) -> dict:
     res = DeviceResult(rxid)
     with connect(dsn) as conn:
         t0 = time.perf_counter()
-        sig = store.ledger_signature(conn, rxid)
+        sig = ledger.device_signature(conn, rxid)
         stats = store.line_stats(conn, rxid)
         events = store.read_events(conn, rxid)
         conn.commit()

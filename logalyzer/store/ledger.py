@@ -73,3 +73,13 @@ def close(
         " markers = %s, bytes_read = %s, error = %s, finished_at = now() WHERE file_id = %s",
         (status, compression, *(counts[c] for c in COUNTS), bytes_read, error, file_id),
     )
+
+
+def device_signature(conn, rxid: str) -> tuple:
+    """(files, lines loaded, latest finished_at) of the device's done/partial files: what the
+    device's high-water mark in ``devices`` is compared with."""
+    return conn.execute(
+        "SELECT count(*), coalesce(sum(lines_loaded), 0), max(finished_at) FROM ingested_files"
+        " WHERE rxid = %s AND status IN ('done', 'partial')",
+        (rxid,),
+    ).fetchone()

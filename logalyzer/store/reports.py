@@ -13,16 +13,20 @@ def fleet_overview(db: Database, worst: int = 3) -> dict:
     """A few lines' worth of fleet QoE from the views: totals, rates per viewing hour, and the
     devices with the most incidents (black screens + freezes + display drops) per viewing hour."""
     with db.connect() as conn:
+        # no viewing yet: 0 per hour, as the CLI prints it; ratios stay NULL (no data)
         tot = conn.execute(
-            "SELECT count(DISTINCT rxid), count(*), coalesce(sum(duration_s), 0) / 3600.0,"
-            " qoe_rate(sum(black_screen_count), sum(duration_s) / 3600.0),"
-            " qoe_rate(sum(video_freeze_count), sum(duration_s) / 3600.0),"
-            " qoe_rate(sum(display_drop_count), sum(duration_s) / 3600.0),"
-            " qoe_rebuffer_ratio(sum(rebuffer_ms),"
-            "                    sum(qoe_rebuffer_base_ms(duration_s, rebuffer_ms))),"
-            " qoe_share(count(*) FILTER (WHERE content_id IS NOT NULL AND video_start_failure),"
-            "           count(*) FILTER (WHERE content_id IS NOT NULL)),"
-            " coalesce(sum(hdmi_disconnects), 0) FROM sessions"
+            "SELECT devices, sessions, hours,"
+            " coalesce(qoe_rate(black, hours), 0), coalesce(qoe_rate(freezes, hours), 0),"
+            " coalesce(qoe_rate(drops, hours), 0), rebuffer_ratio, start_failure_rate, hdmi"
+            " FROM (SELECT count(DISTINCT rxid) AS devices, count(*) AS sessions,"
+            "   coalesce(sum(duration_s), 0) / 3600.0 AS hours,"
+            "   sum(black_screen_count) AS black, sum(video_freeze_count) AS freezes,"
+            "   sum(display_drop_count) AS drops,"
+            "   qoe_rebuffer_ratio(sum(rebuffer_ms),"
+            "     sum(qoe_rebuffer_base_ms(duration_s, rebuffer_ms))) AS rebuffer_ratio,"
+            "   qoe_share(count(*) FILTER (WHERE content_id IS NOT NULL AND video_start_failure),"
+            "     count(*) FILTER (WHERE content_id IS NOT NULL)) AS start_failure_rate,"
+            "   coalesce(sum(hdmi_disconnects), 0) AS hdmi FROM sessions) t"
         ).fetchone()
         bad = conn.execute(
             "SELECT rxid, model, fw, sessions, viewing_hours, coalesce(black_screens_per_hour, 0)"
@@ -31,16 +35,15 @@ def fleet_overview(db: Database, worst: int = 3) -> dict:
             (worst,),
         ).fetchall()
     devices, sessions, hours, black, freeze, drops, ratio, vsf, hdmi = tot
-    per_h = lambda rate: rate or 0.0  # no viewing yet: 0 per hour, as the CLI prints it
     return {
         "devices": devices,
         "sessions": sessions,
         "viewing_hours": float(hours),
-        "black_screens_per_hour": per_h(black),
-        "freezes_per_hour": per_h(freeze),
-        "display_drops_per_hour": per_h(drops),
-        "rebuffer_ratio": float(ratio) if ratio is not None else None,
-        "video_start_failure_rate": float(vsf) if vsf is not None else None,
+        "black_screens_per_hour": black,
+        "freezes_per_hour": freeze,
+        "display_drops_per_hour": drops,
+        "rebuffer_ratio": ratio,
+        "video_start_failure_rate": vsf,
         "hdmi_disconnects": int(hdmi),
         "worst": [
             {

@@ -117,16 +117,6 @@ def lock_device(conn, rxid: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_DEVICE, rxid))
 
 
-def ledger_signature(conn, rxid: str) -> tuple:
-    """(files, lines loaded, latest finished_at) of the device's done/partial files: what the
-    device's high-water mark in ``devices`` is compared with."""
-    return conn.execute(
-        "SELECT count(*), coalesce(sum(lines_loaded), 0), max(finished_at) FROM ingested_files"
-        " WHERE rxid = %s AND status IN ('done', 'partial')",
-        (rxid,),
-    ).fetchone()
-
-
 def line_stats(conn, rxid: str) -> tuple:
     """(lines, first ts, last ts) of the device's partition."""
     part = sql.Identifier(partition_name(rxid))
