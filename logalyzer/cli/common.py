@@ -18,6 +18,22 @@ from logalyzer.store.db import Database, open_database
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+# Options several commands share, defined once.
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Show progress (default: on a terminal)."
+)
+workers_option = click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Ray Train data-parallel workers.",
+)
+
+
+def rxids_option(help: str = "Only these devices (comma-separated RxIDs)."):
+    return click.option("--rxids", default=None, help=help)
+
 
 def fail(message: str, hint: str = "") -> None:
     click.secho(f"Error: {message}", fg="red", err=True)

@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from logalyzer.cli.common import CONTEXT, friendly, load_settings, open_db, parse_rxids
+from logalyzer.cli.common import (
+    CONTEXT,
+    friendly,
+    load_settings,
+    open_db,
+    parse_rxids,
+    progress_option,
+    rxids_option,
+)
 from logalyzer.cli.ml import print_detect_summary, print_top_anomalies, print_train_results
 from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.errors import LogalyzerError
@@ -96,9 +104,7 @@ def synth(
     "--tz", default=None, help="The fleet's time zone for lines without an offset (default UTC)."
 )
 @click.option("--force", is_flag=True, help="Re-read files the ledger says are unchanged.")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
+@progress_option
 @friendly
 def ingest(
     paths: tuple[Path, ...], rxid: str | None, tz: str | None, force: bool, progress: bool | None
@@ -173,7 +179,7 @@ def print_ingest_summary(summary) -> None:
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
+@rxids_option()
 @click.option(
     "--since",
     default=None,
@@ -190,9 +196,7 @@ def print_ingest_summary(summary) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="A silence longer than this (minutes) ends a session.",
 )
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
+@progress_option
 @friendly
 def sessionize(rxids: str | None, since, full: bool, gap_min: float, progress: bool | None) -> None:
     """Cut playback sessions from the loaded VAR events and compute their QoE measures.
@@ -264,7 +268,7 @@ def print_fleet_overview(db) -> None:
     show_default=True,
     help="Comma-separated steps, run in order: ingest,sessionize,train,detect.",
 )
-@click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
+@rxids_option()
 @click.option(
     "--rxids-file",
     default=None,
@@ -272,9 +276,7 @@ def print_fleet_overview(db) -> None:
     help="Only the devices listed in this file (one RxID per line).",
 )
 @click.option("--tz", default=None, help="The fleet's time zone (default UTC).")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."
-)
+@progress_option
 @friendly
 def run(
     paths: tuple[Path, ...],

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import click
 
-from logalyzer.cli.common import CONTEXT, friendly, load_settings, open_db, parse_rxids
+from logalyzer.cli.common import (
+    CONTEXT,
+    friendly,
+    load_settings,
+    open_db,
+    parse_rxids,
+    progress_option,
+    rxids_option,
+    workers_option,
+)
 from logalyzer.core.features import KINDS
 from logalyzer.errors import LogalyzerError
 from logalyzer.store.reports import model_listing
@@ -28,6 +37,15 @@ def parse_detectors(text: str) -> tuple[str, ...]:
             hint=f"detectors are: {', '.join(KINDS)}",
         )
     return asked
+
+
+def detectors_option(verb: str):
+    return click.option(
+        "--detectors",
+        default=",".join(KINDS),
+        show_default=True,
+        help=f"Which detectors to {verb} (comma-separated: {', '.join(KINDS)}).",
+    )
 
 
 def version_options(fn):
@@ -47,19 +65,8 @@ def version_options(fn):
 
 
 @click.command(context_settings=CONTEXT)
-@click.option(
-    "--detectors",
-    default=",".join(KINDS),
-    show_default=True,
-    help=f"Which detectors to train (comma-separated: {', '.join(KINDS)}).",
-)
-@click.option(
-    "--workers",
-    default=2,
-    show_default=True,
-    type=click.IntRange(1, 1024),
-    help="Ray Train data-parallel workers.",
-)
+@detectors_option("train")
+@workers_option
 @click.option("--gpu", is_flag=True, help="Give each worker a GPU (the cluster must have them).")
 @click.option(
     "--epochs",
@@ -67,13 +74,9 @@ def version_options(fn):
     type=click.IntRange(1, 10_000),
     help="Epochs (default: each detector's config).",
 )
-@click.option(
-    "--rxids", default=None, help="Learn only from these devices (comma-separated RxIDs)."
-)
+@rxids_option("Learn only from these devices (comma-separated RxIDs).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed for the weights.")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress lines (default: on a terminal)."
-)
+@progress_option
 @friendly
 def train(
     detectors: str,
@@ -117,17 +120,12 @@ def print_train_results(results) -> None:
 
 
 @click.command(context_settings=CONTEXT)
-@click.option(
-    "--detectors",
-    default=",".join(KINDS),
-    show_default=True,
-    help=f"Which detectors to score with (comma-separated: {', '.join(KINDS)}).",
-)
+@detectors_option("score with")
 @version_options
 @click.option(
     "--rescore", is_flag=True, help="Score every session again, not only new or changed ones."
 )
-@click.option("--rxids", default=None, help="Only these devices (comma-separated RxIDs).")
+@rxids_option()
 @click.option(
     "--top",
     default=5,
@@ -135,9 +133,7 @@ def print_train_results(results) -> None:
     type=click.IntRange(0, 1000),
     help="How many of the most anomalous sessions to print.",
 )
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress lines (default: on a terminal)."
-)
+@progress_option
 @friendly
 def detect(
     detectors: str,
@@ -239,13 +235,7 @@ def evaluate() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write the fleet (default: LOGALYZER_HOME/eval-fleet-SEED).",
 )
-@click.option(
-    "--workers",
-    default=2,
-    show_default=True,
-    type=click.IntRange(1, 1024),
-    help="Ray Train workers.",
-)
+@workers_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @friendly
 def synthetic(
@@ -292,13 +282,7 @@ def _print_prf_table(res: dict) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="The hdfs-100k folder.",
 )
-@click.option(
-    "--workers",
-    default=2,
-    show_default=True,
-    type=click.IntRange(1, 1024),
-    help="Ray Train workers.",
-)
+@workers_option
 @click.option(
     "--epochs", default=20, show_default=True, type=click.IntRange(1, 1000), help="LSTM epochs."
 )
