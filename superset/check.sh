@@ -19,7 +19,6 @@
 #   SUPERSET_CHECK_DEVICES, _HOURS, _NOISE, _SEED   the synthetic fleet (10, 168, 5, 7)
 #   SUPERSET_CHECK_STEPS    pipeline steps (default ingest,sessionize,train,detect);
 #                           ingest,sessionize skips retraining in a kept SUPERSET_CHECK_DSN
-#   SUPERSET_CHECK_EPOCHS   train with `logalyzer train --epochs N` (default: each detector's own)
 #   SUPERSET_CHECK_SHOTS    where the screenshots go (default docs/img)
 #   SUPERSET_CHECK_FLEET    where the fleet is written (default out/superset-fleet-<parameters>;
 #                           reused when it is there)
@@ -41,7 +40,6 @@ NOISE=${SUPERSET_CHECK_NOISE:-5}
 SEED=${SUPERSET_CHECK_SEED:-7}
 FLEET=${SUPERSET_CHECK_FLEET:-out/superset-fleet-d$DEVICES-h$HOURS-n$NOISE-s$SEED}
 STEPS=${SUPERSET_CHECK_STEPS:-ingest,sessionize,train,detect}
-EPOCHS=${SUPERSET_CHECK_EPOCHS:-}
 SHOTS=${SUPERSET_CHECK_SHOTS:-docs/img}
 CHROMIUM=$(command -v chromium || true)
 if [[ -z $CHROMIUM ]]; then
@@ -57,7 +55,6 @@ for s in "${step_list[@]}"; do
        echo "Hint: steps are ingest,sessionize,train,detect" >&2; exit 1 ;;
   esac
 done
-has_step() { [[ ",$STEPS," == *",$1,"* ]]; }
 start=$SECONDS
 lap=$SECONDS
 phase() { echo "   ($1: $(( SECONDS - lap )) s)"; lap=$SECONDS; }
@@ -85,19 +82,10 @@ else
 fi
 echo "   ${LOGALYZER_DSN}"
 
-echo "== demo data ($FLEET; steps $STEPS${EPOCHS:+, $EPOCHS epochs})"
+echo "== demo data ($FLEET; steps $STEPS)"
 [[ -f $FLEET/ground_truth.json ]] \
   || "$LOGALYZER" synth "$FLEET" --devices "$DEVICES" --hours "$HOURS" --noise "$NOISE" --seed "$SEED"
-if [[ -z $EPOCHS ]]; then
-  "$LOGALYZER" run "$FLEET" --steps "$STEPS" --no-progress
-else  # `run` has no epochs: the steps around train go through `run`, train through `train`
-  before=() after=()
-  for s in ingest sessionize; do has_step $s && before+=("$s"); done
-  has_step detect && after+=(detect)
-  if (( ${#before[@]} )); then "$LOGALYZER" run "$FLEET" --steps "$(IFS=,; echo "${before[*]}")" --no-progress; fi
-  if has_step train; then "$LOGALYZER" train --epochs "$EPOCHS" --no-progress; fi
-  if (( ${#after[@]} )); then "$LOGALYZER" run --steps detect --no-progress; fi
-fi
+"$LOGALYZER" run "$FLEET" --steps "$STEPS" --no-progress
 "$PY" superset/demo_jam.py
 phase "demo data"
 
@@ -128,4 +116,4 @@ echo "== dashboards in headless Chromium"
 "$LOGALYZER_SUPERSET_VENV/bin/python" superset/check.py --url "http://127.0.0.1:$port" --out "$SHOTS" \
   --chromium "$CHROMIUM"
 phase "dashboards checked"
-echo "superset-check took $(( SECONDS - start )) s (fleet: $DEVICES devices x $HOURS h; steps: $STEPS${EPOCHS:+; $EPOCHS epochs})"
+echo "superset-check took $(( SECONDS - start )) s (fleet: $DEVICES devices x $HOURS h; steps: $STEPS)"
