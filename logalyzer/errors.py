@@ -8,6 +8,7 @@ class LogalyzerError(Exception):
     """Base class: ``str(err)`` is the one-line message, ``err.hint`` what to do about it."""
 
     hint: str = ""
+    exit_code: int = 1  # the CLI's exit status for this error (README: "Exit status")
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -19,6 +20,26 @@ class DatabaseUnreachable(LogalyzerError):
     hint = (
         "check LOGALYZER_DSN (or unset it to use the embedded PostgreSQL) and that the server is up"
     )
+
+
+class DatabaseGone(LogalyzerError):
+    """The database stopped answering mid-run, and retries with backoff did not bring it back:
+    what was committed stays, the files not finished are read again by the next run."""
+
+    hint = (
+        "check that the PostgreSQL server is up, then re-run the same command: it finishes the rest"
+    )
+    exit_code = 4
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(f"the database went away: {message}", hint)
+
+
+class FilesFailed(LogalyzerError):
+    """Some input files could not be loaded (each is listed above the error)."""
+
+    hint = "see the reasons listed above; a re-run tries the failed files again"
+    exit_code = 3
 
 
 class InvalidIdentifier(LogalyzerError):

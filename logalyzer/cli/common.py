@@ -1,6 +1,7 @@
 """What every ``logalyzer`` command shares: help options, settings, the database, and the
 rule for errors: a :class:`~logalyzer.errors.LogalyzerError` is one line (``Error: ...``)
-plus a hint, exit status 1; usage errors exit with 2 (click's rule); tracebacks are for bugs.
+plus a hint, exit status 1 (3: some input files failed, 4: the database went away mid-run,
+130: interrupted); usage errors exit with 2 (click's rule); tracebacks are for bugs.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from functools import wraps
 from pathlib import Path
 
 import click
+import psycopg
 
 from logalyzer.core.files import is_valid_rxid
-from logalyzer.errors import InvalidIdentifier, LogalyzerError
+from logalyzer.errors import DatabaseGone, InvalidIdentifier, LogalyzerError
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database, open_database
 
@@ -35,11 +37,11 @@ def rxids_option(help: str = "Only these devices (comma-separated RxIDs)."):
     return click.option("--rxids", default=None, help=help)
 
 
-def fail(message: str, hint: str = "") -> None:
+def fail(message: str, hint: str = "", code: int = 1) -> None:
     click.secho(f"Error: {message}", fg="red", err=True)
     if hint:
         click.echo(f"Hint: {hint}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 def friendly(fn):
@@ -50,9 +52,12 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except LogalyzerError as exc:
-            fail(str(exc), exc.hint)
+            fail(str(exc), exc.hint, exc.exit_code)
+        except psycopg.OperationalError as exc:  # the server went away between two steps
+            gone = DatabaseGone(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            fail(str(gone), gone.hint, gone.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted", "re-run the same command: finished files are skipped")
+            fail("interrupted", "re-run the same command: finished files are skipped", 130)
 
     return wrapper
 

@@ -126,11 +126,23 @@ def ingest(
         progress=progress,
     )
     print_ingest_summary(summary)
+    summary.raise_for_failures()
 
 
 def print_ingest_summary(summary) -> None:
     """The table at the end of an ingest: files by outcome, line counts, throughput, problems."""
-    rows = [("status", "files", "lines read", "loaded", "duplicate", "unparsed", "truncated")]
+    rows = [
+        (
+            "status",
+            "files",
+            "lines read",
+            "loaded",
+            "duplicate",
+            "degraded",
+            "unparsed",
+            "truncated",
+        )
+    ]
     for status in ("done", "partial", "unchanged", "failed", "refused"):
         fs = [f for f in summary.files if f.status == status]
         if fs:
@@ -144,6 +156,7 @@ def print_ingest_summary(summary) -> None:
                             "lines_read",
                             "lines_loaded",
                             "lines_duplicate",
+                            "lines_degraded",
                             "lines_unparsed",
                             "lines_truncated",
                         )
@@ -313,3 +326,5 @@ def run(
     if "detect" in results:
         print_detect_summary(results["detect"])
         print_top_anomalies(db, 5)
+    if "ingest" in results:
+        results["ingest"].raise_for_failures()

@@ -19,6 +19,8 @@ Decisions the spec leaves open (also in the README):
   first wall-clock line take the first one that follows in the same chunk, else stay null.
 - Kernel lines: tag ``kernel``, level from the ``<N>`` syslog priority when present (else
   null), uptime in ``uptime_s``.
+- A header's time must fall in 1970-01-01 .. 2099-12-31 UTC (:data:`TS_MIN_US`,
+  :data:`TS_MAX_US`); any other is an impossible date (status ``unparsed``, raw line kept).
 - Markers (``--------- beginning of``, ``------ ... ------``, ``== dumpstate:``, lines of
   ``=``) are counted, not stored.
 """
@@ -26,7 +28,6 @@ Decisions the spec leaves open (also in the README):
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -35,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from logalyzer.core.storable import dumps
 from logalyzer.core.var import parse_var
 
 _YEAR = r"(?P<yr>\d{4})-"
@@ -72,6 +74,11 @@ _REGEXES = list(VARIANTS.values())
 _MARKER = r"^(?:-{9} (?:beginning of|switch to) |-{6,} .*-{6,}\s*$|={2,}\s*$|== dumpstate: )"
 _DUMPSTATE = r"^== dumpstate: (?P<d>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)"
 _KERNEL_LEVEL = np.array(list("FFFEWIID"))
+#: The wall-clock range a header may name, [1970-01-01, 2100-01-01) UTC. A box whose clock
+#: was never set says 1970; a date outside the range (a 20-digit epoch is the year 294247) is
+#: an impossible date: the line is stored unparsed, its raw text kept.
+TS_MIN_US = 0
+TS_MAX_US = 4_102_444_800 * 1_000_000
 
 #: Arrow schema of a parsed chunk, in the column order of the staging table.
 SCHEMA = pa.schema(
@@ -310,8 +317,8 @@ class FileParser:
                 _timestamp_array(ts_us),
                 pa.array(inferred),
                 pc.cast(f["uptime"], pa.float64()),
-                pc.cast(pc.if_else(bad, None, f["pid"]), pa.int32()),
-                pc.cast(pc.if_else(bad, None, f["tid"]), pa.int32()),
+                _int32(pc.if_else(bad, None, f["pid"])),
+                _int32(pc.if_else(bad, None, f["tid"])),
                 pc.if_else(bad, None, f["uid"]),
                 level,
                 tag,
@@ -360,6 +367,8 @@ class FileParser:
         if ep.null_count < n:
             has = ~pc.is_null(ep).to_numpy(zero_copy_only=False)
             ts[has] = np.round(pc.cast(ep.filter(pa.array(has)), pa.float64()).to_numpy() * 1e6)
+        with np.errstate(invalid="ignore"):  # NaN compares False: stays NaN
+            ts[(ts < TS_MIN_US) | (ts >= TS_MAX_US)] = np.nan
         return ts, ~np.isnan(ts)
 
     def _infer_years(self, months: np.ndarray, days: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -418,15 +427,12 @@ class FileParser:
             return [pa.nulls(n, pa.string())] * 4
         self.stats.var += len(idx)
         cat, fn, ev, data = [], [], [], []
-        dumps = json.dumps
         for i, msg in zip(idx, message.take(pa.array(idx)).to_pylist()):
             e = parse_var(msg)
             cat.append(e.category)
             fn.append(e.function)
             ev.append(e.event_type)
-            data.append(
-                dumps(e.data, separators=(",", ":"), ensure_ascii=False) if e.data else None
-            )
+            data.append(dumps(e.data) if e.data else None)
             if e.partial:
                 status[i] = "partial"
                 self.stats.partial += 1
@@ -442,6 +448,14 @@ class FileParser:
 def _ints(arr: pa.Array) -> np.ndarray:
     """String digits → int64 numpy array, -1 where null."""
     return pc.fill_null(pc.cast(arr, pa.int64()), -1).to_numpy()
+
+
+def _int32(arr: pa.Array) -> pa.Array:
+    """String digits → int32, null where the number does not fit (a pid of 14 digits is junk,
+    not a reason to lose the line)."""
+    fits = pc.less_equal(pc.utf8_length(arr), 10)
+    wide = pc.cast(pc.if_else(fits, arr, None), pa.int64())
+    return pc.cast(pc.if_else(pc.less_equal(wide, 2**31 - 1), wide, None), pa.int32())
 
 
 def _scatter(base: pa.Array, mask: np.ndarray, values: pa.Array) -> pa.Array:

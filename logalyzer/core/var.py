@@ -13,15 +13,19 @@ returned with what could be read, and flagged ``partial``. Decisions the spec le
   value stays a string, so ``cid=101`` and ``cid=ch101`` have the same JSON type;
 - text that could not be read as ``key=value`` is kept under ``_unparsed``, a broken JSON
   object under ``_raw``;
-- an unknown event type is stored as given and is *not* partial (its keys cannot be checked).
+- an unknown event type is stored as given and is *not* partial (its keys cannot be checked);
+- whatever PostgreSQL could not store (``NaN``, ``1e400``, ``\\u0000``, a lone surrogate, JSON
+  nested past 64 levels) is made storable by :mod:`logalyzer.core.storable`: kept as a string,
+  replaced by U+FFFD, or, for too deep a nesting, kept as ``_raw`` text (partial).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 from typing import Any, NamedTuple
+
+from logalyzer.core.storable import loads, number
 
 EVENT_KEYS: dict[str, frozenset[str]] = {
     "ChangeContent": frozenset({"cid", "src", "prev_cid"}),
@@ -72,17 +76,12 @@ def canonical_event_type(name: str) -> str:
 
 
 def _typed(key: str, value: str) -> Any:
-    """An unquoted value of a typed key as int / float / bool when it reads as one."""
+    """An unquoted value of a typed key as int / float / bool when it reads as one (a value
+    ``jsonb`` cannot hold as a number, ``nan`` or ``1e400``, stays a string)."""
     if key in BOOL_KEYS:
         low = value.lower()
         return low == "true" if low in ("true", "false") else value
-    try:
-        return int(value) if key in INT_KEYS else float(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    return number(value, as_float=key not in INT_KEYS)
 
 
 def _unquote(value: str) -> str:
@@ -97,8 +96,8 @@ def parse_data(text: str) -> tuple[dict[str, Any], bool]:
         return {}, True
     if text[0] == "{":
         try:
-            obj = json.loads(text)
-        except ValueError:
+            obj = loads(text)
+        except ValueError:  # not JSON, or nested too deep (storable.TooDeep)
             return {"_raw": text}, False
         if isinstance(obj, dict):
             return obj, True

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from ray.util import metrics
 from tqdm import tqdm
@@ -36,13 +36,18 @@ from logalyzer.core.files import (
     rxid_from_path,
 )
 from logalyzer.core.parser import FileParser
-from logalyzer.errors import InvalidIdentifier, NoInputFiles
-from logalyzer.jobs.rayutil import ensure_ray
+from logalyzer.errors import (
+    DatabaseGone,
+    FilesFailed,
+    InvalidIdentifier,
+    LogalyzerError,
+    NoInputFiles,
+)
+from logalyzer.jobs.rayutil import count, ensure_ray
 from logalyzer.settings import Settings
-from logalyzer.store import ledger, pgbinary
-from logalyzer.store.db import Database, LineLoader, connect, ensure_partition
-
-_JSONB = frozenset({"data"})
+from logalyzer.store import ledger
+from logalyzer.store.db import Database, ensure_partition
+from logalyzer.store.lines import ChunkResult, LineLoader
 
 
 @dataclass
@@ -57,11 +62,14 @@ class FileResult:
     lines_read: int = 0
     lines_loaded: int = 0
     lines_duplicate: int = 0
+    lines_degraded: int = 0  # refused by PostgreSQL as parsed, stored degraded (partial)
+    lines_failed: int = 0  # refused even degraded: not stored
     lines_unparsed: int = 0
     lines_truncated: int = 0
     markers: int = 0
     error: str | None = None
     seconds: float = 0.0
+    database_gone: bool = False  # the database stopped answering: the file is left for later
 
 
 @dataclass
@@ -71,6 +79,22 @@ class IngestSummary:
 
     def total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files)
+
+    @property
+    def database_gone(self) -> bool:
+        return any(f.database_gone for f in self.files)
+
+    def raise_for_failures(self) -> None:
+        """The exit status a scheduler sees (README, "Exit status"): :class:`DatabaseGone` if
+        the database went away mid-run, :class:`FilesFailed` if any file failed."""
+        gone = [f for f in self.files if f.database_gone]
+        if gone:
+            raise DatabaseGone(
+                f"{len(gone):,} file(s) not finished ({gone[0].error.split(': ', 1)[-1]})"
+            )
+        failed = [f for f in self.files if f.status == "failed"]
+        if failed:
+            raise FilesFailed(f"{len(failed):,} of {len(self.files):,} file(s) failed")
 
 
 # --------------------------------------------------------------------------- planning
@@ -132,26 +156,9 @@ def plan(
                 )
                 continue
             prev = ledger.previous_load(conn, path)
-            if (
-                not force
-                and prev
-                and prev[0] in ("done", "partial")
-                and prev[1] == st.st_size
-                and abs(float(prev[2]) - st.st_mtime) < 1e-3
-                and prev[3] == fp
-            ):
-                settled.append(
-                    FileResult(
-                        path,
-                        device,
-                        "unchanged",
-                        st.st_size,
-                        lines_read=prev[4],
-                        lines_loaded=prev[5],
-                        lines_duplicate=prev[6],
-                        lines_unparsed=prev[7],
-                    )
-                )
+            if not force and ledger.settled(prev, st.st_size, st.st_mtime, fp):
+                counts = {c: prev[c] for c in ledger.COUNTS}
+                settled.append(FileResult(path, device, "unchanged", st.st_size, **counts))
                 continue
             tasks.append(_Task(path, device, st.st_size, st.st_mtime, fp))
     return tasks, settled
@@ -166,7 +173,6 @@ def _record_settled(conn, path: str, rxid: str | None, status: str, error: str) 
 
 
 def load_file(
-    conn,
     loader: LineLoader,
     task: dict,
     tz: str,
@@ -175,10 +181,13 @@ def load_file(
 ) -> FileResult:
     """Read, parse and load one file; close its ledger row. Never raises for bad input.
 
-    ``conn`` must be in autocommit mode: each chunk is its own transaction (see LineLoader).
     With a ``writer`` thread, chunk k is encoded and COPYed while chunk k+1 is parsed (the
     COPY waits on PostgreSQL and the encoding runs in Arrow, both outside the GIL); at most
-    one chunk is in flight, so memory stays bounded.
+    one chunk is in flight, so memory stays bounded. Rows PostgreSQL refuses and a database
+    that goes away are the loader's business (:mod:`logalyzer.store.lines`); here they become
+    the file's status: ``partial`` with ``input_damaged`` for refused rows (a re-read cannot do
+    better), ``failed`` and left ``loading`` in the ledger when the database is gone (the next
+    run reads the file again).
     """
     t0 = time.perf_counter()
     path, rxid, file_id = task["path"], task["rxid"], task["file_id"]
@@ -186,77 +195,97 @@ def load_file(
     anchor = date_from_path(path) or datetime.fromtimestamp(task["mtime"])
     parser = FileParser(rxid, tz=tz, anchor=anchor)
     reader = LineReader(path)
-    stored = 0
+    refused: list[str] = []  # PostgreSQL's reasons for refused rows
     pending: Future | None = None
 
-    def send(table: pa.Table) -> int:
-        return loader.load(rxid, _to_copy(table, rxid, file_id), table.num_rows)
+    def send(table: pa.Table) -> tuple[ChunkResult, int]:
+        return loader.load(rxid, file_id, table), table.num_rows
+
+    def landed(outcome: tuple[ChunkResult, int]) -> None:
+        chunk, rows = outcome
+        res.lines_loaded += chunk.inserted
+        res.lines_degraded += chunk.degraded
+        res.lines_failed += chunk.failed
+        res.lines_duplicate += rows - chunk.inserted - chunk.failed
+        if chunk.reason and not refused:
+            refused.append(chunk.reason)
 
     try:
-        ensure_partition(conn, rxid)
+        loader.run(lambda conn: ensure_partition(conn, rxid))
         for chunk in reader:
             table = parser.parse(chunk.lines, chunk.truncated)
             if table.num_rows:
                 if pending is not None:
-                    res.lines_loaded += pending.result()
+                    landed(pending.result())
                     pending = None
                 if writer is None:
-                    res.lines_loaded += send(table)
+                    landed(send(table))
                 else:
                     pending = writer.submit(send, table)
-                stored += table.num_rows
             if on_chunk:
                 on_chunk(len(chunk.lines), reader.report.bytes_in, table.num_rows)
         if pending is not None:
-            res.lines_loaded += pending.result()
+            landed(pending.result())
             pending = None
-        if reader.report.damaged:
-            res.status = "partial"
         res.error = reader.report.error
     except NotALogFile as exc:
         res.status, res.error = "failed", str(exc)
     except OSError as exc:
         res.status, res.error = _partial_or_failed(res), f"read error: {exc.strerror or exc}"
-    except Exception as exc:  # a database error or a bug: record it, keep the other files going
-        res.status = _partial_or_failed(res)
-        res.error = (
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        )
+    except DatabaseGone as exc:
+        res.status, res.error, res.database_gone = "failed", str(exc), True
+    except psycopg.Error as exc:  # refused for a reason not in the data (permissions, schema)
+        res.status, res.error = _partial_or_failed(res), _one_line(exc)
+    except Exception as exc:  # a bug: record it, show where, keep the other files going
+        res.status, res.error = _partial_or_failed(res), _one_line(exc)
         traceback.print_exc(file=sys.stderr)
     finally:
         if pending is not None:  # the reader failed while a chunk was on its way: let it land
             try:
-                res.lines_loaded += pending.result()
+                landed(pending.result())
             except Exception as exc:  # noqa: BLE001 - reported with the file
-                res.error = f"{res.error}; {type(exc).__name__}: {exc}" if res.error else str(exc)
+                res.error = f"{res.error}; {_one_line(exc)}" if res.error else _one_line(exc)
+    damaged = reader.report.damaged or bool(res.lines_degraded or res.lines_failed)
+    if res.status == "done" and damaged:
+        res.status = "partial"
+    if refused:
+        note = (
+            f"{res.lines_degraded:,} line(s) stored degraded, {res.lines_failed:,} not stored: "
+            f"PostgreSQL refused them ({refused[0]})"
+        )
+        res.error = f"{res.error}; {note}" if res.error else note
     res.lines_read = reader.report.lines
     res.bytes_text = reader.report.bytes_out
-    res.lines_duplicate = stored - res.lines_loaded
     res.lines_unparsed = parser.stats.unparsed
     res.lines_truncated = reader.report.truncated_lines
     res.markers = parser.stats.markers
     res.seconds = time.perf_counter() - t0
-    ledger.close(
-        conn,
-        file_id,
-        res.status,
-        reader.report.compression,
-        {c: getattr(res, c) for c in ledger.COUNTS},
-        reader.report.bytes_in,
-        res.error,
-    )
+    if not res.database_gone:
+        _close_ledger(loader, res, file_id, reader.report, damaged)
     return res
 
 
-def _to_copy(table: pa.Table, rxid: str, file_id: int) -> bytes:
-    """A parsed chunk as binary COPY data: sorted by line_md5 (see LineLoader), with rxid and
-    file_id added."""
-    n = table.num_rows
-    table = table.take(pc.sort_indices(table["line_md5"]))
-    table = table.append_column("rxid", pa.repeat(rxid, n)).append_column(
-        "file_id", pa.repeat(file_id, n).cast(pa.int32())
-    )
-    return pgbinary.encode(table, jsonb=_JSONB)
+def _close_ledger(loader: LineLoader, res: FileResult, file_id: int, report, damaged: bool):
+    try:
+        loader.run(
+            lambda conn: ledger.close(
+                conn,
+                file_id,
+                res.status,
+                report.compression,
+                {c: getattr(res, c) for c in ledger.COUNTS},
+                report.bytes_in,
+                res.error,
+                input_damaged=damaged and res.status == "partial",
+            )
+        )
+    except DatabaseGone as exc:  # the row stays `loading`: the next run reads the file again
+        res.status, res.error, res.database_gone = "failed", str(exc), True
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _partial_or_failed(res: FileResult) -> str:
@@ -267,8 +296,7 @@ class FileLoader:
     """A Ray Data actor: one database connection and staging table, many files."""
 
     def __init__(self, dsn: str, tz: str):
-        self.conn = connect(dsn, autocommit=True)
-        self.loader = LineLoader(self.conn)
+        self.loader = LineLoader(dsn)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy")
         self.tz = tz
         self.lines = metrics.Counter("logalyzer_ingest_lines", "log lines read")
@@ -279,13 +307,12 @@ class FileLoader:
         seen = {"bytes": 0}
 
         def on_chunk(lines: int, bytes_in: int, rows: int) -> None:
-            self.lines.inc(lines)
-            self.bytes.inc(max(0, bytes_in - seen["bytes"]))
+            count(self.lines, lines)
+            count(self.bytes, bytes_in - seen["bytes"])
             seen["bytes"] = bytes_in
-            if rows:
-                self.rows.inc(rows)
+            count(self.rows, rows)
 
-        return vars(load_file(self.conn, self.loader, task, self.tz, on_chunk, self.writer))
+        return vars(load_file(self.loader, task, self.tz, on_chunk, self.writer))
 
 
 def _bound_loader(dsn: str, tz: str) -> type:
@@ -357,10 +384,17 @@ def _run_loaders(
         file=sys.stderr,
     )
     results = []
-    with bar:
-        for row in ds.iter_rows():
-            res = FileResult(**row)
-            results.append(res)
-            bar.update(res.size)
-            bar.set_postfix(lines=f"{sum(r.lines_read for r in results):,}", refresh=False)
+    try:
+        with bar:
+            for row in ds.iter_rows():
+                res = FileResult(**row)
+                results.append(res)
+                bar.update(res.size)
+                bar.set_postfix(lines=f"{sum(r.lines_read for r in results):,}", refresh=False)
+    except ray.exceptions.RayError as exc:  # the loaders' pipeline itself broke down
+        raise LogalyzerError(
+            f"the loaders stopped after {len(results):,} of {len(items):,} files: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+            hint="re-run the same command: finished files are skipped, the rest are read again",
+        ) from exc
     return results

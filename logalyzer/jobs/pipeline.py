@@ -2,7 +2,8 @@
 
 It replaces the original bash launcher, which ran five device batches side by side; here each
 step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → train → detect;
-an unknown step stops the run *before* anything starts, with a clear message. It is the one
+an unknown step stops the run *before* anything starts, with a clear message, and a database
+that went away during the ingest stops it after that step. It is the one
 job that composes the others (with :mod:`logalyzer.jobs.evaluate`, which runs it); the stage
 jobs import none of each other.
 """
@@ -45,6 +46,8 @@ def run_pipeline(
     for step in steps:
         if step == "ingest":
             results["ingest"] = ingest(settings, db, paths, only_rxids=rxids, progress=progress)
+            if results["ingest"].database_gone:  # later steps would only fail the same way
+                break
         elif step == "sessionize":
             results["sessionize"] = sessionize(settings, db, rxids=rxids, progress=progress)
         elif step == "train":

@@ -38,3 +38,10 @@ def ensure_ray(settings: Settings) -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
+
+
+def count(counter, n: int) -> None:
+    """Add ``n`` to a ``ray.util.metrics.Counter``, which raises on ``inc(0)`` (a device with
+    no VAR events, a chunk that added no bytes)."""
+    if n > 0:
+        counter.inc(n)

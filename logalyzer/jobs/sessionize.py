@@ -31,7 +31,7 @@ from logalyzer.core.features import event_keys
 from logalyzer.core.files import is_valid_rxid
 from logalyzer.core.sessions import DEFAULT_GAP_S, cut, measure
 from logalyzer.errors import InvalidIdentifier
-from logalyzer.jobs.rayutil import ensure_ray
+from logalyzer.jobs.rayutil import count, ensure_ray
 from logalyzer.settings import Settings
 from logalyzer.store import ledger
 from logalyzer.store import sessions as store
@@ -167,8 +167,8 @@ def sessionize(
                         summary.failed[rx] = f"{type(cause).__name__}: {text[-1] if text else ''}"
                     else:
                         summary.devices.append(d)
-                        events.inc(d["events"])
-                        sessions.inc(d["sessions"])
+                        count(events, d["events"])
+                        count(sessions, d["sessions"])
                     bar.update(1)
                     bar.set_postfix(sessions=f"{summary.total('sessions'):,}", refresh=False)
     summary.seconds = time.perf_counter() - t0

@@ -14,21 +14,39 @@ COUNTS = (
     "lines_read",
     "lines_loaded",
     "lines_duplicate",
+    "lines_degraded",
+    "lines_failed",
     "lines_unparsed",
     "lines_truncated",
     "markers",
 )
 
 
-def previous_load(conn, path: str) -> tuple | None:
-    """(status, size, mtime epoch, fingerprint, lines read, loaded, duplicate, unparsed) of the
-    file's last load, or None if it was never seen."""
-    return conn.execute(
-        "SELECT status, size_bytes, extract(epoch from mtime), fingerprint, lines_read,"
-        " lines_loaded, lines_duplicate, lines_unparsed"
-        " FROM ingested_files WHERE path = %s",
+def previous_load(conn, path: str) -> dict | None:
+    """The file's last load (status, size, mtime as epoch seconds, fingerprint,
+    input_damaged and the :data:`COUNTS`), or None if it was never seen."""
+    cur = conn.execute(
+        "SELECT status, size_bytes AS size, extract(epoch from mtime)::float8 AS mtime,"
+        " fingerprint, input_damaged, "
+        + ", ".join(COUNTS)
+        + " FROM ingested_files WHERE path = %s",
         (path,),
-    ).fetchone()
+    )
+    row = cur.fetchone()
+    return dict(zip([d.name for d in cur.description], row)) if row else None
+
+
+def settled(prev: dict | None, size: int, mtime: float, fingerprint: str) -> bool:
+    """Whether a file needs no new read: unchanged since a load that finished it, ``done``, or
+    ``partial`` for damage in the input itself (a load cut short is finished by the next run)."""
+    return bool(
+        prev
+        and (prev["status"] == "done" or (prev["status"] == "partial" and prev["input_damaged"]))
+        and prev["size"] == size
+        and prev["mtime"] is not None
+        and abs(prev["mtime"] - mtime) < 1e-3
+        and prev["fingerprint"] == fingerprint
+    )
 
 
 def record_settled(conn, path: str, rxid: str | None, status: str, error: str) -> None:
@@ -65,13 +83,24 @@ def close(
     counts: dict,
     bytes_read: int,
     error: str | None,
+    input_damaged: bool = False,
 ) -> None:
-    """Close a loaded file's row: its status, how it was compressed, its :data:`COUNTS`."""
+    """Close a loaded file's row: its status, how it was compressed, its :data:`COUNTS`, and
+    whether its damage is in the input itself (see :func:`settled`)."""
     conn.execute(
-        "UPDATE ingested_files SET status = %s, compression = %s, lines_read = %s,"
-        " lines_loaded = %s, lines_duplicate = %s, lines_unparsed = %s, lines_truncated = %s,"
-        " markers = %s, bytes_read = %s, error = %s, finished_at = now() WHERE file_id = %s",
-        (status, compression, *(counts[c] for c in COUNTS), bytes_read, error, file_id),
+        "UPDATE ingested_files SET status = %s, compression = %s, "
+        + ", ".join(f"{c} = %s" for c in COUNTS)
+        + ", bytes_read = %s, error = %s, input_damaged = %s, finished_at = now()"
+        " WHERE file_id = %s",
+        (
+            status,
+            compression,
+            *(counts[c] for c in COUNTS),
+            bytes_read,
+            error,
+            input_damaged,
+            file_id,
+        ),
     )
 
 
