@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -43,14 +42,7 @@ from pydantic import (
 )
 
 from logalyzer.core.files import RXID_PATTERN
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(text: Any) -> Any:
-    """A string with NUL and lone surrogates (which PostgreSQL cannot store) replaced by U+FFFD."""
-    return _UNSTORABLE.sub("\ufffd", text) if isinstance(text, str) else text
-
+from logalyzer.core.storable import clean
 
 RxID = Annotated[str, StringConstraints(pattern=RXID_PATTERN)]
 Label = Annotated[
@@ -206,7 +198,7 @@ class EventIn(BaseModel):
             problem = json_problem(data)
             if problem:
                 raise ValueError(problem)
-            data = storable_json(data)
+            data = clean(data)
         return data
 
     def detail(self) -> str:
@@ -216,15 +208,6 @@ class EventIn(BaseModel):
             (extra[k] for k in ("detail", "error", "message") if isinstance(extra.get(k), str)), ""
         )
         return (f"{self.event_type}: {said}" if said else self.event_type)[:500]
-
-
-def storable_json(value: Any) -> Any:
-    """The JSON value with every string and key made :func:`storable`."""
-    if isinstance(value, dict):
-        return {storable(k): storable_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [storable_json(v) for v in value]
-    return storable(value)
 
 
 def json_problem(value: Any, depth: int = 0, path: str = "$") -> str | None:
