@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -177,3 +178,70 @@ def test_job_entry_points_have_help():
             [sys.executable, str(ROOT / job), "--help"], capture_output=True, text=True, timeout=60
         )
         assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
+
+
+def _gz(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+
+
+def test_edge_devices_run_every_step_to_exit_0(cli_env, ray_local, tmp_path):
+    """Beside ordinary boxes: one that logs no VAR event, one with only unparsed lines, and one
+    with a single session. Every step runs, nothing stops on them."""
+    from logalyzer.core.synth import FleetSpec, generate_fleet
+
+    fleet = tmp_path / "fleet"
+    generate_fleet(fleet, FleetSpec(devices=3, hours=4, seed=5, noise_lines_per_minute=2))
+    _gz(
+        fleet / "R0000000011" / "a.log.gz",
+        [f"03-17 16:13:{i:02d}.000  1  1 I AM: x{i}" for i in range(50)],
+    )
+    _gz(fleet / "R0000000012" / "a.log.gz", [f"garbage line {i} \x01" for i in range(50)])
+    _gz(
+        fleet / "R0000000013" / "a.log.gz",
+        [
+            "03-17 16:13:00.000  1  1 I VAR: PLAYER|zap|ChangeContent|cid=1",
+            "03-17 16:13:01.000  1  1 I VAR: PLAYER|play|FirstFrame|ttff_ms=300",
+        ],
+    )
+    steps = "ingest,sessionize,train,detect"
+    r = CliRunner().invoke(main, ["run", str(fleet), "--steps", steps, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "analysed 6 device(s)" in r.output
+    per_device = dict(query(cli_env.dsn, "SELECT rxid, count(*) FROM sessions GROUP BY 1"))
+    assert "R0000000011" not in per_device and "R0000000012" not in per_device
+    assert per_device["R0000000013"] == 1
+    scored = query(
+        cli_env.dsn, "SELECT count(DISTINCT (rxid, session_id)) FROM anomalies_consolidated"
+    )
+    assert scored == [(sum(per_device.values()),)]
+
+
+def test_too_few_sessions_to_train_is_one_line_after_the_summaries(cli_env, ray_local, tmp_path):
+    _gz(
+        tmp_path / "R0000000013" / "a.log.gz",
+        [
+            "03-17 16:13:00.000  1  1 I VAR: PLAYER|zap|ChangeContent|cid=1",
+            "03-17 16:13:01.000  1  1 I VAR: PLAYER|play|FirstFrame|ttff_ms=300",
+        ],
+    )
+    r = run_cli(
+        "run",
+        str(tmp_path),
+        "--steps",
+        "ingest,sessionize,train,detect",
+        "--no-progress",
+        env={"LOGALYZER_DSN": cli_env.dsn},
+        timeout=300,
+    )
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "analysed 1 device(s)" in r.stdout  # the steps that ran say what they did
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: 1 sessions to learn from; training needs at least 20"]
+    # an empty database: the same, and sessionize says it found nothing
+    with psycopg.connect(cli_env.dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE log_lines, ingested_files, sessions, devices CASCADE")
+    r = CliRunner().invoke(main, ["run", "--steps", "sessionize,train,detect", "--no-progress"])
+    assert r.exit_code == 1 and "analysed 0 device(s)" in r.output
+    assert "0 sessions to learn from" in r.output

@@ -315,16 +315,20 @@ def run(
         )
     settings = load_settings(tz=tz)
     db = open_db(settings)
-    results = run_pipeline(settings, db, [str(p) for p in paths], step_list, devices, progress)
-    if "ingest" in results:
-        print_ingest_summary(results["ingest"])
-    if "sessionize" in results:
-        print_sessionize_summary(results["sessionize"])
-        print_fleet_overview(db)
-    if "train" in results:
-        print_train_results(results["train"])
-    if "detect" in results:
-        print_detect_summary(results["detect"])
-        print_top_anomalies(db, 5)
+
+    def show(step: str, result) -> None:  # as each step ends: a later one may stop the run
+        if step == "ingest":
+            print_ingest_summary(result)
+        elif step == "sessionize":
+            print_sessionize_summary(result)
+            print_fleet_overview(db)
+        elif step == "train":
+            print_train_results(result)
+        else:
+            print_detect_summary(result)
+            print_top_anomalies(db, 5)
+
+    paths_ = [str(p) for p in paths]
+    results = run_pipeline(settings, db, paths_, step_list, devices, progress, on_step=show)
     if "ingest" in results:
         results["ingest"].raise_for_failures()

@@ -39,24 +39,31 @@ def run_pipeline(
     rxids: set[str] | None = None,
     progress: bool | None = None,
     workers: int = 2,
+    on_step=None,
 ) -> dict:
     """Run the given steps in order; return each step's result by name. ``workers``: Ray
-    Train workers of the train step."""
+    Train workers of the train step; ``on_step(name, result)`` is called as each step ends (so
+    a face shows what was done even when a later step stops the run)."""
     results: dict = {}
     for step in steps:
-        if step == "ingest":
-            results["ingest"] = ingest(settings, db, paths, only_rxids=rxids, progress=progress)
-            if results["ingest"].database_gone:  # later steps would only fail the same way
-                break
-        elif step == "sessionize":
-            results["sessionize"] = sessionize(settings, db, rxids=rxids, progress=progress)
-        elif step == "train":
-            # imported by the step that needs them: train and detect load torch and Ray Train
-            from logalyzer.jobs.train import train
-
-            results["train"] = train(settings, db, workers=workers, rxids=rxids, progress=progress)
-        elif step == "detect":
-            from logalyzer.jobs.detect import detect  # torch: see train above
-
-            results["detect"] = detect(settings, db, rxids=rxids, progress=progress)
+        results[step] = _run_step(settings, db, paths, step, rxids, progress, workers)
+        if on_step is not None:
+            on_step(step, results[step])
+        if step == "ingest" and results["ingest"].database_gone:
+            break  # later steps would only fail the same way
     return results
+
+
+def _run_step(settings, db, paths, step, rxids, progress, workers):
+    if step == "ingest":
+        return ingest(settings, db, paths, only_rxids=rxids, progress=progress)
+    if step == "sessionize":
+        return sessionize(settings, db, rxids=rxids, progress=progress)
+    if step == "train":
+        # imported by the step that needs them: train and detect load torch and Ray Train
+        from logalyzer.jobs.train import train
+
+        return train(settings, db, workers=workers, rxids=rxids, progress=progress)
+    from logalyzer.jobs.detect import detect  # torch: see train above
+
+    return detect(settings, db, rxids=rxids, progress=progress)
