@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+from logalyzer.errors import LogalyzerError
 from logalyzer.settings import Settings
 
 
@@ -27,13 +28,22 @@ def ensure_ray(settings: Settings) -> None:
     if not ray.is_initialized():
         # "local" starts a fresh local Ray: a bare ray.init() would instead join a cluster
         # that `ray start` once recorded on this machine, and hang if that one has died.
-        ray.init(
-            address=settings.ray_address or os.environ.get("RAY_ADDRESS") or "local",
-            logging_level=logging.ERROR,
-            configure_logging=True,
-            log_to_driver=True,
-            include_dashboard=None,
-        )
+        address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+        try:
+            ray.init(
+                address=address,
+                logging_level=logging.ERROR,
+                configure_logging=True,
+                log_to_driver=True,
+                include_dashboard=None,
+            )
+        except Exception as exc:  # noqa: BLE001
+            # Ray raises a bare Exception when its node times out starting (an overloaded host)
+            text = str(exc).strip().splitlines()
+            raise LogalyzerError(
+                f"Ray did not start ({address}): {text[0] if text else type(exc).__name__}",
+                hint="the machine may be overloaded: re-run; to join a cluster set RAY_ADDRESS",
+            ) from exc
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
