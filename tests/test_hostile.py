@@ -3,6 +3,7 @@ counts are true, and a row the database refuses costs only itself (issue 11)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -250,3 +251,32 @@ def _strings(value):
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)
+
+
+# --------------------------------------------------------------------------- input
+
+
+def test_symlinked_folders_are_followed_once_and_loops_end(tmp_path):
+    from logalyzer.core.files import discover
+
+    real = tmp_path / "real" / RX
+    write_gz(real / "a.log.gz", ["03-17 16:13:00.000  1  1 I A: x"])
+    (real / "loop").symlink_to(tmp_path / "real")  # a link back up the tree
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "dev").symlink_to(real)
+    assert [p.name for p in discover([tmp_path / "link"])] == ["a.log.gz"]
+    assert [p.name for p in discover([tmp_path / "top"])] == ["a.log.gz"]
+    assert len(discover([tmp_path])) == 1
+
+
+def test_gzip_inside_gzip_is_refused_with_a_reason_not_stored_as_junk(
+    db, settings, ray_local, tmp_path
+):
+    inner = gzip.compress(b"03-17 16:13:00.000  1  1 I A: x\n" * 50)
+    (tmp_path / RX).mkdir()
+    (tmp_path / RX / "double.log.gz").write_bytes(gzip.compress(inner))
+    (f,) = ingest(settings, db, [tmp_path]).files
+    assert f.status == "failed" and "gzip file inside a gzip file" in f.error
+    assert f.lines_loaded == 0
+    assert query(db.dsn, "SELECT count(*) FROM log_lines") == [(0,)]

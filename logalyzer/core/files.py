@@ -16,6 +16,7 @@ out complete lines in chunks of a few MiB. Damage is never fatal (LOG_FORMAT.md 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import zlib
@@ -102,14 +103,27 @@ def discover(paths: list[str | Path]) -> list[Path]:
     """Expand folders into the log files under them (sorted); explicit files are kept as given.
 
     A folder contributes files ending in .gz, .log or .txt (any case) and files whose name
-    starts with ``logcat``; hidden files are skipped. Paths that do not exist are returned too,
-    so the ingest can report them instead of silently dropping them.
+    starts with ``logcat``; hidden files are skipped. Symbolic links to folders are followed,
+    each real folder once (a link back up the tree is a loop, not a reason to hang). Paths that
+    do not exist are returned too, so the ingest can report them instead of silently dropping
+    them.
     """
     out: list[Path] = []
+    visited: set[str] = set()  # real paths of the folders walked
     for p in map(Path, paths):
         if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for root, dirs, files in os.walk(p, followlinks=True):
+                real = os.path.realpath(root)
+                if real in visited:
+                    dirs[:] = []
+                    continue
+                visited.add(real)
+                dirs[:] = sorted(
+                    d
+                    for d in dirs
+                    if not d.startswith(".")
+                    and os.path.realpath(os.path.join(root, d)) not in visited
+                )
                 for name in sorted(files):
                     low = name.lower()
                     if name.startswith("."):
@@ -281,6 +295,13 @@ class LineReader:
             if head[:2] == GZIP_MAGIC:
                 self.report.compression = "gzip"
                 pieces = _gunzip_pieces(f, self.report)
+                first = next(pieces, b"")
+                if first[:2] == GZIP_MAGIC:  # stored as is, it would be lines of binary junk
+                    raise NotALogFile(
+                        "a gzip file inside a gzip file: decompress the outer layer first "
+                        "(gunzip -c FILE > FILE.inner.gz), then ingest that"
+                    )
+                pieces = itertools.chain([first], pieces)
             elif _looks_binary(head):
                 raise NotALogFile("neither gzip nor text (looks binary)")
             else:

@@ -13,8 +13,9 @@ Who may call (a product decision, documented in the README):
   CPU (a request may carry a thousand sessions), and the models encode what the fleet's
   normal looks like: nothing beyond health checks is open to anonymous callers.
 - ``?store=true`` also writes the scores (``anomalies``, ``anomalies_consolidated``) with
-  :func:`logalyzer.store.scores.write_scores`, the batch job's code: admin token, or a device token
-  for sessions of its own box only (403 otherwise). Every stored session needs ``rxid`` and
+  :func:`logalyzer.store.scores.write_scores`, the batch job's code: admin token only. A device
+  token gets 403: a box that could store its own scores could post made-up measures for its
+  flagged sessions and erase the batch verdict. Every stored session needs ``rxid`` and
   ``session_id`` (raw lines: ``rxid``; the id is computed) and must exist in ``sessions``,
   or nothing is stored and the answer is 409 naming the missing ones: dashboards join the
   scores to ``sessions``, and the consolidated row's ``start_ts`` is the stored session's.
@@ -304,10 +305,11 @@ def _check_store(token: Token, flat: list[dict]) -> None:
             f"store=true needs rxid and session_id for every session (items "
             f"{missing[:10]} lack them; raw lines: give rxid)",
         )
-    if not token.is_admin:
-        other = sorted({s["rxid"] for s in flat if s["rxid"] != token.rxid})
-        if other:
-            raise Forbidden(f"this token belongs to {token.rxid}, not {', '.join(other[:5])}")
+    if not token.is_admin:  # a box must not write its own verdict (it could erase its flags)
+        raise Forbidden(
+            f"a device token ({token.rxid}) may score but not store scores",
+            hint="scores are stored by `logalyzer detect` or with an admin token",
+        )
 
 
 def _start_times(service, flat: list[dict]) -> None:
