@@ -458,3 +458,27 @@ def test_pinned_versions_from_settings(db, tok):
     with c:
         wait_ready(c)
         assert service.scorer.current.versions == {"lstm": 2, "ae": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"sessions": [{"rxid": "\xff\xfe"}]}',  # invalid UTF-8
+        b'{"sessions": [{"ttff_ms": ' + b"9" * 5000 + b"}]}",  # past Python's int digits
+        b'{"sessions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # deeper than any parser
+        b"\x00\x01 not json at all",
+    ],
+    ids=["invalid-utf8", "huge-int", "deep-nesting", "garbage"],
+)
+def test_unreadable_bodies_are_a_json_error_with_a_hint(client, tok, body):
+    headers = {**H(tok["admin"]), "Content-Type": "application/json"}
+    for route in ("/v1/score", "/jam-software/events"):
+        r = client.post(route, content=body, headers=headers)
+        assert r.status_code in (400, 413), (route, r.status_code, r.text)  # 413: events' limit
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.json()["hint"]
+        if r.status_code == 400:
+            assert "could not be read" in r.json()["detail"]
+    schema = client.get("/openapi.json").json()
+    assert "400" in schema["paths"]["/v1/score"]["post"]["responses"]
+    assert "400" in schema["paths"]["/jam-software/events"]["post"]["responses"]

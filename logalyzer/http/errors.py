@@ -49,9 +49,13 @@ class ErrorOut(BaseModel):
 
 
 def error_responses(*codes: int) -> dict:
-    """OpenAPI ``responses`` entries for the given error statuses."""
+    """OpenAPI ``responses`` entries for the given error statuses; a route that takes a body
+    (413) can also answer 400 for one that cannot be read at all."""
+    if 413 in codes:
+        codes = (400, *codes)
     text = {
-        400: "bad request",
+        400: "body that is not JSON at all (invalid UTF-8, numbers or nesting past the parser's"
+        " limits)",
         401: "missing, invalid or revoked token",
         403: "wrong role, or another box's data",
         404: "not found",
@@ -77,6 +81,13 @@ def add_error_handlers(app: FastAPI, max_body: int) -> None:
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes each bad input back: up to 64 KiB, and a NaN in it
         # makes the error response itself fail (a 500). Field and message say enough.
+        unreadable = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if unreadable:  # not JSON at all: the same 400 as a body FastAPI cannot decode
+            msg = str(unreadable[0].get("ctx", {}).get("error") or unreadable[0].get("msg", ""))
+            return JSONResponse(
+                {"detail": f"the request body could not be read: {msg}", "hint": BODY_HINT},
+                status_code=400,
+            )
         detail = [
             {
                 "loc": list(e.get("loc", ())),
@@ -98,7 +109,18 @@ def add_error_handlers(app: FastAPI, max_body: int) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 413:
             return too_large(exc.detail if isinstance(exc.detail, int) else max_body)
+        if exc.status_code == 400:  # FastAPI could not read the body at all
+            return JSONResponse(
+                {"detail": f"the request body could not be read: {exc.detail}", "hint": BODY_HINT},
+                status_code=400,
+            )
         return await http_exception_handler(request, exc)
+
+
+BODY_HINT = (
+    "send one JSON object in UTF-8 (Content-Type: application/json), as /openapi.json "
+    "describes; integers of at most 4,300 digits, nesting of at most a few levels"
+)
 
 
 def too_large(max_body: int) -> JSONResponse:
