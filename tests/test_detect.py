@@ -14,8 +14,10 @@ from click.testing import CliRunner
 
 from logalyzer.cli import main
 from logalyzer.core.autoencoder import AEConfig
+from logalyzer.core.baseline import BaselineConfig
 from logalyzer.core.detectors import (
     AEDetector,
+    BaselineDetector,
     LSTMDetector,
     Verdict,
     fit_in_process,
@@ -194,6 +196,22 @@ def test_checkpoints_load_by_themselves_and_score_the_same(ae, lstm):
         assert again.score(sample)[0].score == pytest.approx(det.score(sample)[0].score, rel=1e-6)
 
 
+def test_the_baseline_flags_the_largest_count_z_above_its_95th_percentile():
+    r = random.Random(3)
+    rows = [normal_row(r) for _ in range(400)]
+    det = BaselineDetector.new(BaselineConfig(), rows)
+    det.threshold = det.threshold_for(det.scores(rows))
+    assert (det.scores(rows) > det.threshold).mean() == pytest.approx(0.05, abs=0.01)
+    storm = normal_row(r, video_freeze_count=15, duration_s=1800)
+    v = det.score([storm])[0]
+    assert v.is_anomaly and v.details["measure"].startswith("video_freeze_count")
+    # what it does not read leaves it alone
+    assert det.scores([{**storm, "seq_gaps": 40, "ttff_ms": 9000}])[0] == v.score
+    again = from_bytes(to_bytes(det), version=2)
+    assert again.kind == "baseline" and again.threshold == det.threshold and again.version == 2
+    assert again.score([storm])[0].score == v.score
+
+
 def test_threshold_rule_follows_the_normal_sessions_not_the_anomalies():
     rng = np.random.default_rng(0)
     normal = rng.normal(1.0, 0.1, 900)
@@ -248,24 +266,39 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
     assert n > 100 and query(db.dsn, "SELECT count(*) FROM session_events")[0][0] == n
 
     results = train(settings, db, workers=2, epochs=3, progress=False)
-    assert [r.detector for r in results] == ["ae", "lstm"]  # the autoencoder cleans the LSTM's data
+    # the autoencoder first: it cleans the LSTM's data
+    assert [r.detector for r in results] == ["ae", "lstm", "baseline"]
     assert all(r.version == 1 and r.workers == 2 and r.threshold > 0 for r in results)
     models = query(
         db.dsn,
         "SELECT detector, version, threshold, metrics->'workers', length(checkpoint)"
         " FROM models ORDER BY detector",
     )
-    assert [(m[0], m[1], m[3]) for m in models] == [("ae", 1, 2), ("lstm", 1, 2)]
+    assert [(m[0], m[1], m[3]) for m in models] == [
+        ("ae", 1, 2),
+        ("baseline", 1, None),
+        ("lstm", 1, 2),
+    ]
     assert all(m[4] > 1000 for m in models)
+    # the baseline flags its share of the history, by its rule: about 5 %
+    assert results[2].flagged_share == pytest.approx(0.05, abs=0.01)
+
+    # one seed, one model: training again with the same seed gives the same weights and
+    # thresholds (every worker seeded, the same rows in the same order)
+    again = train(settings, db, ("ae", "lstm"), workers=2, epochs=3, progress=False)
+    assert [r.threshold for r in again] == [r.threshold for r in results[:2]]
+    assert [r.losses for r in again] == [r.losses for r in results[:2]]
+    other = train(settings, db, ("ae",), workers=2, epochs=3, seed=1, progress=False)
+    assert other[0].losses != results[0].losses  # the seed is used
 
     summary = detect(settings, db, progress=False)
-    assert summary.scored == n and summary.versions == {"lstm": 1, "ae": 1}
+    assert summary.scored == n and summary.versions == {"lstm": 2, "ae": 3, "baseline": 1}
     rows = query(
         db.dsn,
         "SELECT detector, count(*), count(*) FILTER (WHERE is_anomaly) FROM anomalies"
         " GROUP BY 1 ORDER BY 1",
     )
-    assert [(r[0], r[1]) for r in rows] == [("ae", n), ("lstm", n)]
+    assert [(r[0], r[1]) for r in rows] == [("ae", n), ("baseline", n), ("lstm", n)]
     flagged = sum(r[2] for r in rows)
     assert flagged > 0
     cons = query(
@@ -274,7 +307,10 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
         " c.lstm_score, c.start_ts = s.start_ts FROM anomalies_consolidated c"
         " JOIN sessions s USING (rxid, session_id)",
     )
-    assert cons and all(c[0] and c[1] and c[3] == {"lstm": 1, "ae": 1} and c[6] for c in cons)
+    versions = {"lstm": 2, "ae": 3, "baseline": 1}
+    # the baseline is scored and stored, but only the two learnt detectors make the verdict
+    assert cons and all(c[0] and c[1] and c[3] == versions and c[6] for c in cons)
+    assert all(set(c[1]) <= {"lstm", "ae"} for c in cons)
     assert all(max(c[4] or 0, c[5] or 0) > 1 for c in cons)
     assert any(c[2]["features"] for c in cons)
 
@@ -283,6 +319,7 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
 
     r = CliRunner().invoke(main, ["models"], env={"LOGALYZER_DSN": db.dsn}, catch_exceptions=False)
     assert r.exit_code == 0 and "ae v1" in r.output and "lstm v1" in r.output
+    assert "baseline v1" in r.output
 
 
 def test_detect_without_models_and_train_without_sessions_are_clear_errors(db):

@@ -1,4 +1,4 @@
-"""The two detectors behind one interface, their checkpoints and their thresholds (pure core).
+"""The detectors behind one interface, their checkpoints and their thresholds (pure core).
 
 A checkpoint is self-describing: ``torch.save`` bytes of a plain dict holding the detector's
 kind, its config dataclass, what it needs to read input (the LSTM's vocabulary, the
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from logalyzer.core import autoencoder as ae
+from logalyzer.core import baseline as bl
 from logalyzer.core import lstm
 from logalyzer.core.features import FEATURE_NAMES, KINDS, SCALE_FLOORS, session_features  # noqa: F401 (KINDS re-exported)
 
@@ -102,6 +103,9 @@ class LSTMDetector:
             )
         return out
 
+    def threshold_for(self, scores: Sequence[float]) -> float:
+        return threshold_rule(scores)
+
     def payload(self) -> dict:
         return {"vocab": self.vocab.keys}
 
@@ -156,11 +160,62 @@ class AEDetector:
             for i in range(len(rows))
         ]
 
+    def threshold_for(self, scores: Sequence[float]) -> float:
+        return threshold_rule(scores)
+
     def payload(self) -> dict:
         return {"scaler": self.scaler.to_dict()}
 
 
-Detector = LSTMDetector | AEDetector
+class BaselineDetector:
+    """The naive yardstick (:mod:`logalyzer.core.baseline`): fitted, not trained."""
+
+    kind = "baseline"
+    model = None
+
+    def __init__(
+        self,
+        cfg: bl.BaselineConfig,
+        mean: Sequence[float],
+        scale: Sequence[float],
+        threshold: float = math.inf,
+        version: int | None = None,
+    ):
+        self.cfg, self.mean, self.scale = cfg, np.asarray(mean, float), np.asarray(scale, float)
+        self.threshold, self.version = threshold, version
+
+    @classmethod
+    def new(cls, cfg: bl.BaselineConfig, rows: Sequence[Mapping]) -> BaselineDetector:
+        x = bl.matrix(rows)
+        return cls(cfg, x.mean(axis=0), np.maximum(x.std(axis=0), cfg.min_scale))
+
+    inputs = staticmethod(AEDetector.inputs)  # the rows themselves, like the autoencoder
+
+    def threshold_for(self, scores: Sequence[float]) -> float:
+        """Its own rule: the configured quantile of the training scores."""
+        return float(np.quantile(scores, self.cfg.quantile)) if len(scores) else math.inf
+
+    def scores(self, rows: Sequence[Mapping]) -> np.ndarray:
+        return bl.max_abs_z(bl.matrix(rows), self.mean, self.scale)[0]
+
+    def score(self, rows: Sequence[Mapping]) -> list[Verdict]:
+        x = bl.matrix(rows)
+        s, at = bl.max_abs_z(x, self.mean, self.scale)
+        return [
+            Verdict(
+                float(s[i]),
+                self.threshold,
+                bool(s[i] > self.threshold),
+                {"measure": bl.NAMES[at[i]], "value": round(float(x[i, at[i]]), 4)},
+            )
+            for i in range(len(rows))
+        ]
+
+    def payload(self) -> dict:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+
+Detector = LSTMDetector | AEDetector | BaselineDetector
 
 
 def _matrix(rows: Sequence[Mapping]) -> np.ndarray:
@@ -177,7 +232,7 @@ def to_bytes(det: Detector, extra: dict | None = None) -> bytes:
             "kind": det.kind,
             "config": asdict(det.cfg),
             "threshold": det.threshold,
-            "state_dict": det.model.state_dict(),
+            "state_dict": det.model.state_dict() if det.model is not None else {},
             **det.payload(),
             "extra": extra or {},
         },
@@ -203,6 +258,9 @@ def from_bytes(data: bytes, version: int | None = None) -> Detector:
         return AEDetector(
             cfg, ae.Scaler(sc["names"], sc["mean"], sc["scale"]), model, ck["threshold"], version
         )
+    if ck["kind"] == "baseline":
+        cfg = bl.BaselineConfig(**ck["config"])
+        return BaselineDetector(cfg, ck["mean"], ck["scale"], ck["threshold"], version)
     raise ValueError(f"unknown detector kind in checkpoint: {ck['kind']!r}")
 
 
