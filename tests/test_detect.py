@@ -346,3 +346,28 @@ def test_ray_job_entry_points_answer_help(job, option):
         timeout=120,
     )
     assert r.returncode == 0 and option in r.stdout and f"jobs/{job}.py" in r.stdout
+
+
+def test_eval_synthetic_repeats_prints_mean_and_spread_beside_the_baseline(
+    db, settings, ray_local, tmp_path
+):
+    env = {"LOGALYZER_DSN": db.dsn, "LOGALYZER_HOME": str(settings.home)}
+    args = ["eval", "synthetic", "--devices", "4", "--hours", "4", "--seed", "5"]
+    args += ["--out", str(tmp_path / "fleet"), "--repeats", "2", "--epochs", "2"]
+    r = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = r.output.splitlines()
+    assert any(line.startswith("  training seed 0: F1 lstm") for line in out)
+    assert any(line.startswith("  training seed 1: F1 lstm") for line in out)
+    assert "mean ± std over 2 trainings:" in r.output
+    head = [line for line in out if "(F1 mean ± std)" in line][0].split()
+    assert head[:4] == ["lstm", "ae", "baseline", "combined"]
+    assert any(line.startswith("all kinds") and line.count("±") == 4 for line in out)
+    # two trainings of each detector in the registry, every session scored by the last ones
+    models = query(db.dsn, "SELECT detector, max(version) FROM models GROUP BY 1 ORDER BY 1")
+    assert models == [("ae", 2), ("baseline", 2), ("lstm", 2)]
+    n = query(db.dsn, "SELECT count(*) FROM sessions")[0][0]
+    scored = query(
+        db.dsn, "SELECT count(*) FROM anomalies WHERE model_version = 2 GROUP BY detector"
+    )
+    assert [s[0] for s in scored] == [n, n, n]

@@ -243,6 +243,13 @@ def evaluate() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write the fleet (default: LOGALYZER_HOME/eval-fleet-SEED).",
 )
+@click.option(
+    "--anomaly-rate",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.5),
+    help="Share of the sessions made anomalous.",
+)
 @workers_option
 @click.option(
     "--repeats",
@@ -254,6 +261,12 @@ def evaluate() -> None:
 @click.option(
     "--train-seed", default=0, show_default=True, type=int, help="Seed of the first training."
 )
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(1, 10_000),
+    help="Epochs (default: each detector's config).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @friendly
 def synthetic(
@@ -261,9 +274,11 @@ def synthetic(
     hours: float,
     seed: int,
     out: Path | None,
+    anomaly_rate: float,
     workers: int,
     repeats: int,
     train_seed: int,
+    epochs: int | None,
     as_json: bool,
 ) -> None:
     """Generate a fleet, run ingest → sessionize → train → detect on it, compare with its truth.
@@ -286,6 +301,8 @@ def synthetic(
         progress=sys.stderr.isatty(),
         repeats=repeats,
         train_seed=train_seed,
+        anomaly_rate=anomaly_rate,
+        epochs=epochs,
     )
     if as_json:
         click.echo(json.dumps(res, indent=2))

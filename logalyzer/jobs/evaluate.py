@@ -128,6 +128,8 @@ def run_synthetic(
     progress: bool | None = None,
     repeats: int = 1,
     train_seed: int = 0,
+    anomaly_rate: float = FleetSpec.anomaly_rate,
+    epochs: int | None = None,
 ) -> dict:
     """Generate a fleet, ingest and sessionize it once, then train and detect ``repeats`` times
     (training seeds ``train_seed``, ``train_seed + 1``, ...) and score each run's verdicts.
@@ -140,12 +142,20 @@ def run_synthetic(
             "the database already holds sessions",
             hint="point LOGALYZER_DSN (or LOGALYZER_HOME) at an empty database",
         )
-    spec = FleetSpec(devices=devices, hours=hours, seed=seed, noise_lines_per_minute=5)
+    spec = FleetSpec(
+        devices=devices,
+        hours=hours,
+        seed=seed,
+        anomaly_rate=anomaly_rate,
+        noise_lines_per_minute=5,
+    )
     fleet = generate_fleet(out_dir, spec)
     run_pipeline(settings, db, [str(out_dir)], ["ingest", "sessionize"], progress=progress)
     runs = []
     for i in range(repeats):
-        trained = train(settings, db, workers=workers, seed=train_seed + i, progress=progress)
+        trained = train(
+            settings, db, workers=workers, epochs=epochs, seed=train_seed + i, progress=progress
+        )
         detect(settings, db, rescore=True, progress=progress)
         result = score_against_truth(db, fleet.truth_path)
         result["train_seed"] = train_seed + i
@@ -158,7 +168,12 @@ def run_synthetic(
             for t in trained
         }
         runs.append(result)
-    result["spec"] = {"devices": devices, "hours": hours, "seed": seed}
+    result["spec"] = {
+        "devices": devices,
+        "hours": hours,
+        "seed": seed,
+        "anomaly_rate": anomaly_rate,
+    }
     result["runs"] = [{"train_seed": r["train_seed"], **r["overall"]} for r in runs]
     result["spread"] = spread(runs)
     return result
