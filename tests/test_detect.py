@@ -22,6 +22,7 @@ from logalyzer.core.detectors import (
     Verdict,
     fit_in_process,
     from_bytes,
+    sqrt_fence,
     threshold_rule,
     to_bytes,
 )
@@ -220,6 +221,19 @@ def test_threshold_rule_follows_the_normal_sessions_not_the_anomalies():
     assert 1.2 < t1 < 2.5 and t2 < 3 and (with_anomalies > t2).sum() >= 100
     assert threshold_rule([0.5] * 50) == pytest.approx(0.55)
     assert math.isinf(threshold_rule([]))
+
+
+def test_the_autoencoder_rule_follows_the_anomaly_rate_it_is_given():
+    """sqrt_fence flags the far-out sessions whatever their share; threshold_rule's P90 floor
+    caps a history with 15 % anomalies at 10 % flagged."""
+    rng = np.random.default_rng(0)
+    for rate in (0.0, 0.02, 0.15):
+        n = int(5000 * rate)  # heavy-tailed normal errors, anomalies far out
+        s = np.concatenate([0.01 * rng.chisquare(1, 5000 - n), rng.uniform(0.5, 5, n)])
+        assert (s > sqrt_fence(s)).mean() == pytest.approx(rate, abs=0.005)
+    assert (s > threshold_rule(s)).mean() == pytest.approx(0.10, abs=0.005)
+    assert (np.array([0.3] * 50) > sqrt_fence([0.3] * 50)).sum() == 0
+    assert math.isinf(sqrt_fence([]))
 
 
 def test_combined_verdict_is_any_detector_and_carries_both_reasons():
