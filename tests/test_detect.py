@@ -14,12 +14,15 @@ from click.testing import CliRunner
 
 from logalyzer.cli import main
 from logalyzer.core.autoencoder import AEConfig
+from logalyzer.core.baseline import BaselineConfig
 from logalyzer.core.detectors import (
     AEDetector,
+    BaselineDetector,
     LSTMDetector,
     Verdict,
     fit_in_process,
     from_bytes,
+    sqrt_fence,
     threshold_rule,
     to_bytes,
 )
@@ -194,6 +197,22 @@ def test_checkpoints_load_by_themselves_and_score_the_same(ae, lstm):
         assert again.score(sample)[0].score == pytest.approx(det.score(sample)[0].score, rel=1e-6)
 
 
+def test_the_baseline_flags_the_largest_count_z_above_its_95th_percentile():
+    r = random.Random(3)
+    rows = [normal_row(r) for _ in range(400)]
+    det = BaselineDetector.new(BaselineConfig(), rows)
+    det.threshold = det.threshold_for(det.scores(rows))
+    assert (det.scores(rows) > det.threshold).mean() == pytest.approx(0.05, abs=0.01)
+    storm = normal_row(r, video_freeze_count=15, duration_s=1800)
+    v = det.score([storm])[0]
+    assert v.is_anomaly and v.details["measure"].startswith("video_freeze_count")
+    # what it does not read leaves it alone
+    assert det.scores([{**storm, "seq_gaps": 40, "ttff_ms": 9000}])[0] == v.score
+    again = from_bytes(to_bytes(det), version=2)
+    assert again.kind == "baseline" and again.threshold == det.threshold and again.version == 2
+    assert again.score([storm])[0].score == v.score
+
+
 def test_threshold_rule_follows_the_normal_sessions_not_the_anomalies():
     rng = np.random.default_rng(0)
     normal = rng.normal(1.0, 0.1, 900)
@@ -202,6 +221,19 @@ def test_threshold_rule_follows_the_normal_sessions_not_the_anomalies():
     assert 1.2 < t1 < 2.5 and t2 < 3 and (with_anomalies > t2).sum() >= 100
     assert threshold_rule([0.5] * 50) == pytest.approx(0.55)
     assert math.isinf(threshold_rule([]))
+
+
+def test_the_autoencoder_rule_follows_the_anomaly_rate_it_is_given():
+    """sqrt_fence flags the far-out sessions whatever their share; threshold_rule's P90 floor
+    caps a history with 15 % anomalies at 10 % flagged."""
+    rng = np.random.default_rng(0)
+    for rate in (0.0, 0.02, 0.15):
+        n = int(5000 * rate)  # heavy-tailed normal errors, anomalies far out
+        s = np.concatenate([0.01 * rng.chisquare(1, 5000 - n), rng.uniform(0.5, 5, n)])
+        assert (s > sqrt_fence(s)).mean() == pytest.approx(rate, abs=0.005)
+    assert (s > threshold_rule(s)).mean() == pytest.approx(0.10, abs=0.005)
+    assert (np.array([0.3] * 50) > sqrt_fence([0.3] * 50)).sum() == 0
+    assert math.isinf(sqrt_fence([]))
 
 
 def test_combined_verdict_is_any_detector_and_carries_both_reasons():
@@ -248,24 +280,39 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
     assert n > 100 and query(db.dsn, "SELECT count(*) FROM session_events")[0][0] == n
 
     results = train(settings, db, workers=2, epochs=3, progress=False)
-    assert [r.detector for r in results] == ["ae", "lstm"]  # the autoencoder cleans the LSTM's data
+    # the autoencoder first: it cleans the LSTM's data
+    assert [r.detector for r in results] == ["ae", "lstm", "baseline"]
     assert all(r.version == 1 and r.workers == 2 and r.threshold > 0 for r in results)
     models = query(
         db.dsn,
         "SELECT detector, version, threshold, metrics->'workers', length(checkpoint)"
         " FROM models ORDER BY detector",
     )
-    assert [(m[0], m[1], m[3]) for m in models] == [("ae", 1, 2), ("lstm", 1, 2)]
+    assert [(m[0], m[1], m[3]) for m in models] == [
+        ("ae", 1, 2),
+        ("baseline", 1, None),
+        ("lstm", 1, 2),
+    ]
     assert all(m[4] > 1000 for m in models)
+    # the baseline flags its share of the history, by its rule: about 5 %
+    assert results[2].flagged_share == pytest.approx(0.05, abs=0.01)
+
+    # one seed, one model: training again with the same seed gives the same weights and
+    # thresholds (every worker seeded, the same rows in the same order)
+    again = train(settings, db, ("ae", "lstm"), workers=2, epochs=3, progress=False)
+    assert [r.threshold for r in again] == [r.threshold for r in results[:2]]
+    assert [r.losses for r in again] == [r.losses for r in results[:2]]
+    other = train(settings, db, ("ae",), workers=2, epochs=3, seed=1, progress=False)
+    assert other[0].losses != results[0].losses  # the seed is used
 
     summary = detect(settings, db, progress=False)
-    assert summary.scored == n and summary.versions == {"lstm": 1, "ae": 1}
+    assert summary.scored == n and summary.versions == {"lstm": 2, "ae": 3, "baseline": 1}
     rows = query(
         db.dsn,
         "SELECT detector, count(*), count(*) FILTER (WHERE is_anomaly) FROM anomalies"
         " GROUP BY 1 ORDER BY 1",
     )
-    assert [(r[0], r[1]) for r in rows] == [("ae", n), ("lstm", n)]
+    assert [(r[0], r[1]) for r in rows] == [("ae", n), ("baseline", n), ("lstm", n)]
     flagged = sum(r[2] for r in rows)
     assert flagged > 0
     cons = query(
@@ -274,7 +321,10 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
         " c.lstm_score, c.start_ts = s.start_ts FROM anomalies_consolidated c"
         " JOIN sessions s USING (rxid, session_id)",
     )
-    assert cons and all(c[0] and c[1] and c[3] == {"lstm": 1, "ae": 1} and c[6] for c in cons)
+    versions = {"lstm": 2, "ae": 3, "baseline": 1}
+    # the baseline is scored and stored, but only the two learnt detectors make the verdict
+    assert cons and all(c[0] and c[1] and c[3] == versions and c[6] for c in cons)
+    assert all(set(c[1]) <= {"lstm", "ae"} for c in cons)
     assert all(max(c[4] or 0, c[5] or 0) > 1 for c in cons)
     assert any(c[2]["features"] for c in cons)
 
@@ -283,6 +333,7 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
 
     r = CliRunner().invoke(main, ["models"], env={"LOGALYZER_DSN": db.dsn}, catch_exceptions=False)
     assert r.exit_code == 0 and "ae v1" in r.output and "lstm v1" in r.output
+    assert "baseline v1" in r.output
 
 
 def test_detect_without_models_and_train_without_sessions_are_clear_errors(db):
@@ -309,3 +360,28 @@ def test_ray_job_entry_points_answer_help(job, option):
         timeout=120,
     )
     assert r.returncode == 0 and option in r.stdout and f"jobs/{job}.py" in r.stdout
+
+
+def test_eval_synthetic_repeats_prints_mean_and_spread_beside_the_baseline(
+    db, settings, ray_local, tmp_path
+):
+    env = {"LOGALYZER_DSN": db.dsn, "LOGALYZER_HOME": str(settings.home)}
+    args = ["eval", "synthetic", "--devices", "4", "--hours", "4", "--seed", "5"]
+    args += ["--out", str(tmp_path / "fleet"), "--repeats", "2", "--epochs", "2"]
+    r = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = r.output.splitlines()
+    assert any(line.startswith("  training seed 0: F1 lstm") for line in out)
+    assert any(line.startswith("  training seed 1: F1 lstm") for line in out)
+    assert "mean ± std over 2 trainings:" in r.output
+    head = [line for line in out if "(F1 mean ± std)" in line][0].split()
+    assert head[:4] == ["lstm", "ae", "baseline", "combined"]
+    assert any(line.startswith("all kinds") and line.count("±") == 4 for line in out)
+    # two trainings of each detector in the registry, every session scored by the last ones
+    models = query(db.dsn, "SELECT detector, max(version) FROM models GROUP BY 1 ORDER BY 1")
+    assert models == [("ae", 2), ("baseline", 2), ("lstm", 2)]
+    n = query(db.dsn, "SELECT count(*) FROM sessions")[0][0]
+    scored = query(
+        db.dsn, "SELECT count(*) FROM anomalies WHERE model_version = 2 GROUP BY detector"
+    )
+    assert [s[0] for s in scored] == [n, n, n]

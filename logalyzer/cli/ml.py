@@ -22,35 +22,38 @@ from logalyzer.cli.common import (
     rxids_option,
     workers_option,
 )
-from logalyzer.core.features import KINDS
+from logalyzer.core.features import ALL_KINDS, BASELINE, KINDS
 from logalyzer.errors import LogalyzerError
 from logalyzer.store.reports import model_listing
 from logalyzer.store.scores import top_anomalies
 
 
-def parse_detectors(text: str) -> tuple[str, ...]:
+def parse_detectors(text: str | None) -> tuple[str, ...] | None:
+    """'lstm, ae' → ('lstm', 'ae'); None stays None (the command's default set)."""
+    if text is None:
+        return None
     asked = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
-    bad = [d for d in asked if d not in KINDS]
+    bad = [d for d in asked if d not in ALL_KINDS]
     if bad or not asked:
         raise LogalyzerError(
             f"unknown detector(s): {', '.join(bad) or '(none given)'}",
-            hint=f"detectors are: {', '.join(KINDS)}",
+            hint=f"detectors are: {', '.join(ALL_KINDS)}",
         )
     return asked
 
 
-def detectors_option(verb: str):
+def detectors_option(verb: str, default: str | None = ",".join(ALL_KINDS), shown=True):
     return click.option(
         "--detectors",
-        default=",".join(KINDS),
-        show_default=True,
-        help=f"Which detectors to {verb} (comma-separated: {', '.join(KINDS)}).",
+        default=default,
+        show_default=shown,
+        help=f"Which detectors to {verb} (comma-separated: {', '.join(ALL_KINDS)}).",
     )
 
 
 def version_options(fn):
-    """``--lstm-version``, ``--ae-version``: one option per detector kind."""
-    for kind in reversed(KINDS):
+    """``--lstm-version``, ``--ae-version``, ...: one option per detector kind."""
+    for kind in reversed(ALL_KINDS):
         fn = click.option(
             f"--{kind}-version",
             f"{kind}_version",
@@ -108,10 +111,15 @@ def train(
 
 def print_train_results(results) -> None:
     for r in results:
+        how = (
+            f"{r.epochs} epochs on {r.workers} worker(s) in {r.seconds:,.1f} s "
+            f"({r.sessions_per_s:,.0f} sessions/s per epoch), learnt from {r.sessions:,} "
+            f"sessions; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}"
+            if r.losses
+            else f"fitted on {r.sessions:,} sessions in {r.seconds:,.1f} s"
+        )
         click.echo(
-            f"{r.detector}: version {r.version}, {r.epochs} epochs on {r.workers} worker(s) in "
-            f"{r.seconds:,.1f} s ({r.sessions_per_s:,.0f} sessions/s per epoch), learnt from "
-            f"{r.sessions:,} sessions; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; "
+            f"{r.detector}: version {r.version}, {how}; "
             f"threshold {r.threshold:.4g} flags {r.flagged_share:.1%} of the history"
         )
 
@@ -120,7 +128,7 @@ def print_train_results(results) -> None:
 
 
 @click.command(context_settings=CONTEXT)
-@detectors_option("score with")
+@detectors_option("score with", None, f"{','.join(KINDS)}, and {BASELINE} when trained")
 @version_options
 @click.option(
     "--rescore", is_flag=True, help="Score every session again, not only new or changed ones."
@@ -136,7 +144,7 @@ def print_train_results(results) -> None:
 @progress_option
 @friendly
 def detect(
-    detectors: str,
+    detectors: str | None,
     rescore: bool,
     rxids: str | None,
     top: int,
@@ -148,7 +156,7 @@ def detect(
 
     settings = load_settings()
     db = open_db(settings)
-    pinned = {k: versions[f"{k}_version"] for k in KINDS if versions[f"{k}_version"]}
+    pinned = {k: versions[f"{k}_version"] for k in ALL_KINDS if versions[f"{k}_version"]}
     summary = run_detect(
         settings,
         db,
@@ -235,11 +243,43 @@ def evaluate() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write the fleet (default: LOGALYZER_HOME/eval-fleet-SEED).",
 )
+@click.option(
+    "--anomaly-rate",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.5),
+    help="Share of the sessions made anomalous.",
+)
 @workers_option
+@click.option(
+    "--repeats",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Train and detect this many times (seeds --train-seed, +1, ...): mean and std of each.",
+)
+@click.option(
+    "--train-seed", default=0, show_default=True, type=int, help="Seed of the first training."
+)
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(1, 10_000),
+    help="Epochs (default: each detector's config).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @friendly
 def synthetic(
-    devices: int, hours: float, seed: int, out: Path | None, workers: int, as_json: bool
+    devices: int,
+    hours: float,
+    seed: int,
+    out: Path | None,
+    anomaly_rate: float,
+    workers: int,
+    repeats: int,
+    train_seed: int,
+    epochs: int | None,
+    as_json: bool,
 ) -> None:
     """Generate a fleet, run ingest → sessionize → train → detect on it, compare with its truth.
 
@@ -251,17 +291,38 @@ def synthetic(
     db = open_db(settings)
     folder = out or settings.home / f"eval-fleet-{seed}"
     res = run_synthetic(
-        settings, db, folder, devices, hours, seed, workers, progress=sys.stderr.isatty()
+        settings,
+        db,
+        folder,
+        devices,
+        hours,
+        seed,
+        workers,
+        progress=sys.stderr.isatty(),
+        repeats=repeats,
+        train_seed=train_seed,
+        anomaly_rate=anomaly_rate,
+        epochs=epochs,
     )
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
     click.echo(f"{res['sessions']:,} sessions, {res['anomalous']:,} anomalous (seed {seed})")
+    if repeats > 1:
+        for r in res["runs"]:
+            f1 = ", ".join(f"{n} {r[n]['f1']:.3f}" for n in (*ALL_KINDS, "combined"))
+            click.echo(f"  training seed {r['train_seed']}: F1 {f1}")
+        click.echo(f"mean ± std over {repeats} trainings:")
+        _print_spread_table(res["spread"])
+        click.echo(f"the last training (seed {res['train_seed']}):")
     _print_prf_table(res)
 
 
+_NAMES = (*ALL_KINDS, "combined")
+
+
 def _print_prf_table(res: dict) -> None:
-    names = (*KINDS, "combined")
+    names = _NAMES
     head = f"{'':22}" + "".join(f"{n:>22}" for n in names)
     click.echo(click.style(head + "   (precision / recall / F1)", bold=True))
     rows = [("all kinds", res["overall"])] + [
@@ -272,6 +333,23 @@ def _print_prf_table(res: dict) -> None:
             f"{v[n]['precision']:>8.3f}{v[n]['recall']:>7.3f}{v[n]['f1']:>7.3f}" for n in names
         )
         click.echo(f"{name:22}{cells}")
+
+
+def _print_spread_table(spread: dict) -> None:
+    """F1 mean ± std of each detector, overall and per kind, and P/R means overall."""
+    head = f"{'':22}" + "".join(f"{n:>18}" for n in _NAMES)
+    click.echo(click.style(head + "   (F1 mean ± std)", bold=True))
+    for name, v in spread.items():
+        label = "all kinds" if name == "overall" else name
+        cells = "".join(f"{v[n]['f1'][0]:>11.3f} ±{v[n]['f1'][1]:.3f}" for n in _NAMES)
+        click.echo(f"{label:22}{cells}")
+    o = spread["overall"]
+    pr = ", ".join(
+        f"{n} P {o[n]['precision'][0]:.3f}±{o[n]['precision'][1]:.3f} "
+        f"R {o[n]['recall'][0]:.3f}±{o[n]['recall'][1]:.3f}"
+        for n in _NAMES
+    )
+    click.echo(f"all kinds: {pr}")
 
 
 @evaluate.command(context_settings=CONTEXT)

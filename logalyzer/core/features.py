@@ -27,6 +27,10 @@ from logalyzer.core.sessions import Event
 #: The two detectors, named by the view each reads: ``lstm`` the event keys, ``ae`` the features.
 #: The one list of detector kinds: settings, CLI options, HTTP models and SQL rows follow it.
 KINDS = ("lstm", "ae")
+#: The naive yardstick (:mod:`logalyzer.core.baseline`): trained, stored and scored like the two,
+#: reported beside them by every evaluation, but no part of the combined verdict and not served.
+BASELINE = "baseline"
+ALL_KINDS = (*KINDS, BASELINE)
 
 #: Event types whose key carries one attribute, and which one.
 _FOLDED = {

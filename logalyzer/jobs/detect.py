@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from logalyzer.core.features import KINDS
+from logalyzer.core.features import BASELINE, KINDS
 from logalyzer.core.verdict import score_sessions
 from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
@@ -62,16 +62,20 @@ class Scorer:
 def detect(
     settings: Settings,
     db: Database,
-    detectors: tuple[str, ...] = KINDS,
+    detectors: tuple[str, ...] | None = None,
     versions: dict[str, int] | None = None,
     rescore: bool = False,
     rxids: set[str] | None = None,
     concurrency: int | None = None,
     progress: bool | None = None,
 ) -> DetectSummary:
-    """Score the sessions that need it with the newest (or pinned) model versions."""
+    """Score the sessions that need it with the newest (or pinned) model versions.
+    ``detectors`` None: the two of the combined verdict, and the baseline when one is trained
+    (a registry from before it existed still detects)."""
     t0 = time.perf_counter()
     have = available(db)
+    if detectors is None:
+        detectors = (*KINDS, BASELINE) if BASELINE in have else KINDS
     missing = [k for k in detectors if k not in have]
     if missing:
         raise ModelNotFound(

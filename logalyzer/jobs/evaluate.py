@@ -29,12 +29,13 @@ import torch
 
 from logalyzer.core import lstm
 from logalyzer.core.detectors import LSTMDetector
-from logalyzer.core.features import KINDS
+from logalyzer.core.features import ALL_KINDS
 from logalyzer.core.lstm import LSTMConfig
 from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.errors import LogalyzerError
-from logalyzer.jobs.pipeline import STEPS, run_pipeline
-from logalyzer.jobs.train import fit
+from logalyzer.jobs.detect import detect
+from logalyzer.jobs.pipeline import run_pipeline
+from logalyzer.jobs.train import fit, train
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 from logalyzer.store.scores import count_sessions, session_flags
@@ -91,11 +92,11 @@ def score_against_truth(db: Database, truth_path: str | Path) -> dict:
     """Compare the stored verdicts with a synthetic fleet's labels (module docstring)."""
     truth = json.loads(Path(truth_path).read_text())
     labels = {_truth_key(s["rxid"], s["start_ts"]): s["anomaly_kind"] for s in truth["sessions"]}
-    rows = session_flags(db)
+    rows = session_flags(db, ALL_KINDS)
     found = {_truth_key(r[0], r[1]): r[2:] for r in rows}
     missing = [k for k in labels if k not in found]
     kinds = [labels[k] for k in labels if k in found]
-    names = (*KINDS, "combined")
+    names = (*ALL_KINDS, "combined")
     flags = np.array([found[k] for k in labels if k in found], bool).reshape(-1, len(names))
     actual = np.array([k is not None for k in kinds])
     out = {
@@ -125,30 +126,76 @@ def run_synthetic(
     seed: int,
     workers: int = 2,
     progress: bool | None = None,
+    repeats: int = 1,
+    train_seed: int = 0,
+    anomaly_rate: float = FleetSpec.anomaly_rate,
+    epochs: int | None = None,
 ) -> dict:
-    """Generate a fleet, run the whole pipeline on it, and score the verdicts. The database
-    must hold no sessions yet: the comparison covers every stored session."""
+    """Generate a fleet, ingest and sessionize it once, then train and detect ``repeats`` times
+    (training seeds ``train_seed``, ``train_seed + 1``, ...) and score each run's verdicts.
+    The result is the last run's, with ``runs`` (every run's overall figures) and ``spread``
+    (mean and standard deviation over the runs): how far a user's verdicts move when the same
+    history is trained on again. The database must hold no sessions yet: the comparison covers
+    every stored session."""
     if count_sessions(db):
         raise LogalyzerError(
             "the database already holds sessions",
             hint="point LOGALYZER_DSN (or LOGALYZER_HOME) at an empty database",
         )
-    spec = FleetSpec(devices=devices, hours=hours, seed=seed, noise_lines_per_minute=5)
+    spec = FleetSpec(
+        devices=devices,
+        hours=hours,
+        seed=seed,
+        anomaly_rate=anomaly_rate,
+        noise_lines_per_minute=5,
+    )
     fleet = generate_fleet(out_dir, spec)
-    trained = run_pipeline(
-        settings, db, [str(out_dir)], list(STEPS), progress=progress, workers=workers
-    )["train"]
-    result = score_against_truth(db, fleet.truth_path)
-    result["spec"] = {"devices": devices, "hours": hours, "seed": seed}
-    result["models"] = {
-        t.detector: {
-            "version": t.version,
-            "threshold": t.threshold,
-            "flagged_share": t.flagged_share,
+    run_pipeline(settings, db, [str(out_dir)], ["ingest", "sessionize"], progress=progress)
+    runs = []
+    for i in range(repeats):
+        trained = train(
+            settings, db, workers=workers, epochs=epochs, seed=train_seed + i, progress=progress
+        )
+        detect(settings, db, rescore=True, progress=progress)
+        result = score_against_truth(db, fleet.truth_path)
+        result["train_seed"] = train_seed + i
+        result["models"] = {
+            t.detector: {
+                "version": t.version,
+                "threshold": t.threshold,
+                "flagged_share": t.flagged_share,
+            }
+            for t in trained
         }
-        for t in trained
+        runs.append(result)
+    result["spec"] = {
+        "devices": devices,
+        "hours": hours,
+        "seed": seed,
+        "anomaly_rate": anomaly_rate,
     }
+    result["runs"] = [{"train_seed": r["train_seed"], **r["overall"]} for r in runs]
+    result["spread"] = spread(runs)
     return result
+
+
+def spread(runs: list[dict]) -> dict:
+    """Mean and (population) standard deviation of precision, recall and F1 over runs, per
+    detector, overall and per anomaly kind: {"overall"|kind: {detector: {"f1": [mean, std]}}}."""
+
+    def ms(values) -> list[float]:
+        return [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
+
+    def block(parts: list[dict]) -> dict:
+        return {
+            name: {m: ms([p[name][m] for p in parts]) for m in ("precision", "recall", "f1")}
+            for name in (*ALL_KINDS, "combined")
+        }
+
+    out = {"overall": block([r["overall"] for r in runs])}
+    for kind in runs[0]["per_kind"]:
+        out[kind] = block([r["per_kind"][kind] for r in runs])
+    return out
 
 
 # --------------------------------------------------------------------------- HDFS

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 import tempfile
 import time
@@ -39,17 +40,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from logalyzer.core import autoencoder, lstm
+from logalyzer.core import autoencoder, baseline, lstm
 from logalyzer.core.detectors import (
-    KINDS,
     AEDetector,
+    BaselineDetector,
     Detector,
     LSTMDetector,
     from_bytes,
-    threshold_rule,
     to_bytes,
     train_epoch,
 )
+from logalyzer.core.features import ALL_KINDS
 from logalyzer.errors import LogalyzerError
 from logalyzer.jobs.rayutil import ensure_ray
 from logalyzer.settings import Settings
@@ -88,6 +89,7 @@ def new_detector(kind: str, sessions: list[dict], overrides: dict | None = None)
     cls, cfg = {
         "lstm": (LSTMDetector, lstm.LSTMConfig()),
         "ae": (AEDetector, autoencoder.AEConfig()),
+        "baseline": (BaselineDetector, baseline.BaselineConfig()),
     }[kind]
     return cls.new(replace(cfg, **(overrides or {})), cls.inputs(sessions))
 
@@ -110,20 +112,21 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch  # as in fit(): Ray Train only once Ray (and its Data logging) is set up
 
     _quiet_train_logs()
-    torch.manual_seed(config["seed"])
-    det = from_bytes(config["init"])
+    rank = ray.train.get_context().get_world_rank()
+    world = ray.train.get_context().get_world_size()
+    seed_everything(config["seed"] + rank)
+    det = from_bytes(config["init"])  # the same initial weights on every worker (and run)
     model = ray.train.torch.prepare_model(det.model.train())
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    shard = ray.train.get_dataset_shard("train")
-    rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
-    # The shard is read once and kept: one row per event or session is small (10 M events
-    # are ~0.9 GB of int64 windows over all workers), and re-streaming it through Ray Data
-    # every epoch cost ~2 s of overhead per epoch on small fleets.
-    data = torch.cat([b["data"] for b in shard.iter_torch_batches(batch_size=65_536, device="cpu")])
+    # Every worker takes rows rank, rank + n, ... of the one array in the object store: the
+    # same rows in the same order every run. (A Ray Data shard is not: which blocks reach
+    # which worker varies between runs, and so did the trained weights.) The rows are small
+    # (10 M events are ~0.9 GB of int64 windows over all workers) and read once.
+    data = torch.from_numpy(np.ascontiguousarray(ray.get(config["data"])[rank::world]))
     # The config's batch size is the global one: each of n workers takes 1/n of it, so the
     # optimisation (and its result) does not change with the number of workers.
-    batch_size = max(1, config["batch_size"] // ray.train.get_context().get_world_size())
+    batch_size = max(1, config["batch_size"] // world)
     report_every = max(1, config["epochs"] // 10)
     history: list[float] = []
     for epoch in range(config["epochs"]):
@@ -145,6 +148,14 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.save(weights, os.path.join(tmp, "weights.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a fit draws from (weights, batch order, anything numpy or random
+    draws), so one seed gives one model: retraining on the same sessions changes nothing."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _quiet_train_logs() -> None:
@@ -183,9 +194,9 @@ def fit(
             "lr": cfg.lr,
             "batch_size": cfg.batch_size,
             "seed": seed,
+            "data": ray.put(data),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-        datasets={"train": ray.data.from_numpy(data)},
         run_config=ray.train.RunConfig(
             name=f"{det.kind}-{int(time.time())}",
             storage_path=str(storage),
@@ -221,7 +232,7 @@ def fit(
 def train(
     settings: Settings,
     db: Database,
-    detectors: tuple[str, ...] = KINDS,
+    detectors: tuple[str, ...] = ALL_KINDS,
     workers: int = 2,
     use_gpu: bool = False,
     rxids: set[str] | None = None,
@@ -230,10 +241,11 @@ def train(
     progress: bool | None = None,
 ) -> list[TrainResult]:
     """Train the asked detectors on the fleet's sessions and register one version of each."""
-    unknown = [d for d in detectors if d not in KINDS]
+    unknown = [d for d in detectors if d not in ALL_KINDS]
     if unknown:
         raise LogalyzerError(
-            f"unknown detector(s): {', '.join(unknown)}", hint=f"detectors are: {', '.join(KINDS)}"
+            f"unknown detector(s): {', '.join(unknown)}",
+            hint=f"detectors are: {', '.join(ALL_KINDS)}",
         )
     show = sys.stderr.isatty() if progress is None else progress
     sessions = load_sessions(db, rxids)
@@ -261,11 +273,15 @@ def train(
                 f"training {kind} on {len(learn):,} sessions with {workers} worker(s)...",
                 file=sys.stderr,
             )
+        seed_everything(seed)  # the initial weights: one seed, one model
         det = new_detector(kind, learn, {"epochs": epochs} if epochs else None)
-        data = training_array(det, learn)
-        det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed)
+        if det.model is None:  # the baseline: fitted by new_detector, nothing to train
+            data, metrics = np.zeros((len(learn), 0)), {"losses": [], "sessions_per_s": None}
+        else:
+            data = training_array(det, learn)
+            det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed)
         scores = session_scores(det, sessions)
-        det.threshold = threshold_rule(scores)
+        det.threshold = det.threshold_for(scores)
         flagged = float((scores > det.threshold).mean())
         metrics.update(
             score_quantiles={

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from psycopg.types.json import Jsonb
 
 from logalyzer.core.detectors import Detector, from_bytes, to_bytes
-from logalyzer.core.features import KINDS
+from logalyzer.core.features import ALL_KINDS
 from logalyzer.errors import LogalyzerError
 from logalyzer.store.db import Database
 
@@ -47,9 +47,9 @@ def register(db: Database, det: Detector, metrics: dict, trained_on: dict) -> in
 
 def load(db: Database, kind: str, version: int | None = None) -> Detector:
     """A detector from the registry: the newest version, or the one asked for."""
-    if kind not in KINDS:
+    if kind not in ALL_KINDS:
         raise LogalyzerError(
-            f"unknown detector {kind!r}", hint=f"detectors are: {', '.join(KINDS)}"
+            f"unknown detector {kind!r}", hint=f"detectors are: {', '.join(ALL_KINDS)}"
         )
     with db.connect() as conn:
         row = conn.execute(
