@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo-fleet
 
-.PHONY: setup demo test lint format bench bench-serve fuzz serve-deploy superset superset-check \
+.PHONY: setup demo test lint format bench bench-serve fuzz fuzz-ingest serve-deploy superset superset-check \
         superset-check-ci clean help
 
 help:  ## this list
@@ -51,6 +51,9 @@ bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a
 
 bench-serve: $(STAMP)  ## HTTP benchmark: jam routes through Ray Serve vs the same library calls in-process
 	$(PY) bench/serve.py
+
+fuzz-ingest: $(STAMP)  ## 10^6 mutated log lines (hostile VAR values, broken headers) through the ingest: stored = distinct, 0 crashes
+	$(PY) bench/fuzz_ingest.py
 
 FUZZ_URL ?= http://127.0.0.1:8000
 fuzz: $(STAMP)  ## schemathesis against a running `logalyzer serve` (FUZZ_URL; FUZZ_TOKEN = an admin secret)

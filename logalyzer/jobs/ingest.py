@@ -85,7 +85,7 @@ class IngestSummary:
         return any(f.database_gone for f in self.files)
 
     def raise_for_failures(self) -> None:
-        """The exit status a scheduler sees (README, "Exit status"): :class:`DatabaseGone` if
+        """The exit status a scheduler sees (README, "Commands"): :class:`DatabaseGone` if
         the database went away mid-run, :class:`FilesFailed` if any file failed."""
         gone = [f for f in self.files if f.database_gone]
         if gone:
