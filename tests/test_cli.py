@@ -211,9 +211,7 @@ def test_edge_devices_run_every_step_to_exit_0(cli_env, ray_local, tmp_path):
     per_device = dict(query(cli_env.dsn, "SELECT rxid, count(*) FROM sessions GROUP BY 1"))
     assert "R0000000011" not in per_device and "R0000000012" not in per_device
     assert per_device["R0000000013"] == 1
-    scored = query(
-        cli_env.dsn, "SELECT count(DISTINCT (rxid, session_id)) FROM anomalies_consolidated"
-    )
+    scored = query(cli_env.dsn, "SELECT count(DISTINCT (rxid, session_id)) FROM anomalies")
     assert scored == [(sum(per_device.values()),)]
 
 
