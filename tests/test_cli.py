@@ -243,3 +243,13 @@ def test_too_few_sessions_to_train_is_one_line_after_the_summaries(cli_env, ray_
     r = CliRunner().invoke(main, ["run", "--steps", "sessionize,train,detect", "--no-progress"])
     assert r.exit_code == 1 and "analysed 0 device(s)" in r.output
     assert "0 sessions to learn from" in r.output
+
+
+def test_a_failed_file_exits_3_after_the_summary(cli_env, ray_local, tmp_path):
+    _gz(tmp_path / "R0000000021" / "good.log.gz", ["03-17 16:13:00.000  1  1 I A: x"])
+    (tmp_path / "R0000000021" / "junk.log.gz").write_bytes(bytes(range(256)) * 64)
+    r = CliRunner().invoke(main, ["ingest", str(tmp_path), "--no-progress"])
+    assert r.exit_code == 3, r.output
+    assert "failed:" in r.output and "binary" in r.output  # the file and its reason are listed
+    assert "Error: 1 of 2 file(s) failed" in r.output
+    assert query(cli_env.dsn, "SELECT count(*) FROM log_lines") == [(1,)]
