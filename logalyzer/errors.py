@@ -4,6 +4,16 @@ Anything else that escapes is a bug, and the CLI lets its traceback through.
 """
 
 
+def first_line(exc: BaseException, with_type: bool = True) -> str:
+    """An exception as one line: ``Type: first line of its text`` (or the text alone), what a
+    summary, a ledger row or an HTTP answer shows instead of a traceback."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    if not with_type:
+        return line or type(exc).__name__
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 class LogalyzerError(Exception):
     """Base class: ``str(err)`` is the one-line message, ``err.hint`` what to do about it."""
 

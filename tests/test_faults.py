@@ -87,18 +87,23 @@ def _new_db(server) -> str:
     return server.get_uri(name)
 
 
-def _ingest(dsn: str, fleet: Path, **kw) -> subprocess.Popen:
+def _cli(dsn: str, *args: str) -> subprocess.Popen:
+    """``logalyzer ARGS --no-progress`` on ``dsn``, with its own local Ray (two loaders), in a
+    session of its own so that a fault can be sent to it and its children at once."""
     env = {**os.environ, "LOGALYZER_DSN": dsn, "LOGALYZER_INGEST_CONCURRENCY": "2"}
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(
-        [str(BIN), "ingest", str(fleet), "--no-progress"],
+        [str(BIN), *args, "--no-progress"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        **kw,
     )
+
+
+def _ingest(dsn: str, fleet: Path) -> subprocess.Popen:
+    return _cli(dsn, "ingest", str(fleet))
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
@@ -237,19 +242,6 @@ def _kill_ray_leftovers(session_leader: int) -> None:
                 p.kill()
         except (psutil.Error, OSError):
             pass
-
-
-def _cli(dsn: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "LOGALYZER_DSN": dsn}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(
-        [str(BIN), *args, "--no-progress"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def _snapshot(dsn: str, table: str) -> list:

@@ -14,7 +14,7 @@ import click
 import psycopg
 
 from logalyzer.core.files import is_valid_rxid
-from logalyzer.errors import DatabaseGone, InvalidIdentifier, LogalyzerError
+from logalyzer.errors import DatabaseGone, InvalidIdentifier, LogalyzerError, first_line
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database, open_database
 
@@ -54,7 +54,7 @@ def friendly(fn):
         except LogalyzerError as exc:
             fail(str(exc), exc.hint, exc.exit_code)
         except psycopg.OperationalError as exc:  # the server went away between two steps
-            gone = DatabaseGone(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            gone = DatabaseGone(first_line(exc, with_type=False))
             fail(str(gone), gone.hint, gone.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", "re-run the same command: finished files are skipped", 130)

@@ -83,10 +83,8 @@ def add_error_handlers(app: FastAPI, max_body: int) -> None:
         # makes the error response itself fail (a 500). Field and message say enough.
         unreadable = [e for e in exc.errors() if e.get("type") == "json_invalid"]
         if unreadable:  # not JSON at all: the same 400 as a body FastAPI cannot decode
-            msg = str(unreadable[0].get("ctx", {}).get("error") or unreadable[0].get("msg", ""))
-            return JSONResponse(
-                {"detail": f"the request body could not be read: {msg}", "hint": BODY_HINT},
-                status_code=400,
+            return unreadable_body(
+                unreadable[0].get("ctx", {}).get("error") or unreadable[0].get("msg", "")
             )
         detail = [
             {
@@ -110,10 +108,7 @@ def add_error_handlers(app: FastAPI, max_body: int) -> None:
         if exc.status_code == 413:
             return too_large(exc.detail if isinstance(exc.detail, int) else max_body)
         if exc.status_code == 400:  # FastAPI could not read the body at all
-            return JSONResponse(
-                {"detail": f"the request body could not be read: {exc.detail}", "hint": BODY_HINT},
-                status_code=400,
-            )
+            return unreadable_body(exc.detail)
         return await http_exception_handler(request, exc)
 
 
@@ -121,6 +116,13 @@ BODY_HINT = (
     "send one JSON object in UTF-8 (Content-Type: application/json), as /openapi.json "
     "describes; integers of at most 4,300 digits, nesting of at most a few levels"
 )
+
+
+def unreadable_body(reason) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"the request body could not be read: {reason}", "hint": BODY_HINT},
+        status_code=400,
+    )
 
 
 def too_large(max_body: int) -> JSONResponse:

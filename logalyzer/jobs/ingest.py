@@ -42,6 +42,7 @@ from logalyzer.errors import (
     InvalidIdentifier,
     LogalyzerError,
     NoInputFiles,
+    first_line,
 )
 from logalyzer.jobs.rayutil import count, ensure_ray
 from logalyzer.settings import Settings
@@ -198,15 +199,14 @@ def load_file(
     refused: list[str] = []  # PostgreSQL's reasons for refused rows
     pending: Future | None = None
 
-    def send(table: pa.Table) -> tuple[ChunkResult, int]:
-        return loader.load(rxid, file_id, table), table.num_rows
+    def send(table: pa.Table) -> ChunkResult:
+        return loader.load(rxid, file_id, table)
 
-    def landed(outcome: tuple[ChunkResult, int]) -> None:
-        chunk, rows = outcome
+    def landed(chunk: ChunkResult) -> None:
         res.lines_loaded += chunk.inserted
         res.lines_degraded += chunk.degraded
         res.lines_failed += chunk.failed
-        res.lines_duplicate += rows - chunk.inserted - chunk.failed
+        res.lines_duplicate += chunk.duplicate
         if chunk.reason and not refused:
             refused.append(chunk.reason)
 
@@ -235,16 +235,16 @@ def load_file(
     except DatabaseGone as exc:
         res.status, res.error, res.database_gone = "failed", str(exc), True
     except psycopg.Error as exc:  # refused for a reason not in the data (permissions, schema)
-        res.status, res.error = _partial_or_failed(res), _one_line(exc)
+        res.status, res.error = _partial_or_failed(res), first_line(exc)
     except Exception as exc:  # a bug: record it, show where, keep the other files going
-        res.status, res.error = _partial_or_failed(res), _one_line(exc)
+        res.status, res.error = _partial_or_failed(res), first_line(exc)
         traceback.print_exc(file=sys.stderr)
     finally:
         if pending is not None:  # the reader failed while a chunk was on its way: let it land
             try:
                 landed(pending.result())
             except Exception as exc:  # noqa: BLE001 - reported with the file
-                res.error = f"{res.error}; {_one_line(exc)}" if res.error else _one_line(exc)
+                res.error = f"{res.error}; {first_line(exc)}" if res.error else first_line(exc)
     damaged = reader.report.damaged or bool(res.lines_degraded or res.lines_failed)
     if res.status == "done" and damaged:
         res.status = "partial"
@@ -281,11 +281,6 @@ def _close_ledger(loader: LineLoader, res: FileResult, file_id: int, report, dam
         )
     except DatabaseGone as exc:  # the row stays `loading`: the next run reads the file again
         res.status, res.error, res.database_gone = "failed", str(exc), True
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _partial_or_failed(res: FileResult) -> str:
@@ -394,7 +389,7 @@ def _run_loaders(
     except ray.exceptions.RayError as exc:  # the loaders' pipeline itself broke down
         raise LogalyzerError(
             f"the loaders stopped after {len(results):,} of {len(items):,} files: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+            f"{first_line(exc, with_type=False)}",
             hint="re-run the same command: finished files are skipped, the rest are read again",
         ) from exc
     return results

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from logalyzer.errors import LogalyzerError
+from logalyzer.errors import LogalyzerError, first_line
 from logalyzer.settings import Settings
 
 
@@ -39,9 +39,8 @@ def ensure_ray(settings: Settings) -> None:
             )
         except Exception as exc:  # noqa: BLE001
             # Ray raises a bare Exception when its node times out starting (an overloaded host)
-            text = str(exc).strip().splitlines()
             raise LogalyzerError(
-                f"Ray did not start ({address}): {text[0] if text else type(exc).__name__}",
+                f"Ray did not start ({address}): {first_line(exc, with_type=False)}",
                 hint="the machine may be overloaded: re-run; to join a cluster set RAY_ADDRESS",
             ) from exc
     ctx = ray.data.DataContext.get_current()

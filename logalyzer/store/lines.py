@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from logalyzer.core.storable import storable
-from logalyzer.errors import DatabaseGone, DatabaseUnreachable
+from logalyzer.errors import DatabaseGone, DatabaseUnreachable, first_line
 from logalyzer.store import pgbinary
 from logalyzer.store.db import connect, partition_name
 
@@ -66,15 +66,21 @@ BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 @dataclass
 class ChunkResult:
     """What became of a chunk's rows. ``inserted`` counts the degraded rows too; the rest of
-    the chunk (rows - inserted - failed) were already stored."""
+    the chunk (:attr:`duplicate`) were already stored."""
 
+    rows: int = 0
     inserted: int = 0
     degraded: int = 0
     failed: int = 0
     reason: str | None = None  # PostgreSQL's word on the first refused row
 
+    @property
+    def duplicate(self) -> int:
+        return self.rows - self.inserted - self.failed
+
     def __add__(self, other: ChunkResult) -> ChunkResult:
         return ChunkResult(
+            self.rows + other.rows,
             self.inserted + other.inserted,
             self.degraded + other.degraded,
             self.failed + other.failed,
@@ -113,8 +119,8 @@ class LineLoader:
     def run(self, fn):
         """``fn(conn)`` with the retry rule of the module docstring (``fn`` must be safe to
         repeat: one transaction, or idempotent statements)."""
-        delays = self.backoff[:1] if self.gone else self.backoff
-        for delay in (*delays, None):
+        delays = list(self.backoff[:1] if self.gone else self.backoff)
+        while True:
             try:
                 if self.conn is None or self.conn.closed:
                     self._reconnect()
@@ -124,12 +130,11 @@ class LineLoader:
             except (psycopg.Error, DatabaseUnreachable) as exc:
                 if not is_transient(exc):
                     raise
-                self._drop_connection()
-                if delay is None:
+                self.close()
+                if not delays:
                     self.gone = True
-                    raise DatabaseGone(_first_line(exc)) from exc
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+                    raise DatabaseGone(first_line(exc)) from exc
+                time.sleep(delays.pop(0))
 
     def _reconnect(self) -> None:
         self.conn = connect(self.dsn, autocommit=True)
@@ -142,16 +147,13 @@ class LineLoader:
                 ).format(self._cols)
             )
 
-    def _drop_connection(self) -> None:
+    def close(self) -> None:
         if self.conn is not None:
             try:
                 self.conn.close()
             except psycopg.Error:
                 pass
         self.conn = None
-
-    def close(self) -> None:
-        self._drop_connection()
 
     # ------------------------------------------------------------------ loading
     def load(self, rxid: str, file_id: int, table: pa.Table) -> ChunkResult:
@@ -168,12 +170,13 @@ class LineLoader:
     def _store(self, part: sql.Identifier, table: pa.Table) -> ChunkResult:
         """Insert ``table``; on a refused row, halve until the refused rows are alone."""
         try:
-            return ChunkResult(self.run(lambda conn: self._insert(conn, part, table)))
+            inserted = self.run(lambda conn: self._insert(conn, part, table))
+            return ChunkResult(table.num_rows, inserted)
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
             if table.num_rows == 1:
-                return self._store_degraded(part, table, _first_line(exc))
+                return self._store_degraded(part, table, first_line(exc))
         half = table.num_rows // 2
         return self._store(part, table.slice(0, half)) + self._store(part, table.slice(half))
 
@@ -184,8 +187,8 @@ class LineLoader:
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
-            return ChunkResult(failed=1, reason=reason)
-        return ChunkResult(inserted, degraded=inserted, reason=reason)
+            return ChunkResult(1, failed=1, reason=reason)
+        return ChunkResult(1, inserted, degraded=inserted, reason=reason)
 
     def _insert(self, conn: psycopg.Connection, part: sql.Identifier, table: pa.Table) -> int:
         """One transaction: the rows of ``table`` not yet stored; return how many."""
@@ -229,8 +232,3 @@ def _degrade(row: pa.Table) -> pa.Table:
             col = pa.array(["partial"] * row.num_rows, col.type)
         cols[name] = col
     return pa.table(cols, schema=row.schema)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
