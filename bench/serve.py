@@ -1,33 +1,32 @@
 #!/usr/bin/env python3
-"""HTTP benchmark of the jam-software device routes: requests/s and p50/p99 latency of
-``GET /jam-software/devices/{rxid}/pending`` and ``POST /jam-software/events`` through Ray
-Serve (proxy + one replica) on loopback, against the same library calls made in-process.
+"""HTTP benchmark of the fleet's hot routes: ``GET /jam-software/devices/{rxid}/pending``,
+``POST /jam-software/events`` and single-session ``POST /v1/score``, three ways in one run, on
+one machine and one database:
 
-Why: the device routes are the fleet's hot path (every box polls and reports), and the only
-fair question about the HTTP layer is what it costs on top of the work itself, measured in
-one run on one machine and one database. A third side runs the same FastAPI app under plain
-uvicorn (no Ray), to tell the cost of HTTP + FastAPI from that of Serve. Each request is the
-same work on both sides: token check (``tokens.authenticate``) plus ``jam.pending_for_device``
-or ``jam.record_event``, with one pooled connection. Clients are asyncio tasks (aiohttp, one
-connection each) in this process; in-process callers are threads over a psycopg pool of the same
-size.
+- **serve**: the default ``logalyzer serve`` (``serving.start``: Ray Serve replicas that answer
+  HTTP themselves on the port, no proxy hop);
+- **uvicorn**: the same FastAPI app (jam routes and scoring) under plain uvicorn in a
+  subprocess, no Ray: the reference for what HTTP + FastAPI cost;
+- **inprocess**: the library calls the routes make (``tokens.authenticate`` +
+  ``jam.pending_for_device`` / ``jam.record_event``; ``score_flat``) from threads.
 
-    .venv/bin/python bench/serve.py [--devices 200] [--clients 16] [--seconds 10] [--keep-db]
+Two kinds of measurement:
 
-Scoring (``--part score``, also in the default ``all``): ``POST /v1/score`` through Serve with
-tiny detectors trained at the start (tests/test_score.py's synthetic boxes and trainer):
+- **capacity** (closed loop): ``--clients`` clients back to back for ``--seconds``: req/s and
+  p50/p99, and the ratio serve / uvicorn;
+- **open loop** at fixed offered rates (``--rates``, default 50,100,200,400 req/s) on each
+  route and HTTP side: requests are sent on schedule whatever the server does, latency counted
+  from each request's *scheduled* start (a server that falls behind shows it: no coordinated
+  omission); answered = 2xx; refused = JSON 503 with Retry-After (counted, with their own
+  p99); errors = anything else or no answer within 10 s;
+- **batched scoring** through serve: ``--batch-clients`` clients posting ``--batch-size``
+  sessions per request: sessions/s, against ``score_flat`` in-process.
 
-- single-session requests sent open-loop at fixed rates (``--rates``), latency measured from
-  each request's scheduled start, so a server that falls behind shows it in p99 (no
-  coordinated omission); errors = non-200 or transport failures;
-- batched: ``--batch-clients`` clients posting ``--batch-size`` sessions per request back to
-  back: sessions/s;
-- the reference, in the same run: the same models called in-process
-  (``scoring.score_flat``, the function the replica runs), one session per call and
-  ``--batch-size`` per call.
+    .venv/bin/python bench/serve.py [--devices 200] [--clients 16] [--seconds 6]
+        [--rates 50,100,200,400]
 
 Uses LOGALYZER_DSN when set, else the embedded PostgreSQL; makes a fresh database and drops it.
-Results go to bench/out/serve.json (``--part score``: bench/out/serve_score.json).
+Results go to bench/out/serve.json.
 """
 
 from __future__ import annotations
@@ -198,18 +197,22 @@ def run_http(url, kind, devices, push_id, clients, seconds, warmup) -> dict:
 
 
 def asgi_app():
-    """The same FastAPI app without Ray Serve, for ``uvicorn --factory`` (BENCH_DSN): separates
-    the cost of HTTP + FastAPI from the cost of Serve's proxy and replica hop."""
+    """The same FastAPI app without Ray Serve, for ``uvicorn --factory`` (BENCH_DSN): what
+    HTTP + FastAPI cost, apart from Serve. Scoring is enabled; outside a Serve replica it
+    scores each request on its own (no ``@serve.batch``)."""
     from logalyzer.http.app import Service, create_api
+    from logalyzer.http.score import enable
     from logalyzer.settings import Settings
 
     dsn = os.environ["BENCH_DSN"]
-    return create_api(
-        Service(dsn, Settings(dsn=dsn, serve_db_pool=int(os.environ.get("BENCH_POOL", "8"))))
+    settings = Settings(
+        dsn=dsn, serve_db_pool=int(os.environ.get("BENCH_POOL", "8")), score_model_poll_s=1
     )
+    service = Service(dsn, settings)
+    return create_api(service, routers=(enable(service),))
 
 
-def start_uvicorn(dsn: str, port: int, pool: int):
+def start_uvicorn(dsn: str, port: int, pool: int, access_log: bool):
     import subprocess
 
     import httpx
@@ -226,15 +229,16 @@ def start_uvicorn(dsn: str, port: int, pool: int):
             "--port",
             str(port),
             "--log-level",
-            "warning",
-            "--no-access-log",
+            "info" if access_log else "warning",
+            "--access-log" if access_log else "--no-access-log",
         ],
         cwd=HERE.parent,
         env={**os.environ, "BENCH_DSN": dsn, "BENCH_POOL": str(pool)},
+        stdout=subprocess.DEVNULL if access_log else None,  # the log's cost, not its lines
     )
     for _ in range(120):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -281,56 +285,90 @@ def run_inprocess_score(models: dict, sessions: list[dict], batch: int, seconds:
     }
 
 
-async def _open_loop(
-    url: str, secret: str, sessions: list[dict], rate: float, seconds: float
-) -> dict:
-    """Single-session requests at ``rate`` per second, each on its own task (open loop)."""
+def request_maker(kind: str, devices, push_id, admin: str, sessions: list[dict]):
+    """k -> (method, path, headers, body) of the k-th request of route ``kind``; device routes
+    rotate over the boxes (each with its own token)."""
+    bodies = [json.dumps({"sessions": [s]}) for s in sessions[:500]]
+    json_type = {"content-type": "application/json"}
+
+    def make(k: int):
+        rxid, secret = devices[k % len(devices)]
+        auth = {"Authorization": f"Bearer {secret}"}
+        if kind == "pending":
+            return "GET", f"/jam-software/devices/{rxid}/pending", auth, None
+        if kind == "events":
+            body = {"rxid": rxid, "event_type": "download_progress", "push_id": str(push_id)}
+            return "POST", "/jam-software/events", {**auth, **json_type}, json.dumps(body)
+        headers = {"Authorization": f"Bearer {admin}", **json_type}
+        return "POST", "/v1/score", headers, bodies[k % len(bodies)]
+
+    return make
+
+
+async def _open_loop(url: str, make, rate: float, seconds: float) -> dict:
+    """Requests at ``rate`` per second for ``seconds``, each on its own task (open loop)."""
     import aiohttp
 
     lat: list[float] = []
+    refused: list[float] = []
     errors = 0
+    refused_not_json = 0
     batches: list[int] = []
-    headers = {"Authorization": f"Bearer {secret}"}
-    bodies = [json.dumps({"sessions": [s]}) for s in sessions[:500]]
-    conn = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(
-        connector=conn, headers={**headers, "content-type": "application/json"}
-    ) as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as s:
 
         async def one(k: int, due: float):
-            nonlocal errors
+            nonlocal errors, refused_not_json
+            method, path, headers, body = make(k)
             try:
-                async with s.post(
-                    f"{url}/v1/score",
-                    data=bodies[k % len(bodies)],
-                    timeout=aiohttp.ClientTimeout(total=30),
+                async with s.request(
+                    method,
+                    url + path,
+                    headers=headers,
+                    data=body,
+                    timeout=aiohttp.ClientTimeout(total=10),
                 ) as r:
-                    await r.read()
-                    if r.status != 200:
+                    raw = await r.read()
+                    took = time.perf_counter() - due
+                    if r.status == 503:
+                        refused.append(took)
+                        if not (raw.startswith(b"{") and r.headers.get("retry-after")):
+                            refused_not_json += 1
+                        return
+                    if r.status not in (200, 201):
                         errors += 1
                         return
-                    batches.append(int(r.headers.get("x-score-batch", "0")))
+                    if "x-score-batch" in r.headers:
+                        batches.append(int(r.headers["x-score-batch"]))
             except (TimeoutError, aiohttp.ClientError):
                 errors += 1
                 return
-            lat.append(time.perf_counter() - due)
+            lat.append(took)
 
         start = time.perf_counter() + 0.1
-        total = int(rate * seconds)
         tasks = []
-        for k in range(total):
+        for k in range(int(rate * seconds)):
             due = start + k / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(k, due)))
         await asyncio.gather(*tasks)
-        took = time.perf_counter() - start
-    out = summarise(lat, errors, took)
+    sent = len(tasks)
+    out = summarise(lat, errors, seconds)
     out.update(
-        offered_rps=rate, mean_batch=round(sum(batches) / len(batches), 1) if batches else None
+        offered_rps=rate,
+        sent=sent,
+        answered_pct=round(100 * len(lat) / sent, 2) if sent else None,
+        refused=len(refused),
+        refused_p99_ms=percentiles(refused)["p99_ms"] if refused else None,
+        refused_not_json=refused_not_json,
+        mean_batch=round(sum(batches) / len(batches), 1) if batches else None,
     )
     return out
+
+
+def open_loop(url: str, make, rate: float, seconds: float) -> dict:
+    return asyncio.run(_open_loop(url, make, rate, seconds))
 
 
 async def _batched(
@@ -377,178 +415,174 @@ async def _batched(
     }
 
 
-def bench_score(args, dsn: str, url: str, result: dict) -> None:
-    """The scoring part: open-loop single-session rates, batched throughput, in-process
-    reference."""
-    import psycopg
-    from _common import small_models
+# --------------------------------------------------------------------------- main
 
-    from logalyzer.store import tokens
+ROUTES = {
+    "pending": "GET  /jam-software/devices/{rxid}/pending",
+    "events": "POST /jam-software/events",
+    "score": "POST /v1/score (1 session)",
+}
+
+
+def make_fleet(dsn: str, n: int):
+    """``n`` boxes with a device token each and one push to all of them; an admin token."""
+    import psycopg
+
+    from logalyzer.core.jam import PushRequest
+    from logalyzer.store import jam, tokens
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        devices = []
+        for i in range(n):
+            rxid = f"R{9_000_000_000 + i:010d}"
+            devices.append((rxid, tokens.create_token(conn, rxid=rxid)[1]))
+        push = jam.create_push(
+            conn,
+            PushRequest.model_validate(
+                {
+                    "package": "com.example.player",
+                    "version": "1.0",
+                    "url": "https://apps.example.com/p.apk",
+                    "sha256": "0" * 64,
+                    "targets": {"rxids": [d[0] for d in devices]},
+                }
+            ),
+            "bench",
+            "bench",
+        ).push
+        admin = tokens.create_token(conn, admin=True, name="bench")[1]
+    return devices, push["push_id"], admin
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not become ready (models loaded) in {timeout:g} s")
+
+
+def measure(args, dsn: str, sides: dict[str, str], result: dict) -> None:
     from logalyzer.store.db import Database
     from logalyzer.store.registry import load
 
-    db = Database(dsn)
-    t0 = time.perf_counter()
-    small_models(db, score_bodies(4))
-    result["score_train_s"] = round(time.perf_counter() - t0, 1)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        secret = tokens.create_token(conn, admin=True, name="bench")[1]
-    import httpx
-
-    r = httpx.post(
-        f"{url}/v1/models/reload", headers={"Authorization": f"Bearer {secret}"}, timeout=60
-    )
-    r.raise_for_status()
+    devices, push_id, admin = result.pop("_fleet")
     sessions = score_bodies()
     result["score_sessions_pool"] = len(sessions)
-    result["score_mean_events"] = round(
-        sum(len(s["event_keys"]) for s in sessions) / len(sessions), 1
-    )
+    cap = result["capacity"] = {}
+    for kind in ("healthz", "pending", "events"):
+        cap[kind] = {}
+        if kind != "healthz":
+            cap[kind]["inprocess"] = run_inprocess(
+                dsn, kind, devices, push_id, args.clients, args.seconds, args.warmup
+            )
+        for side, url in sides.items():
+            cap[kind][side] = run_http(
+                url, kind, devices, push_id, args.clients, args.seconds, args.warmup
+            )
+        cap[kind]["serve_over_uvicorn"] = round(
+            cap[kind]["serve"]["rps"] / max(cap[kind]["uvicorn"]["rps"], 1e-9), 3
+        )
+    ol = result["open_loop"] = {}
+    for kind in ROUTES:
+        make = request_maker(kind, devices, push_id, admin, sessions)
+        ol[kind] = {side: [] for side in sides}
+        for url in sides.values():
+            open_loop(url, make, 20, 1)  # warm-up: connections, caches
+        for rate in args.rates:
+            for side, url in sides.items():  # interleaved: both sides see the same machine
+                ol[kind][side].append(open_loop(url, make, rate, args.seconds))
+    db = Database(dsn)
     models = {k: load(db, k) for k in ("lstm", "ae")}
     result["score_inprocess_single"] = run_inprocess_score(models, sessions, 1, args.seconds / 2)
     result["score_inprocess_batch"] = run_inprocess_score(
         models, sessions, args.batch_size, args.seconds / 2
     )
-    asyncio.run(_open_loop(url, secret, sessions, 20, 2))  # warm-up
-    result["score_rates"] = []
-    for rate in args.rates:
-        res = asyncio.run(_open_loop(url, secret, sessions, rate, args.seconds))
-        res["offered_rps"] = rate
-        result["score_rates"].append(res)
     result["score_batched"] = asyncio.run(
-        _batched(url, secret, sessions, args.batch_size, args.batch_clients, args.seconds)
-    )
-    result["score_batched_ratio"] = round(
-        result["score_batched"]["sessions_per_s"]
-        / result["score_inprocess_batch"]["sessions_per_s"],
-        3,
+        _batched(sides["serve"], admin, sessions, args.batch_size, args.batch_clients, args.seconds)
     )
 
 
-def print_score(result: dict) -> None:
+def report(result: dict, args) -> None:
+    print(
+        f"{args.devices} devices, {args.clients} closed-loop clients, "
+        f"{args.seconds:g} s per measurement, {result['cpus']} CPUs, load average "
+        f"{result['load_start']} -> {result['load_end']}; Serve started in "
+        f"{result['serve_start_s']} s (not counted), {result['replicas']} replica(s)"
+    )
+    print("\ncapacity (closed loop)")
+    print(f"  {'route':<44}{'side':<11}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for kind, by_side in result["capacity"].items():
+        route = ROUTES.get(kind, "GET  /healthz (floor: no token, no DB)")
+        for side in ("inprocess", "serve", "uvicorn"):
+            if side in by_side:
+                r = by_side[side]
+                print(
+                    f"  {route:<44}{side:<11}{r['rps']:>8,.0f}{r['p50_ms']:>9.1f}"
+                    f"{r['p99_ms']:>9.1f}{r['errors']:>8}"
+                )
+        print(f"  {'':<44}{'serve / uvicorn':<19}{by_side['serve_over_uvicorn']:.3f}")
+    print("\nopen loop (latency from the scheduled start; refused = JSON 503 + Retry-After)")
+    print(
+        f"  {'route':<30}{'side':<9}{'offered':>8}{'done/s':>8}{'answered':>9}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'refused':>8}{'ref p99':>8}{'errors':>7}{'batch':>6}"
+    )
+    for kind, by_side in result["open_loop"].items():
+        for i in range(len(args.rates)):
+            for side, runs in by_side.items():
+                r = runs[i]
+                rp99 = "-" if r["refused_p99_ms"] is None else f"{r['refused_p99_ms']:.0f}"
+                print(
+                    f"  {ROUTES[kind][:30]:<30}{side:<9}{r['offered_rps']:>8.0f}{r['rps']:>8,.0f}"
+                    f"{r['answered_pct']:>8.1f}%{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}"
+                    f"{r['refused']:>8}{rp99:>8}{r['errors']:>7}{r['mean_batch'] or '':>6}"
+                )
     ref1, refb = result["score_inprocess_single"], result["score_inprocess_batch"]
-    print(
-        f"scoring: {result['score_sessions_pool']} distinct sessions, "
-        f"mean {result['score_mean_events']} events"
-    )
-    print(
-        f"  in-process, 1 session per call:  {ref1['sessions_per_s']:>9,.0f} sessions/s  "
-        f"(p50 {ref1['p50_ms']} ms, p99 {ref1['p99_ms']} ms)"
-    )
-    print(
-        f"  in-process, {result['batch_size']} per call:       "
-        f"{refb['sessions_per_s']:>9,.0f} sessions/s  (p50 {refb['p50_ms']} ms)"
-    )
-    print(
-        f"  {'offered req/s':>14}{'done req/s':>12}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'batch':>7}"
-    )
-    for r in result["score_rates"]:
-        print(
-            f"  {r['offered_rps']:>14}{r['rps']:>12,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
-            f"{r['errors']:>8}{r['mean_batch'] or 0:>7}"
-        )
     b = result["score_batched"]
     print(
-        f"  batched through Serve "
-        f"({result['batch_clients']} clients x {result['batch_size']} sessions): "
-        f"{b['sessions_per_s']:,.0f} sessions/s "
-        f"(p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms, errors {b['errors']}); "
-        f"serve / in-process: {result['score_batched_ratio']:.3f}"
+        f"\nscoring in-process: {ref1['sessions_per_s']:,.0f} sessions/s one per call, "
+        f"{refb['sessions_per_s']:,.0f} at {args.batch_size} per call; batched through serve "
+        f"({args.batch_clients} clients x {args.batch_size} sessions): "
+        f"{b['sessions_per_s']:,.0f} sessions/s (p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms, "
+        f"errors {b['errors']})"
     )
-
-
-def direct_ingress_url() -> str:
-    """With direct ingress, the ingress replica listens itself on a port in 30000-31000."""
-    import psutil
-    import ray
-    from ray.util.state import list_actors
-
-    actors = list_actors(
-        address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]
-    )
-    pid = next(a.pid for a in actors if "LogalyzerAPI" in a.class_name)
-    port = next(
-        c.laddr.port
-        for c in psutil.Process(pid).net_connections(kind="tcp")
-        if c.status == "LISTEN" and 30000 <= c.laddr.port <= 31000
-    )
-    return f"http://127.0.0.1:{port}"
-
-
-# --------------------------------------------------------------------------- main
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--devices",
-        type=int,
-        default=200,
-        help="boxes, each with its own token and one pending push",
-    )
-    ap.add_argument(
-        "--clients", type=int, default=16, help="concurrent clients (and in-process threads)"
-    )
-    ap.add_argument(
-        "--seconds", type=float, default=10.0, help="measured seconds per route and side"
-    )
-    ap.add_argument(
-        "--warmup", type=float, default=2.0, help="unmeasured seconds before each measurement"
-    )
-    ap.add_argument(
-        "--access-log",
-        action="store_true",
-        help="keep Serve's per-request log line (off by default here)",
-    )
-    ap.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
-    ap.add_argument(
-        "--home", type=Path, default=None, help="LOGALYZER_HOME for the embedded server"
-    )
-    ap.add_argument(
-        "--part", choices=("all", "jam", "score"), default="all", help="which routes to measure"
-    )
+    ap.add_argument("--devices", type=int, default=200, help="boxes, each with its own token")
+    ap.add_argument("--clients", type=int, default=16, help="closed-loop clients (and threads)")
+    ap.add_argument("--seconds", type=float, default=6.0, help="seconds per measurement")
+    ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured closed-loop seconds")
     ap.add_argument(
         "--rates",
         type=lambda v: [float(x) for x in v.split(",")],
-        default=[50, 100, 200, 300],
-        help="offered single-session scoring rates, req/s (comma-separated)",
+        default=[50, 100, 200, 400],
+        help="offered open-loop rates, req/s (comma-separated)",
     )
-    ap.add_argument(
-        "--batch-size", type=int, default=250, help="sessions per batched scoring request"
-    )
-    ap.add_argument(
-        "--batch-clients", type=int, default=4, help="concurrent batched scoring clients"
-    )
-    ap.add_argument("--replicas", type=int, default=1, help="LogalyzerAPI replicas")
-    ap.add_argument(
-        "--throughput-optimized",
-        action="store_true",
-        help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray 2.60, experimental): direct ingress "
-        "(the replica serves HTTP itself on a port in 30000-31000, no proxy hop), gRPC, user "
-        "code on the replica's main loop; scoring is then measured against the replica's own port",
-    )
+    ap.add_argument("--batch-size", type=int, default=250, help="sessions per batched request")
+    ap.add_argument("--batch-clients", type=int, default=4, help="batched scoring clients")
+    ap.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
+    ap.add_argument("--home", type=Path, default=None, help="LOGALYZER_HOME (embedded server)")
     args = ap.parse_args(argv)
-    if args.throughput_optimized:  # before Ray starts: its workers inherit the environment
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
 
-    import psycopg
-    from _common import fresh_database
+    from _common import fresh_database, small_models
 
-    from logalyzer.core.jam import PushRequest
     from logalyzer.http import serving
     from logalyzer.settings import Settings
-    from logalyzer.store import jam, tokens
 
     base = Settings(**({"home": args.home} if args.home else {}))
     result: dict = {
-        "throughput_optimized": args.throughput_optimized,
         "devices": args.devices,
         "clients": args.clients,
         "seconds": args.seconds,
-        "access_log": args.access_log,
-        "part": args.part,
-        "replicas": args.replicas,
+        "rates": args.rates,
         "batch_size": args.batch_size,
         "batch_clients": args.batch_clients,
         "cpus": os.cpu_count(),
@@ -556,103 +590,35 @@ def main(argv=None) -> int:
     }
     with fresh_database(base, keep=args.keep_db) as (_, db):
         dsn = db.dsn
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            devices = []
-            for i in range(args.devices):
-                rxid = f"R{9_000_000_000 + i:010d}"
-                devices.append((rxid, tokens.create_token(conn, rxid=rxid)[1]))
-            push = jam.create_push(
-                conn,
-                PushRequest.model_validate(
-                    {
-                        "package": "com.example.player",
-                        "version": "1.0",
-                        "url": "https://apps.example.com/p.apk",
-                        "sha256": "0" * 64,
-                        "targets": {"rxids": [d[0] for d in devices]},
-                    }
-                ),
-                "bench",
-                "bench",
-            ).push
-        push_id = push["push_id"]
+        result["_fleet"] = make_fleet(dsn, args.devices)
+        small_models(db, score_bodies(4))  # before the servers start: they load them at once
+        # the default deployment, as `logalyzer serve` starts it, with the pool the clients need
         settings = base.model_copy(
-            update={"dsn": dsn, "serve_db_pool": args.clients, "serve_access_log": args.access_log}
+            update={"dsn": dsn, "serve_db_pool": args.clients, "score_model_poll_s": 1}
         )
-        jam_part = args.part in ("all", "jam")
-        if jam_part:
-            uv = start_uvicorn(dsn, free_port(), args.clients)
-            uv_url = f"http://127.0.0.1:{uv.args[uv.args.index('--port') + 1]}"
-        t0 = time.perf_counter()
-        url = serving.start(settings, dsn, "127.0.0.1", free_port(), replicas=args.replicas)
-        result["serve_start_s"] = round(time.perf_counter() - t0, 1)
-        if jam_part:
-            # the floor: Serve's proxy and the FastAPI app with no token check and no database
-            result["healthz_serve"] = run_http(
-                url, "healthz", devices, push_id, args.clients, args.seconds, args.warmup
-            )
-            for kind in ("pending", "events"):
-                result[f"{kind}_inprocess"] = run_inprocess(
-                    dsn, kind, devices, push_id, args.clients, args.seconds, args.warmup
-                )
-                result[f"{kind}_serve"] = run_http(
-                    url, kind, devices, push_id, args.clients, args.seconds, args.warmup
-                )
-                result[f"{kind}_uvicorn"] = run_http(
-                    uv_url, kind, devices, push_id, args.clients, args.seconds, args.warmup
-                )
-                result[f"{kind}_ratio"] = round(
-                    result[f"{kind}_serve"]["rps"] / result[f"{kind}_inprocess"]["rps"], 3
-                )
-            result["healthz_uvicorn"] = run_http(
-                uv_url, "healthz", devices, push_id, args.clients, args.seconds, args.warmup
-            )
+        result["replicas"] = settings.serve_replicas
+        result["access_log"] = settings.serve_access_log
+        uv_port = free_port()
+        uv = start_uvicorn(dsn, uv_port, args.clients, settings.serve_access_log)
+        try:
+            t0 = time.perf_counter()
+            url = serving.start(settings, dsn, "127.0.0.1", free_port())
+            result["serve_start_s"] = round(time.perf_counter() - t0, 1)
+            sides = {"serve": url, "uvicorn": f"http://127.0.0.1:{uv_port}"}
+            for u in sides.values():
+                wait_ready(u)
+            measure(args, dsn, sides, result)
+        finally:
             uv.terminate()
             uv.wait(30)
-        if args.throughput_optimized:
-            url = direct_ingress_url()
-            result["direct_ingress_url"] = url
-        if args.part in ("all", "score"):
-            bench_score(args, dsn, url, result)
-        from ray import serve
+            from ray import serve
 
-        serve.shutdown()
+            serve.shutdown()
     result["load_end"] = round(os.getloadavg()[0], 2)
-
-    print(
-        f"{args.devices} devices, {args.clients} concurrent clients, "
-        f"{args.seconds:g} s per measurement, "
-        f"{result['cpus']} CPUs, load average {result['load_start']} -> {result['load_end']}; "
-        f"Serve started in {result['serve_start_s']} s (not counted), {args.replicas} replica(s)"
-    )
-    if "healthz_serve" in result:
-        print(f"{'route':<34}{'side':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-        for side in ("serve", "uvicorn"):
-            r = result[f"healthz_{side}"]
-            print(
-                f"{'GET  /healthz (floor: no DB)':<34}{side:<12}"
-                f"{r['rps']:>9,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}"
-            )
-        for kind, route in (
-            ("pending", "GET  /devices/{rxid}/pending"),
-            ("events", "POST /events"),
-        ):
-            for side in ("inprocess", "serve", "uvicorn"):
-                r = result[f"{kind}_{side}"]
-                print(
-                    f"{route:<34}{side:<12}{r['rps']:>9,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}"
-                )
-            print(f"{'':<34}{'serve / in-process req/s:':<12} {result[f'{kind}_ratio']:.3f}")
-    if "score_rates" in result:
-        print_score(result)
+    report(result, args)
     out = HERE / "out"
     out.mkdir(exist_ok=True)
-    name = (
-        "serve.json"
-        if args.part == "all"
-        else f"serve_{args.part}{'_tput' if args.throughput_optimized else ''}.json"
-    )
-    (out / name).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (out / "serve.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 0
 
 

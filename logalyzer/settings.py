@@ -33,10 +33,37 @@ class Settings(BaseSettings):
         65_536, ge=1024, description="largest request body in bytes (413 above)"
     )
     serve_access_log: bool = Field(
-        True, description="Serve logs one line per request (costs CPU at high rates)"
+        True, description="one log line per request in the replica's log (costs some CPU)"
     )
     serve_db_pool: int = Field(
         8, ge=1, le=256, description="PostgreSQL connections per Serve replica"
+    )
+    serve_replicas: int = Field(
+        1, ge=1, le=1024, description="Serve replicas of the HTTP service (about one per core)"
+    )
+    serve_nice: int | None = Field(
+        0,
+        ge=-20,
+        le=19,
+        description="CPU priority (nice) of the replicas' HTTP threads; unset: leave Ray's",
+    )
+    serve_max_inflight: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="requests a replica works on at once; more are refused at once (503)",
+    )
+    serve_max_lag_ms: float = Field(
+        20.0,
+        ge=0,
+        le=10_000,
+        description="refuse requests (503) while a replica's event loop runs this late (0: off)",
+    )
+    serve_token_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="how long a checked token is trusted without PostgreSQL (revocation delay)",
     )
     score_max_body: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest /v1/score request body in bytes"

@@ -80,6 +80,96 @@ def test_readiness_checks_are_a_list_to_extend(db):
     }
 
 
+# --------------------------------------------------------------------------- overload
+
+
+def test_past_capacity_requests_are_refused_at_once_with_json_and_retry_after(db):
+    """One request in progress fills a replica of capacity 1: the next is a JSON 503 with
+    Retry-After, at once; the health probe still answers; the admitted one completes."""
+    import threading
+    import time
+
+    from logalyzer.settings import Settings
+
+    release = threading.Event()
+    svc = Service(db.dsn, Settings(dsn=db.dsn, serve_max_inflight=1, serve_max_lag_ms=0))
+    svc.readiness_checks["slow"] = lambda: release.wait(10) or None
+    with TestClient(create_api(svc)) as c:
+        slow = threading.Thread(target=lambda: c.get("/readyz"))
+        slow.start()
+        deadline = time.monotonic() + 10
+        while c.get("/jam-software/pushes").status_code != 503:  # until the slow one is in
+            assert time.monotonic() < deadline, "the slow request never filled the replica"
+            time.sleep(0.01)
+        t = time.perf_counter()
+        r = c.get("/jam-software/pushes", headers={"Authorization": "Bearer lgz_x"})
+        took = time.perf_counter() - t
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "at capacity" in r.json()["detail"] and "retry after 1 s" in r.json()["hint"]
+        assert took < 0.5
+        assert c.get("/healthz").status_code == 200  # probes are never refused
+        release.set()
+        slow.join(10)
+        r = c.get("/jam-software/pushes")  # capacity again: an ordinary answer
+        assert r.status_code == 401
+
+
+def test_a_late_event_loop_refuses_only_while_busy():
+    """The lag rule: a loop running late with work in progress refuses; a late loop with one
+    request in progress (a big scoring batch) does not."""
+    import asyncio
+
+    from logalyzer.http.app import Admission
+
+    async def ok(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def status_of(adm: Admission) -> int:
+        sent = []
+
+        async def send(m):
+            sent.append(m)
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        await adm({"type": "http", "path": "/v1/score", "headers": []}, receive, send)
+        return sent[0]["status"]
+
+    async def main():
+        adm = Admission(ok, limit=8, max_lag_s=0.02)
+        adm.lag = 0.5  # as the ticker would find it on a starved loop
+        adm._ticker = asyncio.get_running_loop().create_task(asyncio.sleep(0))  # no real ticker
+        alone = await status_of(adm)
+        adm.inflight = adm.busy
+        busy = await status_of(adm)
+        adm.lag = 0.0
+        caught_up = await status_of(adm)
+        return alone, busy, caught_up
+
+    assert asyncio.run(main()) == (200, 503, 200)
+
+
+def test_token_cache_forgets_after_its_ttl_and_stays_bounded():
+    from logalyzer.http.auth import TokenCache
+
+    now = [0.0]
+    cache = TokenCache(ttl=5.0, size=2, clock=lambda: now[0])
+    cache.put(b"a", "token-a")
+    now[0] = 4.9
+    assert cache.get(b"a") == "token-a"
+    now[0] = 5.0
+    assert cache.get(b"a") is None  # revocation is seen within the ttl
+    cache.put(b"a", "A")
+    cache.put(b"b", "B")
+    cache.put(b"c", "C")
+    assert cache.get(b"a") is None and cache.get(b"c") == "C"  # the oldest went first
+    off = TokenCache(ttl=0)
+    off.put(b"a", "A")
+    assert off.get(b"a") is None
+
+
 # --------------------------------------------------------------------------- schemathesis
 
 

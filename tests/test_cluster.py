@@ -215,7 +215,9 @@ def test_rayjob_runs_the_pipeline_launcher_with_the_shared_runtime_env():
 def test_rayservice_serves_serve_app_with_the_shared_runtime_env():
     serve = yaml.safe_load(manifests()["RayService"]["spec"]["serveConfigV2"])
     (app,) = serve["applications"]
-    assert app["import_path"] == "serve.app:app" and app["route_prefix"] == "/"
+    # no Serve proxy (the replicas answer HTTP themselves), so no Serve route either
+    assert serve["proxy_location"] == "Disabled" and app["route_prefix"] is None
+    assert app["import_path"] == "serve.app:app"
     _same_as_shared(app["runtime_env"])
     own = load(ROOT / "serve" / "config.yaml")["applications"][0]  # serve deploy's config
     assert (app["name"], app["import_path"], app["deployments"]) == (

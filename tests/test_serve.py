@@ -27,15 +27,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKEN_TTL_S = 1.0  # the replica trusts a checked token this long (default 5 s)
+
+
 @pytest.fixture(scope="module")
 def base_url(ray_local, settings, pg_dsn):
     from ray import serve
 
     from logalyzer.http import serving
 
-    url = serving.start(settings, pg_dsn, "127.0.0.1", free_port())
+    # The tests below send bursts of 16 concurrent clients on a loaded 2-core machine; the
+    # replica admits them all (refusals at capacity are tested in test_api.py and measured in
+    # bench/serve.py), and trusts tokens for TOKEN_TTL_S so revocation is quick to test.
+    served = settings.model_copy(
+        update={
+            "serve_max_inflight": 256,
+            "serve_max_lag_ms": 0,
+            "serve_token_cache_s": TOKEN_TTL_S,
+        }
+    )
+    url = serving.start(served, pg_dsn, "127.0.0.1", free_port())
     yield url
     serve.shutdown()
+
+
+def test_one_hop_the_replica_itself_listens_on_the_port(base_url):
+    """No Serve proxy: the port is held by the LogalyzerAPI replica's process, and it answers
+    KubeRay's readiness probe."""
+    import psutil
+    import ray
+    from ray.util.state import list_actors
+
+    port = int(base_url.rsplit(":", 1)[1])
+    alive = list_actors(
+        address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]
+    )
+    assert not [a for a in alive if "Proxy" in a.class_name]
+    (replica,) = [a for a in alive if "LogalyzerAPI" in a.class_name]
+    listening = {
+        c.laddr.port
+        for c in psutil.Process(replica.pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert port in listening
+    r = httpx.get(f"{base_url}/-/healthz")
+    assert (r.status_code, r.text) == (200, "success")
+
+
+def test_a_revoked_token_is_refused_within_the_cache_ttl(http, db):
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        token, secret = tokens.create_token(conn, rxid=RX3)
+    path = f"/jam-software/devices/{RX3}/pending"
+    assert http.get(path, headers=auth(secret)).status_code == 200  # checked, now cached
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        tokens.revoke_token(conn, token.token_id)
+    revoked_at = time.monotonic()
+    while http.get(path, headers=auth(secret)).status_code == 200:
+        assert time.monotonic() - revoked_at < TOKEN_TTL_S + 1.0, "still accepted past the TTL"
+        time.sleep(0.05)
+    r = http.get(path, headers=auth(secret))
+    assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked token"
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ Errors: :mod:`logalyzer.http.errors`; who may call what: :mod:`logalyzer.http.au
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -19,13 +20,15 @@ from contextlib import asynccontextmanager, contextmanager
 
 import psycopg
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from logalyzer import __version__
 from logalyzer.errors import DatabaseUnreachable
-from logalyzer.http.errors import add_error_handlers, too_large
+from logalyzer.http.auth import TokenCache
+from logalyzer.http.errors import add_error_handlers, overloaded, too_large
 from logalyzer.http.jam import router as jam_router
 from logalyzer.settings import Settings
 from logalyzer.store.db import describe, migrate
@@ -74,6 +77,16 @@ class Service:
         )
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self.token_cache = TokenCache(self.settings.serve_token_cache_s)
+
+    async def run(self, fn: Callable, *args):
+        """``fn(conn, *args)`` on a pooled connection, off the event loop: the one thread hop a
+        route makes for its database work (psycopg's calls block)."""
+        return await run_in_threadpool(self._call, fn, args)
+
+    def _call(self, fn: Callable, args: tuple):
+        with self.connection() as conn:
+            return fn(conn, *args)
 
     def open(self) -> None:
         """Start filling the pool in the background (again is a no-op)."""
@@ -118,6 +131,17 @@ class Service:
         with self.connection() as conn:
             conn.execute("SELECT 1")
 
+    def check_all(self) -> dict[str, str]:
+        """Each readiness check's answer: "ok" or why not (a failed check is an answer)."""
+        checks = {}
+        for name, check in self.readiness_checks.items():
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return checks
+
 
 def create_api(
     service: Service, *, on_request: RequestRecorder | None = None, routers: tuple = ()
@@ -147,12 +171,23 @@ def create_api(
         max_bytes=service.settings.serve_max_body,
         larger={"/v1/score": service.settings.score_max_body},
     )
-    if on_request is not None:  # outermost: it also sees the 413s
+    app.add_middleware(
+        Admission,
+        limit=service.settings.serve_max_inflight,
+        max_lag_s=service.settings.serve_max_lag_ms / 1000,
+    )
+    if on_request is not None:  # outermost: it also sees the 413s and 503s
         app.add_middleware(RequestMetrics, record=on_request)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"status": "ok"}
+
+    # The path and answer KubeRay's readiness probe expects of a Serve node: a pod whose
+    # replica answers gets traffic from the RayService's serve Service (cluster/k8s).
+    @app.get("/-/healthz", include_in_schema=False)
+    async def serve_probe() -> PlainTextResponse:
+        return PlainTextResponse("success")
 
     @app.get(
         "/readyz",
@@ -160,14 +195,8 @@ def create_api(
         summary="Ready to serve: every readiness check passes",
         responses={503: {"description": "a check failed; the body says which and why"}},
     )
-    def readyz() -> JSONResponse:
-        checks = {}
-        for name, check in service.readiness_checks.items():
-            try:
-                check()
-                checks[name] = "ok"
-            except Exception as exc:  # a failed check is an answer, not an error
-                checks[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    async def readyz() -> JSONResponse:
+        checks = await run_in_threadpool(service.check_all)
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -223,6 +252,61 @@ class BodyLimit:
             if exc.status_code != 413 or started:
                 raise
             await too_large(limit)(scope, receive, send)
+
+
+class Admission:
+    """Pure ASGI middleware that refuses work the replica cannot do in time: a request is
+    refused at once, with a JSON 503 and ``Retry-After`` (:func:`.errors.overloaded`), when
+    ``limit`` requests are already in progress, or when the event loop runs more than
+    ``max_lag_s`` behind while a quarter of ``limit`` is in progress (it is short of CPU:
+    whatever is admitted now would wait; a late loop with little in progress is one large
+    request, such as a batch of sessions to score, not an overload).
+
+    Why refuse rather than queue: past capacity, a queue only makes every admitted request
+    wait longer, until clients time out and their work is wasted (measured: bench/README.md).
+    A refusal costs a fraction of a millisecond, so admitted requests keep their latency, and
+    a polling box simply comes back a second later. The lag is measured by a task that sleeps
+    ``LAG_TICK_S`` and notes how late it wakes (started with the first request, on the loop that
+    serves). Health probes are never refused.
+    """
+
+    EXEMPT = frozenset({"/healthz", "/-/healthz"})
+    LAG_TICK_S = 0.005
+
+    def __init__(self, app, limit: int, max_lag_s: float):
+        self.app = app
+        self.limit = limit
+        self.max_lag_s = max_lag_s
+        self.busy = max(2, limit // 4)  # in progress, at least, for a late loop to refuse
+        self.inflight = 0
+        self.refused = 0
+        self.lag = 0.0  # seconds the loop was late at the last tick
+        self._ticker: asyncio.Task | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.LAG_TICK_S)
+            self.lag = loop.time() - t - self.LAG_TICK_S
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") in self.EXEMPT:
+            return await self.app(scope, receive, send)
+        if self._ticker is None and self.max_lag_s > 0:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        if self.inflight >= self.limit:
+            reason = f"{self.limit} requests in progress on this replica"
+        elif self.max_lag_s > 0 and self.lag > self.max_lag_s and self.inflight >= self.busy:
+            reason = f"this replica is {self.lag * 1000:.0f} ms behind"
+        else:
+            self.inflight += 1
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                self.inflight -= 1
+        self.refused += 1
+        return await overloaded(reason)(scope, receive, send)
 
 
 class RequestMetrics:

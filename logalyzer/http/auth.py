@@ -4,24 +4,25 @@
 revoked: 401. An admin route needs an admin token; a device route the box's own token
 (:func:`own_box` refuses another box's RxID, 403).
 
-One check, two ways to get its connection:
+**Checked tokens are trusted for ``serve_token_cache_s`` seconds (default 5)** without asking
+PostgreSQL again (:class:`TokenCache`, one per replica). Why: every box polls, and the token
+check was a database round trip and a thread-pool hop on every request, as much work as the
+route itself. The price is stated and tested: a revoked token is refused within that many
+seconds (``tests/test_serve.py``); 0 turns the cache off. Unknown secrets are never cached,
+so a token works the moment it is created.
 
-- :data:`Conn` routes (the jam-software ones) hold one pooled connection for the whole
-  request; :data:`Admin` and :data:`Device` check the token on that same connection, so a
-  request costs one pool checkout.
-- Routes that wait (a scoring request waits for its batch) must hold no connection meanwhile:
-  :data:`ScoreCaller` and :data:`ScoreAdmin` check the token on a connection of their own that
-  is released at once.
+The dependencies here are ``async``: a cached token costs no thread hop at all, an uncached
+one a single hop (the lookup, on a connection released at once), and the route then makes one
+hop for its own work (:meth:`logalyzer.http.app.Service.run`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
 from typing import Annotated
 
-import psycopg
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from logalyzer.errors import Forbidden
@@ -32,53 +33,59 @@ bearer = HTTPBearer(auto_error=False, description="a secret from `logalyzer toke
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def db_conn(request: Request) -> Iterator[psycopg.Connection]:
-    """The request's pooled connection, shared by its dependencies and its route."""
-    with request.app.state.service.connection() as conn:
-        yield conn
+class TokenCache:
+    """Secret hash -> (token, time checked), for ``ttl`` seconds, at most ``size`` entries
+    (the least recently checked go first). Not thread-safe by design: it is used only on the
+    replica's event loop."""
+
+    def __init__(self, ttl: float, size: int = 100_000, clock=time.monotonic):
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._seen: OrderedDict[bytes, tuple[Token, float]] = OrderedDict()
+
+    def get(self, key: bytes) -> Token | None:
+        hit = self._seen.get(key)
+        if hit is None:
+            return None
+        if self.clock() - hit[1] >= self.ttl:
+            del self._seen[key]
+            return None
+        return hit[0]
+
+    def put(self, key: bytes, token: Token) -> None:
+        if self.ttl <= 0:
+            return
+        self._seen[key] = (token, self.clock())
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
 
 
-Conn = Annotated[psycopg.Connection, Depends(db_conn)]
+async def caller(request: Request, creds: Credentials) -> Token:
+    """The request's token: from the replica's cache, else checked on PostgreSQL."""
+    secret = creds.credentials if creds else None
+    if not secret or not secret.startswith(tokens.PREFIX) or len(secret) > 200:
+        return tokens.authenticate(None, secret)  # raises the matching 401, no database needed
+    service = request.app.state.service
+    key = tokens.hash_secret(secret)
+    token = service.token_cache.get(key)
+    if token is None:
+        token = await service.run(tokens.authenticate, secret)
+        service.token_cache.put(key, token)
+    return token
 
 
-def _secret(creds: HTTPAuthorizationCredentials | None) -> str | None:
-    return creds.credentials if creds else None
+Caller = Annotated[Token, Depends(caller)]
 
 
-def caller(conn: Conn, creds: Credentials) -> Token:
-    """The request's token, checked on the request's own connection."""
-    return tokens.authenticate(conn, _secret(creds))
-
-
-async def score_caller(request: Request, creds: Credentials) -> Token:
-    """The request's token, checked on a connection released at once."""
-    secret = _secret(creds)
-    if not secret:
-        return tokens.authenticate(None, None)  # raises "missing bearer token"
-
-    def check() -> Token:
-        with request.app.state.service.connection() as conn:
-            return tokens.authenticate(conn, secret)
-
-    return await run_in_threadpool(check)
-
-
-def _admin(token: Token) -> Token:
+async def admin(token: Caller) -> Token:
     if not token.is_admin:
         raise Forbidden("this route needs an admin token")
     return token
 
 
-# async: no I/O here, so no hop through the thread pool (sync dependencies each take one)
-async def admin(token: Annotated[Token, Depends(caller)]) -> Token:
-    return _admin(token)
-
-
-async def score_admin(token: Annotated[Token, Depends(score_caller)]) -> Token:
-    return _admin(token)
-
-
-async def device(token: Annotated[Token, Depends(caller)]) -> Token:
+async def device(token: Caller) -> Token:
     """A box's own token: device routes mark pushes delivered, which only the box may do."""
     if token.is_admin:
         raise Forbidden("device routes take the box's own token, not an admin token")
@@ -93,5 +100,3 @@ def own_box(token: Token, rxid: str) -> None:
 
 Admin = Annotated[Token, Depends(admin)]
 Device = Annotated[Token, Depends(device)]
-ScoreCaller = Annotated[Token, Depends(score_caller)]
-ScoreAdmin = Annotated[Token, Depends(score_admin)]

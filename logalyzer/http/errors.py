@@ -61,7 +61,7 @@ def error_responses(*codes: int) -> dict:
         404: "not found",
         409: "Idempotency-Key reused with a different body",
         413: "request body too large",
-        503: "database unreachable",
+        503: "database unreachable, or the service at capacity (JSON, with Retry-After)",
     }
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
 
@@ -133,4 +133,21 @@ def too_large(max_body: int) -> JSONResponse:
             "per /v1/score request",
         },
         status_code=413,
+    )
+
+
+#: Seconds a refused client should wait (``Retry-After``): a box polling every few minutes
+#: loses nothing by coming back a second later.
+RETRY_AFTER_S = 1
+
+
+def overloaded(reason: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": f"the service is at capacity: {reason}",
+            "hint": f"retry after {RETRY_AFTER_S} s; operators: add replicas "
+            "(LOGALYZER_SERVE_REPLICAS) or cores",
+        },
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )

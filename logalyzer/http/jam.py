@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from logalyzer.core.files import RXID_PATTERN
 from logalyzer.core.jam import EventIn, PushRequest
-from logalyzer.http.auth import Admin, Conn, Device, own_box
+from logalyzer.http.auth import Admin, Device, own_box
 from logalyzer.http.errors import error_responses
 from logalyzer.store import jam
 
@@ -28,6 +28,15 @@ router = APIRouter(prefix="/jam-software", tags=["jam-software"])
 
 
 PushId = Annotated[UUID, Path(description="the push's id")]
+
+
+async def _service(request: Request):
+    return request.app.state.service
+
+
+#: The replica's :class:`~logalyzer.http.app.Service`: each route does its database work in
+#: one ``await service.run(fn, ...)``, one thread hop with one pooled connection.
+Svc = Annotated[Any, Depends(_service)]
 
 
 # --------------------------------------------------------------------------- response models
@@ -130,11 +139,11 @@ class ImpactOut(BaseModel):
         **error_responses(401, 403, 409, 413, 503),
     },
 )
-def create_push(
+async def create_push(
     body: PushRequest,
     response: Response,
     token: Admin,
-    conn: Conn,
+    service: Svc,
     idempotency_key: Annotated[
         str,
         Header(
@@ -147,7 +156,7 @@ def create_push(
         ),
     ],
 ) -> dict:
-    res = jam.create_push(conn, body, idempotency_key, token.label())
+    res = await service.run(jam.create_push, body, idempotency_key, token.label())
     if not res.created:
         response.status_code = 200
     return {**res.push, "replayed": not res.created}
@@ -159,13 +168,13 @@ def create_push(
     summary="Pushes, newest first, a page at a time",
     responses=error_responses(401, 403, 404, 503),
 )
-def list_pushes(
+async def list_pushes(
     _token: Admin,
-    conn: Conn,
+    service: Svc,
     limit: Annotated[int, Query(ge=1, le=500, description="pushes per page")] = 50,
     after: Annotated[UUID | None, Query(description="next_after of the previous page")] = None,
 ) -> dict:
-    items, nxt = jam.list_pushes(conn, limit, after)
+    items, nxt = await service.run(jam.list_pushes, limit, after)
     return {"items": items, "next_after": nxt}
 
 
@@ -175,8 +184,8 @@ def list_pushes(
     summary="A push with each target's state and times",
     responses=error_responses(401, 403, 404, 503),
 )
-def get_push(push_id: PushId, _token: Admin, conn: Conn) -> dict:
-    return jam.get_push(conn, push_id)
+async def get_push(push_id: PushId, _token: Admin, service: Svc) -> dict:
+    return await service.run(jam.get_push, push_id)
 
 
 @router.get(
@@ -185,15 +194,15 @@ def get_push(push_id: PushId, _token: Admin, conn: Conn) -> dict:
     summary="Sessions before vs after each target's install (jam_push_impact)",
     responses=error_responses(401, 403, 404, 503),
 )
-def push_impact(
+async def push_impact(
     push_id: PushId,
     _token: Admin,
-    conn: Conn,
+    service: Svc,
     window_hours: Annotated[
         int, Query(ge=1, le=24 * 366, description="hours on each side of the install")
     ] = 168,
 ) -> dict:
-    targets, summary = jam.impact(conn, push_id, timedelta(hours=window_hours))
+    targets, summary = await service.run(jam.impact, push_id, timedelta(hours=window_hours))
     return {
         "push_id": push_id,
         "window_hours": window_hours,
@@ -211,13 +220,13 @@ def push_impact(
     summary="The box's pushes not installed or failed yet; pending ones become delivered",
     responses=error_responses(401, 403, 503),
 )
-def pending(
+async def pending(
     rxid: Annotated[str, Path(pattern=RXID_PATTERN, description="the box, R + 10 digits")],
     token: Device,
-    conn: Conn,
+    service: Svc,
 ) -> dict:
     own_box(token, rxid)
-    return {"rxid": rxid, "pushes": jam.pending_for_device(conn, rxid)}
+    return {"rxid": rxid, "pushes": await service.run(jam.pending_for_device, rxid)}
 
 
 @router.post(
@@ -227,6 +236,6 @@ def pending(
     summary="Record a box's JSON event (at most 64 KiB) and move its push's state",
     responses=error_responses(401, 403, 413, 503),
 )
-def post_event(event: EventIn, token: Device, conn: Conn) -> dict:
+async def post_event(event: EventIn, token: Device, service: Svc) -> dict:
     own_box(token, event.rxid)
-    return jam.record_event(conn, event)
+    return await service.run(jam.record_event, event)

@@ -50,7 +50,7 @@ from logalyzer.core.files import RXID_PATTERN
 from logalyzer.core.rawlines import sessions_from_lines
 from logalyzer.core.verdict import consolidate, ratio
 from logalyzer.errors import Forbidden, UnknownSessions
-from logalyzer.http.auth import ScoreAdmin, ScoreCaller
+from logalyzer.http.auth import Admin, Caller
 from logalyzer.http.errors import error_responses
 from logalyzer.http.scoring import ScoringEngine
 from logalyzer.store.scores import session_start_times, write_scores
@@ -387,7 +387,7 @@ async def score(
     request: Request,
     response: Response,
     body: ScoreRequest,
-    token: ScoreCaller,
+    token: Caller,
     store: Annotated[
         bool, Query(description="also write the scores to anomalies / anomalies_consolidated")
     ] = False,
@@ -421,7 +421,7 @@ async def score(
     responses=error_responses(401, 403, 404, 503),
 )
 async def reload(
-    request: Request, token: ScoreAdmin, body: Annotated[ReloadRequest | None, Body()] = None
+    request: Request, token: Admin, body: Annotated[ReloadRequest | None, Body()] = None
 ) -> ReloadResponse:
     engine = request.app.state.service.scorer
     before, after = await run_in_threadpool(
