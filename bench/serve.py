@@ -142,12 +142,12 @@ async def _http(
     import aiohttp
 
     lat: list[float] = []
-    errors = 0
+    errors = refused = 0
     t_start = time.perf_counter()
     t_measure, t_end = t_start + warmup, t_start + warmup + seconds
 
     async def client(k: int):
-        nonlocal errors
+        nonlocal errors, refused
         i = k
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
             while True:
@@ -176,17 +176,19 @@ async def _http(
                             },
                         )
                     await r.read()
-                    ok = r.status in (200, 201)
+                    status = r.status
                 except aiohttp.ClientError:
-                    ok = False
+                    status = None
                 done = time.perf_counter()
-                if not ok:
+                if status == 503:
+                    refused += 1
+                elif status not in (200, 201):
                     errors += 1
                 elif now >= t_measure:
                     lat.append(done - now)
 
     await asyncio.gather(*(client(k) for k in range(clients)))
-    return summarise(lat, errors, seconds)
+    return {**summarise(lat, errors, seconds), "refused": refused}
 
 
 def run_http(url, kind, devices, push_id, clients, seconds, warmup) -> dict:
@@ -314,6 +316,7 @@ async def _open_loop(url: str, make, rate: float, seconds: float) -> dict:
     errors = 0
     refused_not_json = 0
     batches: list[int] = []
+    late: list[float] = []  # how late this client sent (its own share of the latency)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as s:
 
         async def one(k: int, due: float):
@@ -351,6 +354,7 @@ async def _open_loop(url: str, make, rate: float, seconds: float) -> dict:
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            late.append(max(0.0, time.perf_counter() - due))
             tasks.append(asyncio.create_task(one(k, due)))
         await asyncio.gather(*tasks)
     sent = len(tasks)
@@ -362,6 +366,7 @@ async def _open_loop(url: str, make, rate: float, seconds: float) -> dict:
         refused=len(refused),
         refused_p99_ms=percentiles(refused)["p99_ms"] if refused else None,
         refused_not_json=refused_not_json,
+        client_late_p99_ms=percentiles(late)["p99_ms"],
         mean_batch=round(sum(batches) / len(batches), 1) if batches else None,
     )
     return out
@@ -476,7 +481,7 @@ def measure(args, dsn: str, sides: dict[str, str], result: dict) -> None:
     sessions = score_bodies()
     result["score_sessions_pool"] = len(sessions)
     cap = result["capacity"] = {}
-    for kind in ("healthz", "pending", "events"):
+    for kind in () if args.no_capacity else ("healthz", "pending", "events"):
         cap[kind] = {}
         if kind != "healthz":
             cap[kind]["inprocess"] = run_inprocess(
@@ -490,7 +495,7 @@ def measure(args, dsn: str, sides: dict[str, str], result: dict) -> None:
             cap[kind]["serve"]["rps"] / max(cap[kind]["uvicorn"]["rps"], 1e-9), 3
         )
     ol = result["open_loop"] = {}
-    for kind in ROUTES:
+    for kind in args.routes:
         make = request_maker(kind, devices, push_id, admin, sessions)
         ol[kind] = {side: [] for side in sides}
         for url in sides.values():
@@ -517,7 +522,10 @@ def report(result: dict, args) -> None:
         f"{result['serve_start_s']} s (not counted), {result['replicas']} replica(s)"
     )
     print("\ncapacity (closed loop)")
-    print(f"  {'route':<44}{'side':<11}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(
+        f"  {'route':<44}{'side':<11}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'refused':>8}"
+        f"{'errors':>8}"
+    )
     for kind, by_side in result["capacity"].items():
         route = ROUTES.get(kind, "GET  /healthz (floor: no token, no DB)")
         for side in ("inprocess", "serve", "uvicorn"):
@@ -525,13 +533,16 @@ def report(result: dict, args) -> None:
                 r = by_side[side]
                 print(
                     f"  {route:<44}{side:<11}{r['rps']:>8,.0f}{r['p50_ms']:>9.1f}"
-                    f"{r['p99_ms']:>9.1f}{r['errors']:>8}"
+                    f"{r['p99_ms']:>9.1f}{r.get('refused', 0):>8}{r['errors']:>8}"
                 )
         print(f"  {'':<44}{'serve / uvicorn':<19}{by_side['serve_over_uvicorn']:.3f}")
-    print("\nopen loop (latency from the scheduled start; refused = JSON 503 + Retry-After)")
+    print(
+        "\nopen loop (latency from the scheduled start; refused = JSON 503 + Retry-After;"
+        " late = p99 ms this client itself sent late, part of every latency)"
+    )
     print(
         f"  {'route':<30}{'side':<9}{'offered':>8}{'done/s':>8}{'answered':>9}{'p50 ms':>8}"
-        f"{'p99 ms':>8}{'refused':>8}{'ref p99':>8}{'errors':>7}{'batch':>6}"
+        f"{'p99 ms':>8}{'refused':>8}{'ref p99':>8}{'errors':>7}{'batch':>6}{'late':>6}"
     )
     for kind, by_side in result["open_loop"].items():
         for i in range(len(args.rates)):
@@ -542,6 +553,7 @@ def report(result: dict, args) -> None:
                     f"  {ROUTES[kind][:30]:<30}{side:<9}{r['offered_rps']:>8.0f}{r['rps']:>8,.0f}"
                     f"{r['answered_pct']:>8.1f}%{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}"
                     f"{r['refused']:>8}{rp99:>8}{r['errors']:>7}{r['mean_batch'] or '':>6}"
+                    f"{r['client_late_p99_ms']:>6.0f}"
                 )
     ref1, refb = result["score_inprocess_single"], result["score_inprocess_batch"]
     b = result["score_batched"]
@@ -566,6 +578,13 @@ def main(argv=None) -> int:
         default=[50, 100, 200, 400],
         help="offered open-loop rates, req/s (comma-separated)",
     )
+    ap.add_argument(
+        "--routes",
+        type=lambda v: v.split(","),
+        default=list(ROUTES),
+        help=f"open-loop routes (comma-separated, of {','.join(ROUTES)})",
+    )
+    ap.add_argument("--no-capacity", action="store_true", help="skip the closed-loop part")
     ap.add_argument("--batch-size", type=int, default=250, help="sessions per batched request")
     ap.add_argument("--batch-clients", type=int, default=4, help="batched scoring clients")
     ap.add_argument("--keep-db", action="store_true", help="keep the benchmark database")

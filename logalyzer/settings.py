@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         description="requests a replica works on at once; more are refused at once (503)",
     )
     serve_max_lag_ms: float = Field(
-        20.0,
+        10.0,
         ge=0,
         le=10_000,
         description="refuse requests (503) while a replica's event loop runs this late (0: off)",

@@ -91,16 +91,13 @@ def test_past_capacity_requests_are_refused_at_once_with_json_and_retry_after(db
 
     from logalyzer.settings import Settings
 
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
     svc = Service(db.dsn, Settings(dsn=db.dsn, serve_max_inflight=1, serve_max_lag_ms=0))
-    svc.readiness_checks["slow"] = lambda: release.wait(10) or None
+    svc.readiness_checks["slow"] = lambda: (entered.set(), release.wait(10)) and None
     with TestClient(create_api(svc)) as c:
         slow = threading.Thread(target=lambda: c.get("/readyz"))
         slow.start()
-        deadline = time.monotonic() + 10
-        while c.get("/jam-software/pushes").status_code != 503:  # until the slow one is in
-            assert time.monotonic() < deadline, "the slow request never filled the replica"
-            time.sleep(0.01)
+        assert entered.wait(10), "the slow request never started"
         t = time.perf_counter()
         r = c.get("/jam-software/pushes", headers={"Authorization": "Bearer lgz_x"})
         took = time.perf_counter() - t

@@ -20,7 +20,7 @@ from logalyzer.core.detectors import LSTMDetector
 from logalyzer.core.features import MEASURES, REQUIRED
 from logalyzer.core.rawlines import event_from_data, events_from_lines, sessions_from_lines
 from logalyzer.http.app import Service, create_api
-from logalyzer.http.score import enable
+from logalyzer.http.score import ScoreResponse, enable
 from logalyzer.settings import Settings
 from logalyzer.store import tokens
 from logalyzer.store.db import ensure_partition
@@ -179,6 +179,8 @@ def test_scores_from_measures_and_from_raw_lines_agree(client, tok, models):
         "/v1/score", json={"sessions": [{"rxid": RX, "lines": lines}]}, headers=H(tok[RX])
     )
     assert a.status_code == b.status_code == 200, (a.text, b.text)
+    for r in (a, b):  # the answer is built unvalidated: it must still be what the schema says
+        assert ScoreResponse.model_validate_json(r.content).model_dump(mode="json") == r.json()
     a, b = a.json(), b.json()
     assert a["model_versions"] == b["model_versions"] == {"lstm": 1, "ae": 1}
     assert len(a["sessions"]) == len(b["sessions"]) == 6

@@ -23,16 +23,23 @@ from logalyzer.store.tokens import create_token, list_tokens, revoke_token
     type=click.IntRange(1, 65535),
     help="Port to listen on (default LOGALYZER_SERVE_PORT or 8000).",
 )
+@click.option(
+    "--replicas",
+    default=None,
+    type=click.IntRange(1, 1024),
+    help="Replicas, all answering on the port (default LOGALYZER_SERVE_REPLICAS or 1; "
+    "about one per core).",
+)
 @friendly
-def serve(host: str | None, port: int | None) -> None:
-    """Run the HTTP service (Ray Serve + FastAPI) until Ctrl-C.
+def serve(host: str | None, port: int | None, replicas: int | None) -> None:
+    """Run the HTTP service (Ray Serve replicas with FastAPI, no proxy hop) until Ctrl-C.
 
     Health at /healthz and /readyz, the jam-software routes under /jam-software, the API
     documentation at /docs. Create tokens for it with `logalyzer tokens create`.
     """
     from logalyzer.http.serving import run_forever  # heavy (Ray Serve): loaded when it runs
 
-    settings = load_settings(serve_host=host, serve_port=port)
+    settings = load_settings(serve_host=host, serve_port=port, serve_replicas=replicas)
     db = open_db(
         settings
     )  # resolved and migrated here: an embedded server lives as long as this process

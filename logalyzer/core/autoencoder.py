@@ -94,17 +94,28 @@ def errors(model: nn.Module, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def explain(
     scaler: Scaler, raw: np.ndarray, z: np.ndarray, rebuilt: np.ndarray, limit: int
-) -> list[dict]:
-    """One session's top features: name, value, what the model expected, share of the error."""
-    sq = (rebuilt - z) ** 2
-    expected = scaler.inverse(rebuilt)
-    total = float(sq.sum()) or 1.0
+) -> list[list[dict]]:
+    """Each session's top features: name, value, what the model expected, share of the error.
+
+    (N, F) arrays in, one list per session out; the arithmetic runs once for the whole batch
+    (per session it cost as much as the model itself on large scoring batches)."""
+    sq = (rebuilt.astype(float) - z) ** 2  # (N, F), in float64 like the answers
+    expected = scaler.inverse(rebuilt).round(4).tolist()  # (N, F)
+    total = sq.sum(axis=1, keepdims=True)
+    share = sq / np.where(total > 0, total, 1.0)
+    share = share.round(3).tolist()
+    top = np.argsort(-sq, axis=1, kind="stable")[:, :limit].tolist()  # (N, limit)
+    values = np.asarray(raw, dtype=float).round(4).tolist()
+    names = scaler.names
     return [
-        {
-            "feature": scaler.names[i],
-            "value": round(float(raw[i]), 4),
-            "expected": round(float(expected[i]), 4),
-            "share": round(float(sq[i]) / total, 3),
-        }
-        for i in np.argsort(-sq)[:limit]
+        [
+            {
+                "feature": names[i],
+                "value": values[n][i],
+                "expected": expected[n][i],
+                "share": share[n][i],
+            }
+            for i in top[n]
+        ]
+        for n in range(len(top))
     ]

@@ -168,18 +168,10 @@ class AEDetector:
         raw = _matrix(rows)
         z = self.scaler.transform(raw)
         err, rebuilt = ae.errors(self.model, z)
+        why = ae.explain(self.scaler, raw, z, rebuilt, self.cfg.top_features)
         return [
-            Verdict(
-                float(err[i]),
-                self.threshold,
-                bool(err[i] > self.threshold),
-                {
-                    "features": ae.explain(
-                        self.scaler, raw[i], z[i], rebuilt[i], self.cfg.top_features
-                    )
-                },
-            )
-            for i in range(len(rows))
+            Verdict(float(e), self.threshold, bool(e > self.threshold), {"features": features})
+            for e, features in zip(err.tolist(), why)
         ]
 
     def threshold_for(self, scores: Sequence[float]) -> float:

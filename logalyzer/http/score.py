@@ -340,29 +340,36 @@ def _ts(t) -> datetime | None:
     return datetime.fromtimestamp(t / 1000, UTC) if isinstance(t, int) else None
 
 
-def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> ScoreResponse:
+def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Response:
+    """The JSON answer. Built with ``model_construct`` and serialised once by pydantic-core:
+    every value is ours and already of its field's type, so validating it (twice: building the
+    models, then FastAPI's check of the returned model) would cost as much as the LSTM pass of
+    a large batch (profiled: bench/README.md). ``tests/test_score.py`` checks answers against
+    ``ScoreResponse`` itself."""
     out = []
+    versions = {k: d.version for k, d in models.detectors.items()}
     for s, vs in zip(flat, verdicts):
         is_anomaly, flagged, reasons = consolidate(vs)
         raw = s["_source"] == "lines"
+        sid = s.get("session_id")
         out.append(
-            SessionScore(
+            SessionScore.model_construct(
                 item=s["_item"],
                 source=s["_source"],
                 rxid=s.get("rxid"),
-                session_id=s.get("session_id"),
+                session_id=UUID(sid) if isinstance(sid, str) else sid,
                 start_ts=_ts(s.get("start_ts")) if raw else None,
                 end_ts=_ts(s.get("end_ts")) if raw else None,
-                is_anomaly=is_anomaly,
+                is_anomaly=bool(is_anomaly),
                 detectors=flagged,
                 reasons=reasons,
                 scores={
-                    k: DetectorScore(
+                    k: DetectorScore.model_construct(
                         score=_finite(v.score),
                         threshold=_finite(v.threshold),
                         ratio=_finite(ratio(v)),
                         is_anomaly=bool(v.is_anomaly),
-                        model_version=models.detectors[k].version,
+                        model_version=versions[k],
                         details=v.details,
                     )
                     for k, v in vs.items()
@@ -372,9 +379,10 @@ def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Scor
             )
         )
     empty = sorted(set(range(items)) - {s["_item"] for s in flat})
-    return ScoreResponse(
+    body = ScoreResponse.model_construct(
         sessions=out, empty_items=empty, model_versions=models.versions, stored=stored
     )
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.post(
@@ -385,13 +393,12 @@ def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Scor
 )
 async def score(
     request: Request,
-    response: Response,
     body: ScoreRequest,
     token: Caller,
     store: Annotated[
         bool, Query(description="also write the scores to anomalies / anomalies_consolidated")
     ] = False,
-) -> ScoreResponse:
+) -> Response:
     service = request.app.state.service
     engine = service.scorer
     engine.check_ready()
@@ -407,11 +414,12 @@ async def score(
         _check_store(token, flat)
         await run_in_threadpool(_start_times, service, flat)
     verdicts, models, batch = await engine.score(flat)
-    response.headers["X-Score-Batch"] = str(batch)  # sessions scored together with these
     stored = (
         await run_in_threadpool(_store, service, models.detectors, flat, verdicts) if store else 0
     )
-    return _answer(flat, verdicts, models, stored, len(body.sessions))
+    answer = _answer(flat, verdicts, models, stored, len(body.sessions))
+    answer.headers["X-Score-Batch"] = str(batch)  # sessions scored together with these
+    return answer
 
 
 @router.post(
