@@ -136,9 +136,8 @@ def run_inprocess(
 # --------------------------------------------------------------------------- over HTTP
 
 
-async def _http(
-    url: str, kind: str, devices, push_id, clients: int, seconds: float, warmup: float
-) -> dict:
+async def _http(url: str, make, clients: int, seconds: float, warmup: float) -> dict:
+    """``clients`` clients sending ``make(k)`` requests back to back (closed loop)."""
     import aiohttp
 
     lat: list[float] = []
@@ -154,29 +153,12 @@ async def _http(
                 now = time.perf_counter()
                 if now >= t_end:
                     return
-                rxid, secret = devices[i % len(devices)]
+                method, path, headers, body = make(i)
                 i += clients
-                headers = {"Authorization": f"Bearer {secret}"}
                 try:
-                    if kind == "healthz":
-                        r = await s.get(f"{url}/healthz")
-                    elif kind == "pending":
-                        r = await s.get(
-                            f"{url}/jam-software/devices/{rxid}/pending", headers=headers
-                        )
-                    else:
-                        r = await s.post(
-                            f"{url}/jam-software/events",
-                            headers=headers,
-                            json={
-                                "rxid": rxid,
-                                "event_type": "download_progress",
-                                "push_id": str(push_id),
-                                "pct": i % 100,
-                            },
-                        )
-                    await r.read()
-                    status = r.status
+                    async with s.request(method, url + path, headers=headers, data=body) as r:
+                        await r.read()
+                        status = r.status
                 except aiohttp.ClientError:
                     status = None
                 done = time.perf_counter()
@@ -191,8 +173,8 @@ async def _http(
     return {**summarise(lat, errors, seconds), "refused": refused}
 
 
-def run_http(url, kind, devices, push_id, clients, seconds, warmup) -> dict:
-    return asyncio.run(_http(url, kind, devices, push_id, clients, seconds, warmup))
+def run_http(url: str, make, clients: int, seconds: float, warmup: float) -> dict:
+    return asyncio.run(_http(url, make, clients, seconds, warmup))
 
 
 # --------------------------------------------------------------------------- plain uvicorn
@@ -296,10 +278,17 @@ def request_maker(kind: str, devices, push_id, admin: str, sessions: list[dict])
     def make(k: int):
         rxid, secret = devices[k % len(devices)]
         auth = {"Authorization": f"Bearer {secret}"}
+        if kind == "healthz":
+            return "GET", "/healthz", {}, None
         if kind == "pending":
             return "GET", f"/jam-software/devices/{rxid}/pending", auth, None
         if kind == "events":
-            body = {"rxid": rxid, "event_type": "download_progress", "push_id": str(push_id)}
+            body = {
+                "rxid": rxid,
+                "event_type": "download_progress",
+                "push_id": str(push_id),
+                "pct": k % 100,
+            }
             return "POST", "/jam-software/events", {**auth, **json_type}, json.dumps(body)
         headers = {"Authorization": f"Bearer {admin}", **json_type}
         return "POST", "/v1/score", headers, bodies[k % len(bodies)]
@@ -473,24 +462,23 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not become ready (models loaded) in {timeout:g} s")
 
 
-def measure(args, dsn: str, sides: dict[str, str], result: dict) -> None:
+def measure(args, dsn: str, fleet: tuple, sides: dict[str, str], result: dict) -> None:
     from logalyzer.store.db import Database
     from logalyzer.store.registry import load
 
-    devices, push_id, admin = result.pop("_fleet")
+    devices, push_id, admin = fleet
     sessions = score_bodies()
     result["score_sessions_pool"] = len(sessions)
     cap = result["capacity"] = {}
     for kind in () if args.no_capacity else ("healthz", "pending", "events"):
+        make = request_maker(kind, devices, push_id, admin, sessions)
         cap[kind] = {}
         if kind != "healthz":
             cap[kind]["inprocess"] = run_inprocess(
                 dsn, kind, devices, push_id, args.clients, args.seconds, args.warmup
             )
         for side, url in sides.items():
-            cap[kind][side] = run_http(
-                url, kind, devices, push_id, args.clients, args.seconds, args.warmup
-            )
+            cap[kind][side] = run_http(url, make, args.clients, args.seconds, args.warmup)
         cap[kind]["serve_over_uvicorn"] = round(
             cap[kind]["serve"]["rps"] / max(cap[kind]["uvicorn"]["rps"], 1e-9), 3
         )
@@ -609,7 +597,7 @@ def main(argv=None) -> int:
     }
     with fresh_database(base, keep=args.keep_db) as (_, db):
         dsn = db.dsn
-        result["_fleet"] = make_fleet(dsn, args.devices)
+        fleet = make_fleet(dsn, args.devices)
         small_models(db, score_bodies(4))  # before the servers start: they load them at once
         # the default deployment, as `logalyzer serve` starts it, with the pool the clients need
         settings = base.model_copy(
@@ -626,7 +614,7 @@ def main(argv=None) -> int:
             sides = {"serve": url, "uvicorn": f"http://127.0.0.1:{uv_port}"}
             for u in sides.values():
                 wait_ready(u)
-            measure(args, dsn, sides, result)
+            measure(args, dsn, fleet, sides, result)
         finally:
             uv.terminate()
             uv.wait(30)

@@ -279,7 +279,6 @@ class Admission:
         self.max_lag_s = max_lag_s
         self.busy = max(2, limit // 4)  # in progress, at least, for a late loop to refuse
         self.inflight = 0
-        self.refused = 0
         self.lag = 0.0  # seconds the loop was late at the last tick
         self._ticker: asyncio.Task | None = None
 
@@ -305,7 +304,6 @@ class Admission:
                 return await self.app(scope, receive, send)
             finally:
                 self.inflight -= 1
-        self.refused += 1
         return await overloaded(reason)(scope, receive, send)
 
 

@@ -64,9 +64,7 @@ class TokenCache:
 
 async def caller(request: Request, creds: Credentials) -> Token:
     """The request's token: from the replica's cache, else checked on PostgreSQL."""
-    secret = creds.credentials if creds else None
-    if not secret or not secret.startswith(tokens.PREFIX) or len(secret) > 200:
-        return tokens.authenticate(None, secret)  # raises the matching 401, no database needed
+    secret = tokens.check_form(creds.credentials if creds else None)
     service = request.app.state.service
     key = tokens.hash_secret(secret)
     token = service.token_cache.get(key)

@@ -347,7 +347,7 @@ def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Resp
     a large batch (profiled: bench/README.md). ``tests/test_score.py`` checks answers against
     ``ScoreResponse`` itself."""
     out = []
-    versions = {k: d.version for k, d in models.detectors.items()}
+    versions = models.versions
     for s, vs in zip(flat, verdicts):
         is_anomaly, flagged, reasons = consolidate(vs)
         raw = s["_source"] == "lines"
@@ -380,7 +380,7 @@ def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Resp
         )
     empty = sorted(set(range(items)) - {s["_item"] for s in flat})
     body = ScoreResponse.model_construct(
-        sessions=out, empty_items=empty, model_versions=models.versions, stored=stored
+        sessions=out, empty_items=empty, model_versions=versions, stored=stored
     )
     return Response(body.model_dump_json(), media_type="application/json")
 

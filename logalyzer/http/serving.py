@@ -122,15 +122,7 @@ class HTTPServer:
         self.error: BaseException | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise PortInUse(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+        sock = bind(self.host, self.port, shared=True)
         self.thread = threading.Thread(
             target=self._run, args=(sock,), name="logalyzer-http", daemon=True
         )
@@ -258,9 +250,10 @@ def app_builder(args: dict) -> Application:
     settings = Settings()
     return build(
         args.get("dsn"),
+        settings,
         host=str(args.get("host", "0.0.0.0")),
         port=int(args.get("port", settings.serve_port)),
-        replicas=int(args.get("replicas") or settings.serve_replicas),
+        replicas=args.get("replicas"),
     )
 
 
@@ -277,14 +270,25 @@ def _dashboard_url() -> str | None:
     return (url if "://" in url else f"http://{url}") if url else None
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Fail fast, before Ray starts, with a clear error instead of replicas that fail to bind."""
+def bind(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A TCP socket bound to host:port, or :class:`PortInUse`. ``shared``: with
+    ``SO_REUSEPORT``, so the replicas of a node listen on one port together."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail fast, before Ray starts, with a clear error instead of replicas that fail to bind.
+    Not shared: a `logalyzer serve` still running on the port is refused, not joined."""
+    bind(host, port, shared=False).close()
 
 
 def start(settings: Settings, dsn: str, host: str, port: int, replicas: int | None = None) -> str:

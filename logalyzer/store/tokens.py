@@ -84,6 +84,16 @@ def revoke_token(conn: psycopg.Connection, token_id: int) -> Token:
     return Token(*row)
 
 
+def check_form(secret: str | None) -> str:
+    """The secret, or :class:`Unauthorized` when it is missing or cannot be one of ours (no
+    database needed to tell)."""
+    if not secret:
+        raise Unauthorized("missing bearer token")
+    if not secret.startswith(PREFIX) or len(secret) > 200:
+        raise Unauthorized("invalid or revoked token")
+    return secret
+
+
 def authenticate(conn: psycopg.Connection, secret: str | None) -> Token:
     """The live token whose secret this is, or :class:`Unauthorized` (missing, unknown or
     revoked: the message does not say which of the last two, so it reveals nothing).
@@ -91,10 +101,7 @@ def authenticate(conn: psycopg.Connection, secret: str | None) -> Token:
     ``last_used_at`` is refreshed at most once a minute: a write per request would cost more
     than the request itself on the hot device routes.
     """
-    if not secret:
-        raise Unauthorized("missing bearer token")
-    if not secret.startswith(PREFIX) or len(secret) > 200:
-        raise Unauthorized("invalid or revoked token")
+    check_form(secret)
     row = conn.execute(
         f"SELECT {_COLUMNS}, last_used_at IS NULL OR last_used_at < now() - interval '1 minute'"
         " FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
