@@ -49,7 +49,7 @@ bench: $(STAMP)  ## ingest benchmark (>= 1 GB fleet, vs zcat|psql and a row-at-a
 	$(PY) bench/sessionize.py
 	$(PY) bench/train.py
 
-bench-serve: $(STAMP)  ## HTTP benchmark: jam routes through Ray Serve vs the same library calls in-process
+bench-serve: $(STAMP)  ## HTTP benchmark: pending, events, score through `logalyzer serve` vs plain uvicorn vs in-process
 	$(PY) bench/serve.py
 
 fuzz-ingest: $(STAMP)  ## 10^6 mutated log lines (hostile VAR values, broken headers) through the ingest: stored = distinct, 0 crashes

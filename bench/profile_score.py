@@ -1,9 +1,9 @@
 """Where a /v1/score request's CPU goes: single-session requests at RATE req/s for SECS seconds
 through Serve, with each Ray process's CPU seconds over the window (ms per request), and with
-PROFILE=1 py-spy collapsed stacks of the proxy and the replica in PROF_OUT (/tmp/sv/prof). Serve's
-own flags come from the environment (e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=1 with DIRECT_PORT=1 to
-send to the replica's direct-ingress port). Makes a database on LOGALYZER_DSN and drops it.
-Numbers and findings: bench/README.md."""
+PROFILE=1 py-spy collapsed stacks of the replica (and of a proxy, were one running) in PROF_OUT
+(/tmp/sv/prof). DIRECT_PORT=1 sends to a Serve direct-ingress port (30000-31000) instead, for
+comparing with Ray's experimental mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1). Makes a database on
+LOGALYZER_DSN and drops it. Numbers and findings: bench/README.md."""
 
 import asyncio
 import json
@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from bench._common import small_models
-from bench.serve import _open_loop, free_port, score_bodies
+from bench.serve import _open_loop, free_port, request_maker, score_bodies
 from logalyzer.http import serving
 from logalyzer.settings import Settings
 from logalyzer.store import tokens
@@ -124,7 +124,8 @@ try:
         if q.name().startswith("postgres")
     )
     a, pga = snap(), pg()
-    res = asyncio.run(_open_loop(url, secret, sessions, RATE, SECS))
+    make = request_maker("score", [], None, secret, sessions)
+    res = asyncio.run(_open_loop(url, make, RATE, SECS))
     b, pgb = snap(), pg()
     n = res["requests"]
     rows = sorted(((b[k][1] - a[k][1], b[k][0]) for k in a if k in b), reverse=True)

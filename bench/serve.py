@@ -276,10 +276,13 @@ def request_maker(kind: str, devices, push_id, admin: str, sessions: list[dict])
     json_type = {"content-type": "application/json"}
 
     def make(k: int):
-        rxid, secret = devices[k % len(devices)]
-        auth = {"Authorization": f"Bearer {secret}"}
         if kind == "healthz":
             return "GET", "/healthz", {}, None
+        if kind == "score":
+            headers = {"Authorization": f"Bearer {admin}", **json_type}
+            return "POST", "/v1/score", headers, bodies[k % len(bodies)]
+        rxid, secret = devices[k % len(devices)]
+        auth = {"Authorization": f"Bearer {secret}"}
         if kind == "pending":
             return "GET", f"/jam-software/devices/{rxid}/pending", auth, None
         if kind == "events":
@@ -290,8 +293,7 @@ def request_maker(kind: str, devices, push_id, admin: str, sessions: list[dict])
                 "pct": k % 100,
             }
             return "POST", "/jam-software/events", {**auth, **json_type}, json.dumps(body)
-        headers = {"Authorization": f"Bearer {admin}", **json_type}
-        return "POST", "/v1/score", headers, bodies[k % len(bodies)]
+        raise ValueError(f"unknown route kind {kind!r}")
 
     return make
 
