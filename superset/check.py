@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg2
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 CHROMIUM_FLAGS = [
@@ -204,6 +205,42 @@ def problems_of(
     return out
 
 
+class LoginFailed(RuntimeError):
+    """The login page did not let the admin in."""
+
+
+def login(page, url: str, password: str, out: Path, attempts: int = 3) -> None:
+    """Sign in through the login page as a user would, up to ``attempts`` times.
+
+    Why more than once: the login page is rendered by React; on a loaded machine (CI runs this
+    right after the test suite) the form can be filled before the page's scripts take it over,
+    which empties the fields again, and the click then submits nothing and the page stays on
+    /login (seen in CI: a 60 s wait that ended in a bare TimeoutError). Each attempt waits for
+    the page to settle, checks that the fields hold what was typed, and gives up after 30 s;
+    the last failure says what the page showed and keeps a screenshot of it."""
+    for attempt in range(1, attempts + 1):
+        page.goto(f"{url}/login/")
+        page.wait_for_load_state("networkidle", timeout=60_000)
+        page.fill("#username", "admin")
+        page.fill("#password", password)
+        if page.input_value("#username") != "admin" or page.input_value("#password") != password:
+            print(f"   login attempt {attempt}: the form was reset while loading, again")
+            continue
+        page.click("button:has-text('Sign in')")
+        try:
+            page.wait_for_url(lambda u: "/login" not in u, timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            print(f"   login attempt {attempt}: still on {page.url} after 30 s")
+    shot = out / "login-failed.png"
+    page.screenshot(path=str(shot), full_page=True)
+    text = " ".join(page.inner_text("body").split())[:300]
+    raise LoginFailed(
+        f"could not sign in as admin after {attempts} attempts; the page at {page.url}"
+        f" showed: {text!r} (screenshot: {shot})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default="http://127.0.0.1:8088", help="Superset's address")
@@ -225,11 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             viewport={"width": 1600, "height": 1400},
         )
         page = ctx.new_page()
-        page.goto(f"{args.url}/login/")
-        page.fill("#username", "admin")
-        page.fill("#password", password)
-        page.click("button:has-text('Sign in')")
-        page.wait_for_url(lambda u: "/login" not in u, timeout=60_000)
+        try:
+            login(page, args.url, password, args.out)
+        except LoginFailed as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            print(
+                "Hint: see the server's log in $LOGALYZER_SUPERSET_HOME/server.log", file=sys.stderr
+            )
+            return 1
 
         link = None
         for slug in ("logalyzer-fleet", "logalyzer-anomalies", "logalyzer-session"):
