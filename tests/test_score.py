@@ -14,10 +14,19 @@ import numpy as np
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from logalyzer.core import lstm
 from logalyzer.core.detectors import LSTMDetector
-from logalyzer.core.features import MEASURES, REQUIRED
+from logalyzer.core.features import (
+    FEATURE_NAMES,
+    MEASURES,
+    REQUIRED,
+    feature_matrix,
+    session_features,
+)
 from logalyzer.core.rawlines import event_from_data, events_from_lines, sessions_from_lines
 from logalyzer.http.app import Service, create_api
 from logalyzer.http.score import ScoreResponse, enable
@@ -133,6 +142,85 @@ def test_batched_surprise_equals_one_session_at_a_time():
         n1, r1 = lstm.event_surprise(det.model, det.vocab, seq, cfg.window)
         np.testing.assert_allclose(nll, n1, rtol=1e-5, atol=1e-6)
         assert (rank == r1).all()
+
+
+keys_st = st.lists(st.lists(st.sampled_from(["A", "B", "C", "Nope"]), max_size=30), max_size=8)
+
+
+@given(seqs=keys_st, window=st.integers(1, 12))
+@hsettings(max_examples=60, deadline=None)
+def test_stacked_windows_equal_one_session_at_a_time(seqs, window):
+    vocab = lstm.Vocab.build([["A", "B", "C"]])
+    rows, rows_of = lstm.many_windows(vocab, seqs, window)
+    one = [lstm.windows(vocab.encode(s), window) for s in seqs]
+    assert rows_of.tolist() == [len(s) + 1 for s in seqs]
+    expected = np.concatenate(one) if one else np.zeros((0, window + 1), np.int64)
+    assert rows.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("vocab_size", [5, 64, 65, 3000])
+def test_distinct_histories_rebuild_every_row(vocab_size):
+    """Packed into integers (small vocabularies) or not, the distinct rows give back each row."""
+    rng = np.random.default_rng(vocab_size)
+    hist = rng.integers(0, min(vocab_size, 4), size=(500, 10))
+    hist[:, 0] = rng.integers(0, vocab_size, size=500)
+    distinct, inv = lstm._distinct_rows(hist, vocab_size)
+    assert (distinct[inv] == hist).all()
+    assert len(distinct) == len({tuple(r) for r in hist.tolist()})
+
+
+def _reference_score(nll, rank, cfg):
+    """The rule as the module docstring states it, one session at a time (in float32, as the
+    arrays come; the library sums in float64, hence the tolerance)."""
+    miss = (rank >= cfg.top_g) | (nll > -np.log(cfg.min_p))
+    if not miss.any():
+        return (1 - np.exp(-nll.max() / 10)) * 0.5
+    return miss.sum() + (1 - np.exp(-nll[miss].mean() / 10))
+
+
+@given(
+    sizes=st.lists(st.integers(1, 20), min_size=1, max_size=10),
+    seed=st.integers(0, 2**16),
+)
+@hsettings(max_examples=60, deadline=None)
+def test_session_scores_and_explanations_follow_the_rule(sizes, seed):
+    rng = np.random.default_rng(seed)
+    cfg = lstm.LSTMConfig()
+    n = sum(sizes)
+    nll = rng.exponential(2.0, n).astype(np.float32)
+    rank = rng.integers(0, 3, n)
+    rows_of = np.array(sizes)
+    scores, n_miss = lstm.session_scores(nll, rank, rows_of, cfg)
+    seqs = [[f"k{j}" for j in range(k - 1)] for k in sizes]
+    why = lstm.explain_many(seqs, nll, rank, rows_of, cfg, limit=3)
+    at = 0
+    for i, k in enumerate(sizes):
+        a, r = nll[at : at + k], rank[at : at + k]
+        assert scores[i] == pytest.approx(_reference_score(a, r, cfg), rel=1e-5, abs=1e-7)
+        miss = np.flatnonzero(lstm.misses(a, r, cfg))
+        assert n_miss[i] == len(miss)
+        top = sorted(miss.tolist(), key=lambda j: (-a[j], j))[:3]
+        assert [t["position"] for t in why[i]] == top
+        assert why[i] == lstm.explain(seqs[i], a, r, cfg, limit=3)
+        at += k
+
+
+def test_feature_matrix_equals_row_by_row_and_reads_absent_as_zero():
+    full = {c: 3 for c in MEASURES} | {"duration_s": 600.0, "ttff_ms": 900, "fatal_error": True}
+    no_ttff = full | {"ttff_ms": None, "rebuffer_ratio": None}
+    bare = {"duration_s": 0}
+    m = feature_matrix([full, no_ttff, bare])
+    for row, vec in zip([full, no_ttff, bare], m.tolist()):
+        assert session_features(row) == vec
+    named = [dict(zip(FEATURE_NAMES, v)) for v in m.tolist()]
+    assert named[0]["no_first_frame"] == 0 and named[1]["no_first_frame"] == 1
+    assert named[1]["log_ttff_ms"] == pytest.approx(np.log1p(1000))
+    assert named[0]["fatal_error"] == 1 and named[2]["fatal_error"] == 0
+    assert named[2]["freezes_per_h"] == 0 and named[2]["log_duration_s"] == 0
+    # three freezes in ten minutes: 18 an hour (the hour is floored at ten minutes)
+    assert named[0]["freezes_per_h"] == pytest.approx(np.log1p(18))
+    with pytest.raises(KeyError):
+        feature_matrix([{"video_freeze_count": 1}])
 
 
 # --------------------------------------------------------------------------- the routes in-process

@@ -30,7 +30,7 @@ import torch
 from logalyzer.core import autoencoder as ae
 from logalyzer.core import baseline as bl
 from logalyzer.core import lstm
-from logalyzer.core.features import FEATURE_NAMES, KINDS, SCALE_FLOORS, session_features  # noqa: F401 (KINDS re-exported)
+from logalyzer.core.features import FEATURE_NAMES, KINDS, SCALE_FLOORS, feature_matrix  # noqa: F401 (KINDS re-exported)
 
 FENCE_K = 3.0
 MIN_MARGIN = 0.05
@@ -99,31 +99,26 @@ class LSTMDetector:
     def training_data(self, sequences) -> np.ndarray:
         return lstm.training_windows(self.vocab, sequences, self.cfg.window)
 
+    def _surprise(self, sequences: Sequence[list[str]]):
+        nll, rank, rows_of = lstm.surprise_rows(self.model, self.vocab, sequences, self.cfg.window)
+        score, n_miss = lstm.session_scores(nll, rank, rows_of, self.cfg)
+        return nll, rank, rows_of, score, n_miss
+
     def scores(self, sequences: Sequence[list[str]]) -> np.ndarray:
-        out = np.zeros(len(sequences))
-        surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
-        for i, (nll, rank) in enumerate(surprise):
-            out[i] = lstm.session_score(nll, rank, self.cfg)
-        return out
+        return self._surprise(sequences)[3]
 
     def score(self, sequences: Sequence[list[str]]) -> list[Verdict]:
-        out = []
-        surprise = lstm.batch_surprise(self.model, self.vocab, sequences, self.cfg.window)
-        for seq, (nll, rank) in zip(sequences, surprise):
-            s = lstm.session_score(nll, rank, self.cfg)
-            out.append(
-                Verdict(
-                    s,
-                    self.threshold,
-                    s > self.threshold,
-                    {
-                        "events": len(seq),
-                        "misses": int(lstm.misses(nll, rank, self.cfg).sum()),
-                        "transitions": lstm.explain(seq, nll, rank, self.cfg),
-                    },
-                )
+        nll, rank, rows_of, score, n_miss = self._surprise(sequences)
+        why = lstm.explain_many(sequences, nll, rank, rows_of, self.cfg)
+        return [
+            Verdict(
+                s,
+                self.threshold,
+                s > self.threshold,
+                {"events": len(seq), "misses": m, "transitions": w},
             )
-        return out
+            for seq, s, m, w in zip(sequences, score.tolist(), n_miss.tolist(), why)
+        ]
 
     def threshold_for(self, scores: Sequence[float]) -> float:
         return threshold_rule(scores)
@@ -148,7 +143,7 @@ class AEDetector:
 
     @classmethod
     def new(cls, cfg: ae.AEConfig, rows: Sequence[Mapping]) -> AEDetector:
-        scaler = ae.Scaler.fit(list(FEATURE_NAMES), _matrix(rows), SCALE_FLOORS)
+        scaler = ae.Scaler.fit(list(FEATURE_NAMES), feature_matrix(rows), SCALE_FLOORS)
         return cls(cfg, scaler, ae.SessionAE(len(FEATURE_NAMES), cfg))
 
     @staticmethod
@@ -157,7 +152,7 @@ class AEDetector:
         return sessions
 
     def training_data(self, rows: Sequence[Mapping]) -> np.ndarray:
-        return self.scaler.transform(_matrix(rows))
+        return self.scaler.transform(feature_matrix(rows))
 
     def scores(self, rows: Sequence[Mapping]) -> np.ndarray:
         return ae.errors(self.model, self.training_data(rows))[0] if len(rows) else np.zeros(0)
@@ -165,7 +160,7 @@ class AEDetector:
     def score(self, rows: Sequence[Mapping]) -> list[Verdict]:
         if not len(rows):
             return []
-        raw = _matrix(rows)
+        raw = feature_matrix(rows)
         z = self.scaler.transform(raw)
         err, rebuilt = ae.errors(self.model, z)
         why = ae.explain(self.scaler, raw, z, rebuilt, self.cfg.top_features)
@@ -230,12 +225,6 @@ class BaselineDetector:
 
 
 Detector = LSTMDetector | AEDetector | BaselineDetector
-
-
-def _matrix(rows: Sequence[Mapping]) -> np.ndarray:
-    return np.array([session_features(r) for r in rows], dtype=np.float64).reshape(
-        len(rows), len(FEATURE_NAMES)
-    )
 
 
 def to_bytes(det: Detector, extra: dict | None = None) -> bytes:

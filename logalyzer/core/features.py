@@ -18,9 +18,10 @@ same wherever it is scored.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from logalyzer.core.sessions import Event
 
@@ -72,55 +73,61 @@ def event_keys(events: Iterable[Event]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- features
+# Each feature is computed for a whole batch at once, over columns (numpy arrays, one value per
+# session): the HTTP service scores a thousand sessions per request, and a Python function per
+# feature and per session cost more than the autoencoder itself (profiled: bench/README.md).
 
 
-def _log(n) -> float:
-    return math.log1p(max(float(n or 0), 0.0))
+def _log(n: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(n, 0.0))
 
 
-def _share(ms, duration_s) -> float:
-    d = max(float(duration_s or 0) * 1000.0, 1.0)
-    return min(float(ms or 0) / d, 1.0)
+def _share(ms: np.ndarray, duration_s: np.ndarray) -> np.ndarray:
+    return np.minimum(ms / np.maximum(duration_s * 1000.0, 1.0), 1.0)
 
 
-def _per_hour(n, duration_s) -> float:
-    return _log(float(n or 0) / max(float(duration_s or 0) / 3600.0, 1 / 6))
+def _per_hour(n: np.ndarray, duration_s: np.ndarray) -> np.ndarray:
+    return _log(n / np.maximum(duration_s / 3600.0, 1 / 6))
+
+
+def _flag(x: np.ndarray) -> np.ndarray:
+    return (x != 0).astype(np.float64)
 
 
 #: Stands in for a missing time to first frame (``no_first_frame`` says it was missing), so a
 #: session without a first frame does not read as one with an instant start.
 TYPICAL_TTFF_MS = 1000
 
-#: Feature name → how it is computed from a ``sessions`` row (a mapping of its columns).
+#: Feature name → how it is computed from the columns of a batch of ``sessions`` rows
+#: (:class:`Columns`: a missing or None value reads 0, except ``ttff_ms`` and
+#: ``rebuffer_ratio``, whose None :meth:`Columns.isnull` tells).
 FEATURES: dict[str, callable] = {
-    "log_duration_s": lambda s: _log(s["duration_s"]),
-    "no_first_frame": lambda s: float(s.get("ttff_ms") is None),
-    "log_ttff_ms": lambda s: _log(
-        s["ttff_ms"] if s.get("ttff_ms") is not None else TYPICAL_TTFF_MS
-    ),
-    "black_screens": lambda s: _log(s["black_screen_count"]),
-    "black_screens_per_h": lambda s: _per_hour(s["black_screen_count"], s["duration_s"]),
-    "black_screen_share": lambda s: _share(s["black_screen_ms"], s["duration_s"]),
-    "freezes": lambda s: _log(s["video_freeze_count"]),
-    "freezes_per_h": lambda s: _per_hour(s["video_freeze_count"], s["duration_s"]),
-    "freeze_share": lambda s: _share(s["video_freeze_ms"], s["duration_s"]),
-    "display_drops": lambda s: _log(s["display_drop_count"]),
-    "display_drops_per_h": lambda s: _per_hour(s["display_drop_count"], s["duration_s"]),
-    "log_dropped_frames": lambda s: _log(s["dropped_frames"]),
-    "rebuffers": lambda s: _log(s["buffering_count"]),
-    "rebuffers_per_h": lambda s: _per_hour(s["buffering_count"], s["duration_s"]),
-    "rebuffer_ratio": lambda s: float(s.get("rebuffer_ratio") or 0.0),
-    "trick_modes": lambda s: _log(s["trick_mode_count"]),
-    "hdmi_events": lambda s: _log(s["hdmi_event_count"]),
-    "hdmi_events_per_h": lambda s: _per_hour(s["hdmi_event_count"], s["duration_s"]),
-    "hdmi_disconnects": lambda s: _log(s["hdmi_disconnects"]),
-    "standby": lambda s: float(min(int(s["standby_count"] or 0), 1)),
-    "errors": lambda s: _log(s["error_count"]),
-    "errors_per_h": lambda s: _per_hour(s["error_count"], s["duration_s"]),
-    "fatal_error": lambda s: float(bool(s["fatal_error"])),
-    "video_start_failure": lambda s: float(bool(s["video_start_failure"])),
-    "log_seq_gaps": lambda s: _log(s["seq_gaps"]),
-    "log_events": lambda s: _log(s["event_count"]),
+    "log_duration_s": lambda c: _log(c["duration_s"]),
+    "no_first_frame": lambda c: c.isnull("ttff_ms").astype(np.float64),
+    "log_ttff_ms": lambda c: _log(np.where(c.isnull("ttff_ms"), TYPICAL_TTFF_MS, c["ttff_ms"])),
+    "black_screens": lambda c: _log(c["black_screen_count"]),
+    "black_screens_per_h": lambda c: _per_hour(c["black_screen_count"], c["duration_s"]),
+    "black_screen_share": lambda c: _share(c["black_screen_ms"], c["duration_s"]),
+    "freezes": lambda c: _log(c["video_freeze_count"]),
+    "freezes_per_h": lambda c: _per_hour(c["video_freeze_count"], c["duration_s"]),
+    "freeze_share": lambda c: _share(c["video_freeze_ms"], c["duration_s"]),
+    "display_drops": lambda c: _log(c["display_drop_count"]),
+    "display_drops_per_h": lambda c: _per_hour(c["display_drop_count"], c["duration_s"]),
+    "log_dropped_frames": lambda c: _log(c["dropped_frames"]),
+    "rebuffers": lambda c: _log(c["buffering_count"]),
+    "rebuffers_per_h": lambda c: _per_hour(c["buffering_count"], c["duration_s"]),
+    "rebuffer_ratio": lambda c: c["rebuffer_ratio"],
+    "trick_modes": lambda c: _log(c["trick_mode_count"]),
+    "hdmi_events": lambda c: _log(c["hdmi_event_count"]),
+    "hdmi_events_per_h": lambda c: _per_hour(c["hdmi_event_count"], c["duration_s"]),
+    "hdmi_disconnects": lambda c: _log(c["hdmi_disconnects"]),
+    "standby": lambda c: np.minimum(np.trunc(c["standby_count"]), 1.0),
+    "errors": lambda c: _log(c["error_count"]),
+    "errors_per_h": lambda c: _per_hour(c["error_count"], c["duration_s"]),
+    "fatal_error": lambda c: _flag(c["fatal_error"]),
+    "video_start_failure": lambda c: _flag(c["video_start_failure"]),
+    "log_seq_gaps": lambda c: _log(c["seq_gaps"]),
+    "log_events": lambda c: _log(c["event_count"]),
 }
 FEATURE_NAMES = tuple(FEATURES)
 #: Smallest spread a feature may be given when it is standardised (the default is
@@ -167,6 +174,46 @@ MEASURES: dict[str, Measure] = {
 FEATURE_COLUMNS = tuple(MEASURES)
 
 
+class Columns:
+    """The measures of a batch of ``sessions`` rows as float64 columns, read once per column.
+
+    ``duration_s`` must be in every row (KeyError otherwise: a session without a length cannot
+    be measured); any other column may be absent or None, which reads 0, as the ``sessions``
+    table's defaults do."""
+
+    def __init__(self, rows: Sequence[Mapping]):
+        self.rows = rows
+        self._cols: dict[str, np.ndarray] = {}
+
+    def raw(self, name: str) -> np.ndarray:
+        """The column with None (or absent) as NaN."""
+        col = self._cols.get(name)
+        if col is None:
+            if name == "duration_s":
+                values = [r[name] for r in self.rows]
+            else:
+                values = [r.get(name) for r in self.rows]
+            col = self._cols[name] = np.array(values, dtype=np.float64).reshape(len(values))
+        return col
+
+    def isnull(self, name: str) -> np.ndarray:
+        return np.isnan(self.raw(name))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.nan_to_num(self.raw(name), nan=0.0, posinf=np.inf, neginf=-np.inf)
+
+
+def feature_matrix(rows: Sequence[Mapping]) -> np.ndarray:
+    """(N, F) feature vectors, in :data:`FEATURE_NAMES` order, of N ``sessions`` rows."""
+    cols = Columns(rows)
+    out = np.empty((len(rows), len(FEATURES)), dtype=np.float64)
+    if len(rows):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for j, f in enumerate(FEATURES.values()):
+                out[:, j] = f(cols)
+    return out
+
+
 def session_features(row: Mapping) -> list[float]:
     """The feature vector (in :data:`FEATURE_NAMES` order) of one ``sessions`` row."""
-    return [f(row) for f in FEATURES.values()]
+    return feature_matrix([row])[0].tolist()

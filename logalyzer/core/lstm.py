@@ -68,9 +68,33 @@ def windows(ids: np.ndarray, window: int) -> np.ndarray:
     return np.ascontiguousarray(w[1:])  # drop the row whose target is BOS itself
 
 
+def many_windows(vocab: Vocab, seqs, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`windows` of many sessions at once, stacked: ((N, window + 1) windows, (S,) how
+    many rows each session has, len + 1). The same rows as one :func:`windows` call per
+    session, built with a few array operations instead of a few per session (the per-session
+    calls cost as much as the model on a scoring batch)."""
+    unk, index = vocab.index[UNK], vocab.index
+    size = np.fromiter((len(s) for s in seqs), np.int64, count=len(seqs)) + 2  # BOS .. EOS
+    ends = np.cumsum(size)
+    starts = ends - size
+    flat = np.zeros(int(ends[-1]) if len(size) else 0, np.int64)
+    inner = np.ones(len(flat), bool)
+    inner[starts], inner[ends - 1] = False, False
+    flat[inner] = np.fromiter(
+        (index.get(k, unk) for s in seqs for k in s), np.int64, count=int(inner.sum())
+    )
+    flat[starts], flat[ends - 1] = index[BOS], index[EOS]
+    not_bos = np.ones(len(flat), bool)
+    not_bos[starts] = False
+    target = np.flatnonzero(not_bos)  # (N,) every position but each session's BOS
+    first = np.repeat(starts, size - 1)  # (N,) where each row's session begins
+    at = target[:, None] + np.arange(-window, 1)  # (N, window + 1) positions in flat
+    rows = np.where(at >= first[:, None], flat[np.maximum(at, 0)], 0)
+    return rows, size - 1
+
+
 def training_windows(vocab: Vocab, sequences, window: int) -> np.ndarray:
-    parts = [windows(vocab.encode(s), window) for s in sequences]
-    return np.concatenate(parts) if parts else np.zeros((0, window + 1), np.int64)
+    return many_windows(vocab, list(sequences), window)[0]
 
 
 class NextKeyLSTM(nn.Module):
@@ -106,11 +130,29 @@ def event_surprise(
     return torch.cat(nll).numpy(), torch.cat(rank).numpy()
 
 
+def _distinct_rows(hist: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, W) histories → (the distinct ones (U, W), (N,) index of each row among them).
+
+    When a history fits in 63 bits (vocabularies up to 64 keys with the default window) it is
+    packed into one integer first: a 1-D unique is several times faster than ``axis=0``."""
+    bits = max(int(vocab_size - 1).bit_length(), 1)
+    if bits * hist.shape[1] > 63:
+        distinct, inv = np.unique(hist, axis=0, return_inverse=True)
+        return distinct, inv.reshape(-1)
+    key = np.zeros(len(hist), np.int64)
+    for j in range(hist.shape[1]):
+        key = (key << bits) | hist[:, j]
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return hist[first], inv.reshape(-1)
+
+
 @torch.no_grad()
-def batch_surprise(
+def surprise_rows(
     model: nn.Module, vocab: Vocab, seqs, window: int, group: int = 32768
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`event_surprise` of many sequences at once, the same numbers, far fewer model calls.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`event_surprise` of many sequences at once, the same numbers, far fewer model calls:
+    ((N,) -log p, (N,) rank of every event and end, all sessions stacked; (S,) rows per
+    session).
 
     The windows of a group of sessions (up to ``group`` windows) go through the model together,
     and each *distinct* history only once: sessions of one fleet share most of their histories
@@ -118,38 +160,38 @@ def batch_surprise(
     sessions needs a fraction of the forward passes. This is what makes batched scoring in the
     HTTP service and the detection job cheap per session.
     """
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    pending: list[np.ndarray] = []
-    size = 0
-
-    def flush() -> None:
-        nonlocal pending, size
-        if not pending:
-            return
-        allw = np.concatenate(pending)
-        hist, inv = np.unique(allw[:, :-1], axis=0, return_inverse=True)
-        inv = torch.from_numpy(inv.reshape(-1))
+    seqs = list(seqs)
+    rows_of = np.fromiter((len(s) + 1 for s in seqs), np.int64, count=len(seqs))
+    upto = np.cumsum(rows_of)  # rows before the end of each session
+    nll, rank, i = [], [], 0
+    while i < len(seqs):  # groups of whole sessions, at most `group` windows (or one session)
+        done = upto[i - 1] if i else 0
+        j = max(int(np.searchsorted(upto, done + group, side="right")), i + 1)
+        allw, _ = many_windows(vocab, seqs[i:j], window)  # (n, W+1)
+        hist, inv = _distinct_rows(allw[:, :-1], len(vocab))  # (U, W), (n,)
         logp = torch.cat(
             [
                 torch.log_softmax(model(part), dim=-1)
                 for part in torch.split(torch.from_numpy(hist), 4096)
             ]
         )  # (U, V)
-        rows = logp[inv]  # (N, V)
-        own = rows.gather(1, torch.from_numpy(allw[:, -1:]))  # (N, 1)
-        nll, rank = (-own[:, 0]).numpy(), (rows > own).sum(dim=1).numpy()
-        cuts = np.cumsum([len(w) for w in pending])[:-1]
-        out.extend(zip(np.split(nll, cuts), np.split(rank, cuts)))
-        pending, size = [], 0
+        rows = logp[torch.from_numpy(inv)]  # (n, V)
+        own = rows.gather(1, torch.from_numpy(allw[:, -1:]))  # (n, 1)
+        nll.append((-own[:, 0]).numpy())
+        rank.append((rows > own).sum(dim=1).numpy())
+        i = j
+    if not nll:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64), rows_of
+    return np.concatenate(nll), np.concatenate(rank), rows_of
 
-    for seq in seqs:
-        w = windows(vocab.encode(seq), window)
-        if size and size + len(w) > group:
-            flush()
-        pending.append(w)
-        size += len(w)
-    flush()
-    return out
+
+def batch_surprise(
+    model: nn.Module, vocab: Vocab, seqs, window: int, group: int = 32768
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`surprise_rows` cut per session: one (nll, rank) pair per sequence."""
+    nll, rank, rows_of = surprise_rows(model, vocab, seqs, window, group)
+    cuts = np.cumsum(rows_of)[:-1]
+    return list(zip(np.split(nll, cuts), np.split(rank, cuts)))
 
 
 def misses(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> np.ndarray:
@@ -158,28 +200,68 @@ def misses(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> np.ndarray:
     return (rank >= cfg.top_g) | (nll > -np.log(cfg.min_p))
 
 
-def session_score(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> float:
-    """Misses, plus their mean surprise squashed into [0, 1) as a tie-break."""
+def session_scores(
+    nll: np.ndarray, rank: np.ndarray, rows_of: np.ndarray, cfg: LSTMConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per session of stacked rows (:func:`surprise_rows`): ((S,) scores, (S,) misses). A
+    score is the session's misses plus their mean surprise squashed into [0, 1) as a
+    tie-break; a session without misses scores half its largest surprise, squashed."""
     miss = misses(nll, rank, cfg)
-    if not miss.any():
-        return float(1 - np.exp(-nll.max() / 10)) * 0.5 if len(nll) else 0.0
-    return float(miss.sum() + (1 - np.exp(-nll[miss].mean() / 10)))
+    n = len(rows_of)
+    if not len(nll):
+        return np.zeros(n), np.zeros(n, np.int64)
+    seg = np.repeat(np.arange(n), rows_of)  # (N,) the session of each row
+    n_miss = np.bincount(seg, weights=miss, minlength=n)
+    surprise = np.bincount(seg, weights=np.where(miss, nll, 0.0), minlength=n)
+    top = np.maximum.reduceat(nll.astype(np.float64), np.cumsum(rows_of) - rows_of)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        missed = n_miss + (1 - np.exp(-surprise / n_miss / 10))
+    score = np.where(n_miss > 0, missed, (1 - np.exp(-top / 10)) * 0.5)
+    return score, n_miss.astype(np.int64)
+
+
+def session_score(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> float:
+    """:func:`session_scores` of one session (its rows from :func:`event_surprise`)."""
+    if not len(nll):
+        return 0.0
+    return float(session_scores(nll, rank, np.array([len(nll)]), cfg)[0][0])
 
 
 def explain(
     seq: list[str], nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig, limit: int = 5
 ) -> list:
-    """The most surprising misses as ``{"after", "event", "p", "rank", "position"}``."""
-    out = []
-    missed = np.flatnonzero(misses(nll, rank, cfg))
-    for i in missed[np.argsort(-nll[missed])][:limit]:
-        out.append(
+    """The most surprising misses of one session as ``{"after", "event", "p", "rank",
+    "position"}``."""
+    return explain_many([seq], nll, rank, np.array([len(nll)]), cfg, limit)[0]
+
+
+def explain_many(
+    seqs, nll: np.ndarray, rank: np.ndarray, rows_of: np.ndarray, cfg: LSTMConfig, limit: int = 5
+) -> list[list]:
+    """:func:`explain` of every session of stacked rows (:func:`surprise_rows`), sorted once
+    for the whole batch: per session, its ``limit`` most surprising misses, most surprising
+    first (ties in event order)."""
+    n = len(rows_of)
+    start = np.cumsum(rows_of) - rows_of
+    hit = np.flatnonzero(misses(nll, rank, cfg))  # (M,) rows that are misses
+    seg = np.repeat(np.arange(n), rows_of)[hit]  # (M,) their session
+    order = np.lexsort((-nll[hit].astype(np.float64), seg))  # by session, then surprise
+    hit, seg = hit[order], seg[order]
+    first = np.searchsorted(seg, seg, side="left")  # where each session's misses begin
+    keep = np.arange(len(hit)) - first < limit
+    hit, seg = hit[keep], seg[keep]
+    pos = (hit - start[seg]).tolist()
+    p = np.round(np.exp(-nll[hit].astype(np.float64)), 6).tolist()
+    out: list[list] = [[] for _ in range(n)]
+    for i, at, prob, r in zip(seg.tolist(), pos, p, rank[hit].tolist()):
+        seq = seqs[i]
+        out[i].append(
             {
-                "after": seq[i - 1] if i > 0 else BOS,
-                "event": seq[i] if i < len(seq) else EOS,
-                "p": round(float(np.exp(-nll[i])), 6),
-                "rank": int(rank[i]),
-                "position": int(i),
+                "after": seq[at - 1] if at > 0 else BOS,
+                "event": seq[at] if at < len(seq) else EOS,
+                "p": prob,
+                "rank": int(r),
+                "position": at,
             }
         )
     return out
