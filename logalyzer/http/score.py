@@ -44,6 +44,7 @@ from pydantic import (
     create_model,
     field_validator,
 )
+from pydantic_core import to_json
 
 from logalyzer.core.features import FEATURE_COLUMNS, KINDS, MEASURES, Measure
 from logalyzer.core.files import RXID_PATTERN
@@ -341,11 +342,11 @@ def _ts(t) -> datetime | None:
 
 
 def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Response:
-    """The JSON answer. Built with ``model_construct`` and serialised once by pydantic-core:
-    every value is ours and already of its field's type, so validating it (twice: building the
-    models, then FastAPI's check of the returned model) would cost as much as the LSTM pass of
-    a large batch (profiled: bench/README.md). ``tests/test_score.py`` checks answers against
-    ``ScoreResponse`` itself."""
+    """The JSON answer, shaped as :class:`ScoreResponse` (its documented schema), built as plain
+    dicts and serialised once by pydantic-core. Why not the models themselves: every value is
+    ours and already of its field's type, and building a thousand ``SessionScore`` objects (even
+    with ``model_construct``) cost more than scoring them (profiled: bench/README.md).
+    ``tests/test_score.py`` checks answers against ``ScoreResponse`` itself."""
     out = []
     versions = models.versions
     for s, vs in zip(flat, verdicts):
@@ -353,36 +354,34 @@ def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Resp
         raw = s["_source"] == "lines"
         sid = s.get("session_id")
         out.append(
-            SessionScore.model_construct(
-                item=s["_item"],
-                source=s["_source"],
-                rxid=s.get("rxid"),
-                session_id=UUID(sid) if isinstance(sid, str) else sid,
-                start_ts=_ts(s.get("start_ts")) if raw else None,
-                end_ts=_ts(s.get("end_ts")) if raw else None,
-                is_anomaly=bool(is_anomaly),
-                detectors=flagged,
-                reasons=reasons,
-                scores={
-                    k: DetectorScore.model_construct(
-                        score=_finite(v.score),
-                        threshold=_finite(v.threshold),
-                        ratio=_finite(ratio(v)),
-                        is_anomaly=bool(v.is_anomaly),
-                        model_version=versions[k],
-                        details=v.details,
-                    )
+            {
+                "item": s["_item"],
+                "source": s["_source"],
+                "rxid": s.get("rxid"),
+                "session_id": None if sid is None else str(sid),
+                "start_ts": _ts(s.get("start_ts")) if raw else None,
+                "end_ts": _ts(s.get("end_ts")) if raw else None,
+                "is_anomaly": bool(is_anomaly),
+                "detectors": flagged,
+                "scores": {
+                    k: {
+                        "score": _finite(v.score),
+                        "threshold": _finite(v.threshold),
+                        "ratio": _finite(ratio(v)),
+                        "is_anomaly": bool(v.is_anomaly),
+                        "model_version": versions[k],
+                        "details": v.details,
+                    }
                     for k, v in vs.items()
                 },
-                measures={c: s[c] for c in FEATURE_COLUMNS} if raw else None,
-                event_keys=s["event_keys"] if raw else None,
-            )
+                "reasons": reasons,
+                "measures": {c: s[c] for c in FEATURE_COLUMNS} if raw else None,
+                "event_keys": s["event_keys"] if raw else None,
+            }
         )
     empty = sorted(set(range(items)) - {s["_item"] for s in flat})
-    body = ScoreResponse.model_construct(
-        sessions=out, empty_items=empty, model_versions=versions, stored=stored
-    )
-    return Response(body.model_dump_json(), media_type="application/json")
+    body = {"sessions": out, "empty_items": empty, "model_versions": versions, "stored": stored}
+    return Response(to_json(body), media_type="application/json")
 
 
 @router.post(
