@@ -26,7 +26,14 @@ from logalyzer.core.detectors import (
     threshold_rule,
     to_bytes,
 )
-from logalyzer.core.features import FEATURE_NAMES, event_key, event_keys, session_features
+from logalyzer.core.features import (
+    FEATURE_NAMES,
+    READINGS,
+    event_key,
+    event_keys,
+    reading,
+    session_features,
+)
 from logalyzer.core.lstm import EOS, LSTMConfig
 from logalyzer.core.sessions import Event
 from logalyzer.core.synth import FleetSpec, generate_fleet
@@ -108,6 +115,49 @@ def test_a_freeze_storm_raises_the_autoencoder_score_and_names_freezes(ae):
     assert stormy.score > 5 * calm.score and stormy.is_anomaly and not calm.is_anomaly
     top = [f["feature"] for f in stormy.details["features"]]
     assert {"freezes", "freezes_per_h", "freeze_share"} & set(top[:2])
+    # and says so in the session's own units: 18 freezes, 72 an hour, 6.7 % of the time
+    texts = {f["feature"]: f["text"] for f in stormy.details["features"]}
+    said = {
+        "freezes": "18 freezes (usually ",
+        "freezes_per_h": "freezes 72 per viewing hour (usually ",
+        "freeze_share": "frozen 6.7% of the time (usually ",
+    }
+    for feature in set(said) & set(texts):
+        assert texts[feature].startswith(said[feature]), texts[feature]
+
+
+@pytest.mark.parametrize(
+    "feature, value, expected, text",
+    [
+        ("hdmi_disconnects", 10, 1, "10 HDMI disconnects (usually 1)"),
+        ("freezes_per_h", 4.1, 1.5, "freezes 4.1 per viewing hour (usually 1.5)"),
+        ("log_ttff_ms", 4200, 850, "first frame after 4.2 s (usually 0.85 s)"),
+        ("log_duration_s", 35, 1500, "lasted 35 s (usually 25 min)"),
+        ("errors", 1234, 0.04, "1,234 playback errors (usually 0.04)"),
+        ("hdmi_events", 3, -0.3, "3 HDMI events (usually 0)"),  # a rebuilt count below zero
+    ],
+)
+def test_reasons_read_in_the_users_units(feature, value, expected, text):
+    assert reading(feature, np.log1p(value), np.log1p(expected)) == text
+
+
+@pytest.mark.parametrize(
+    "feature, value, expected, text",
+    [
+        ("rebuffer_ratio", 0.12, 0.003, "rebuffering 12% of the time (usually 0.3%)"),
+        ("black_screen_share", 1.0, 1.4, "black screen 100% of the time (usually 100%)"),
+        ("no_first_frame", 1.0, 0.1, "no first frame (usually a first frame)"),
+        ("standby", 0.0, 0.9, "no standby (usually went to standby)"),
+        ("fatal_error", 1.0, 0.8, "a fatal playback error (as usual)"),
+        ("not_a_feature", 2.5, 0.25, "not_a_feature 2.5 (expected 0.25)"),
+    ],
+)
+def test_shares_flags_and_unknown_features_read_plainly(feature, value, expected, text):
+    assert reading(feature, value, expected) == text
+
+
+def test_every_feature_has_a_reading():
+    assert set(READINGS) == set(FEATURE_NAMES)
 
 
 def test_irrelevant_changes_leave_the_autoencoder_score_alone(ae):

@@ -204,7 +204,8 @@ def filled(db):
                 rows[1][2].replace(tzinfo=UTC),
                 '{"transitions": [{"after": "FirstFrame", "event": "VideoFreeze", "p": 0.01}],'
                 ' "features": [{"feature": "freeze_ms", "value": 9.5},'
-                ' {"feature": "ttff_ms", "value": 3}]}',
+                ' {"feature": "ttff_ms", "value": 3},'
+                ' {"feature": "freezes", "text": "15 freezes (usually 0.1)", "value": 2.77}]}',
             ),
         )
         # a jam-software push installed on box 1 between its two sessions
@@ -300,7 +301,12 @@ def test_device_and_anomaly_datasets(filled):
 
     ds = DATASETS["flagged_sessions"]
     (row,) = records(filled.dsn, render(ds["sql"], None, None))
-    assert row["reasons"] == "features: freeze_ms, ttff_ms; transitions: FirstFrame -> VideoFreeze"
+    # items with a text (written since reasons are in the user's units) show it; older ones
+    # their feature's name
+    assert row["reasons"] == (
+        "features: 15 freezes (usually 0.1), freeze_ms, ttff_ms;"
+        " transitions: FirstFrame -> VideoFreeze"
+    )
     assert row["score"] == 2.5 and row["detectors"] == "lstm"
     assert (
         'href="/superset/dashboard/logalyzer-session/?rxid=R0000000001'

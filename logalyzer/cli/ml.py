@@ -180,9 +180,10 @@ def print_detect_summary(s) -> None:
 
 
 def describe_reasons(reasons: dict, limit: int = 2) -> str:
-    """'freezes 2.8 (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame'."""
+    """'15 freezes (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame'. Scores
+    stored before the features had a text read in the model's numbers."""
     parts = [
-        f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
+        f.get("text") or f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
         for f in (reasons.get("features") or [])[:limit]
     ]
     seen = dict.fromkeys(

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from logalyzer.core.features import reading
+
 CLIP = 10.0
 MIN_SCALE = 0.2
 
@@ -95,7 +97,9 @@ def errors(model: nn.Module, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def explain(
     scaler: Scaler, raw: np.ndarray, z: np.ndarray, rebuilt: np.ndarray, limit: int
 ) -> list[list[dict]]:
-    """Each session's top features: name, value, what the model expected, share of the error.
+    """Each session's top features: name, the same in the session's units ("10 HDMI
+    disconnects (usually 1)", :func:`logalyzer.core.features.reading`), value and what the model
+    expected (in model units), and the feature's share of the error.
 
     (N, F) arrays in, one list per session out; the arithmetic runs once for the whole batch
     (per session it cost as much as the model itself on large scoring batches)."""
@@ -111,6 +115,7 @@ def explain(
         [
             {
                 "feature": names[i],
+                "text": reading(names[i], values[n][i], expected[n][i]),
                 "value": values[n][i],
                 "expected": expected[n][i],
                 "share": share[n][i],

@@ -18,6 +18,7 @@ same wherever it is scored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -172,6 +173,108 @@ MEASURES: dict[str, Measure] = {
     "event_count": Measure(int),
 }
 FEATURE_COLUMNS = tuple(MEASURES)
+
+
+# --------------------------------------------------------------------------- in the user's units
+# A feature's value is what the model sees (log1p of a count, a share, a flag); an operator reads
+# "10 HDMI disconnects (usually 1)". Each feature says how to turn its value back into the
+# session's own unit and how to name it; the autoencoder's explanations carry that text beside
+# the model's numbers (``value``, ``expected``), so the CLI, the HTTP answers and the dashboards
+# print the same sentence.
+
+
+def _count(noun: str):
+    def say(v: float, e: float) -> str:  # a session's count is whole; what is usual need not be
+        return f"{_num(round(float(math.expm1(v))))} {noun} (usually {_num(math.expm1(e))})"
+
+    return say
+
+
+def _rate(noun: str):
+    def say(v: float, e: float) -> str:
+        return f"{noun} {_num(math.expm1(v))} per viewing hour (usually {_num(math.expm1(e))})"
+
+    return say
+
+
+def _percent(noun: str):
+    def say(v: float, e: float) -> str:
+        pct = lambda x: _num(min(x, 1.0) * 100)  # noqa: E731 (a share is at most the session)
+        return f"{noun} {pct(v)}% of the time (usually {pct(e)}%)"
+
+    return say
+
+
+def _yes_no(yes: str, no: str):
+    def say(v: float, e: float) -> str:
+        state, usual = (yes if v >= 0.5 else no), (yes if e >= 0.5 else no)
+        return f"{state} (usually {usual})" if state != usual else f"{state} (as usual)"
+
+    return say
+
+
+def _seconds(x: float) -> str:
+    if x >= 3600:
+        return f"{_num(x / 3600)} h"
+    if x >= 60:
+        return f"{_num(x / 60)} min"
+    return f"{_num(x)} s"
+
+
+def _num(x: float) -> str:
+    """1234 → '1,234', 4.06 → '4.1', 0.042 → '0.04': two significant digits below 10."""
+    x = float(max(x, 0.0))
+    if x >= 9.95:
+        return f"{x:,.0f}"
+    if x >= 0.995 or x == 0:
+        return f"{x:.1f}".removesuffix(".0")
+    return f"{x:.2g}"
+
+
+#: Feature name → (value, expected) in model units → a phrase in the session's units.
+READINGS: dict[str, callable] = {
+    "log_duration_s": lambda v, e: (
+        f"lasted {_seconds(math.expm1(v))} (usually {_seconds(math.expm1(e))})"
+    ),
+    "no_first_frame": _yes_no("no first frame", "a first frame"),
+    "log_ttff_ms": lambda v, e: (
+        f"first frame after {_seconds(math.expm1(v) / 1000)} "
+        f"(usually {_seconds(math.expm1(e) / 1000)})"
+    ),
+    "black_screens": _count("black screens"),
+    "black_screens_per_h": _rate("black screens"),
+    "black_screen_share": _percent("black screen"),
+    "freezes": _count("freezes"),
+    "freezes_per_h": _rate("freezes"),
+    "freeze_share": _percent("frozen"),
+    "display_drops": _count("display drops"),
+    "display_drops_per_h": _rate("display drops"),
+    "log_dropped_frames": _count("dropped frames"),
+    "rebuffers": _count("rebuffers"),
+    "rebuffers_per_h": _rate("rebuffers"),
+    "rebuffer_ratio": _percent("rebuffering"),
+    "trick_modes": _count("trick-mode changes"),
+    "hdmi_events": _count("HDMI events"),
+    "hdmi_events_per_h": _rate("HDMI events"),
+    "hdmi_disconnects": _count("HDMI disconnects"),
+    "standby": _yes_no("went to standby", "no standby"),
+    "errors": _count("playback errors"),
+    "errors_per_h": _rate("playback errors"),
+    "fatal_error": _yes_no("a fatal playback error", "no fatal error"),
+    "video_start_failure": _yes_no("video failed to start", "video started"),
+    "log_seq_gaps": _count("lost log lines"),
+    "log_events": _count("playback events"),
+}
+
+
+def reading(feature: str, value: float, expected: float) -> str:
+    """One feature of a session and what the model expected, in the session's own units:
+    ``reading("hdmi_disconnects", 2.398, 0.693)`` → ``"10 HDMI disconnects (usually 1)"``.
+    A name it does not know (an old checkpoint's) reads as the model's numbers."""
+    say = READINGS.get(feature)
+    if say is None:
+        return f"{feature} {value:g} (expected {expected:.2g})"
+    return say(float(value), float(expected))
 
 
 class Columns:
