@@ -323,7 +323,7 @@ def fleet(tmp_path_factory):
     return out
 
 
-def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_local):
+def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_local, capsys):
     ingest(settings, db, [str(fleet)], progress=False)
     sessionize(settings, db, progress=False)
     n = query(db.dsn, "SELECT count(*) FROM sessions")[0][0]
@@ -352,8 +352,11 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
     again = train(settings, db, ("ae", "lstm"), workers=2, epochs=3, progress=False)
     assert [r.threshold for r in again] == [r.threshold for r in results[:2]]
     assert [r.losses for r in again] == [r.losses for r in results[:2]]
-    other = train(settings, db, ("ae",), workers=2, epochs=3, seed=1, progress=False)
+    capsys.readouterr()
+    other = train(settings, db, ("ae",), workers=2, epochs=3, seed=1, progress=True)
     assert other[0].losses != results[0].losses  # the seed is used
+    shown = capsys.readouterr().err  # the epochs and the loss, as they end
+    assert "train ae" in shown and "3/3" in shown and "loss=" in shown
 
     summary = detect(settings, db, progress=False)
     assert summary.scored == n and summary.versions == {"lstm": 2, "ae": 3, "baseline": 1}
@@ -379,7 +382,9 @@ def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_lo
     assert any(c[2]["features"] for c in cons)
 
     assert detect(settings, db, progress=False).scored == 0  # nothing new
-    assert detect(settings, db, rescore=True, progress=False).scored == n
+    assert detect(settings, db, rescore=True, progress=True).scored == n
+    shown = capsys.readouterr().err
+    assert f"{n}/{n}" in shown and "anomalous=" in shown
 
     r = CliRunner().invoke(main, ["models"], env={"LOGALYZER_DSN": db.dsn}, catch_exceptions=False)
     assert r.exit_code == 0 and "ae v1" in r.output and "lstm v1" in r.output

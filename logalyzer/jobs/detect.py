@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass, field
 
 import ray
+from ray.util import metrics as ray_metrics
+from tqdm import tqdm
 
 from logalyzer.core.features import BASELINE, KINDS
 from logalyzer.core.verdict import score_sessions
-from logalyzer.jobs.rayutil import ensure_ray
+from logalyzer.jobs.rayutil import count, ensure_ray
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 from logalyzer.store.registry import ModelNotFound, available, load
@@ -57,6 +59,14 @@ class Scorer:
             "anomalous": [anomalous],
             **{f"flagged_{k}": [n] for k, n in flagged.items()},
         }
+
+
+def _counters():
+    """Ray dashboard counters (sessions scored, found anomalous), updated by the driver."""
+    return (
+        ray_metrics.Counter("logalyzer_detect_sessions", "sessions scored"),
+        ray_metrics.Counter("logalyzer_detect_anomalous", "sessions anomalous (combined verdict)"),
+    )
 
 
 def detect(
@@ -99,12 +109,22 @@ def detect(
             batch_format="numpy",
         )
         show = sys.stderr.isatty() if progress is None else progress
-        if show:
-            print(f"scoring {len(ids):,} sessions with {pool} actor(s)...", file=sys.stderr)
-        for row in out.iter_rows():
-            summary.scored += row["scored"]
-            summary.anomalous += row["anomalous"]
-            for k in use:
-                summary.flagged[k] += row.get(f"flagged_{k}", 0)
+        scored, anomalous = _counters()
+        with tqdm(
+            total=len(ids),
+            unit="session",
+            desc=f"detect ({pool} actor{'s' if pool > 1 else ''})",
+            disable=not show,
+            file=sys.stderr,
+        ) as bar:
+            for row in out.iter_rows():
+                summary.scored += row["scored"]
+                summary.anomalous += row["anomalous"]
+                for k in use:
+                    summary.flagged[k] += row.get(f"flagged_{k}", 0)
+                count(scored, row["scored"])
+                count(anomalous, row["anomalous"])
+                bar.update(row["scored"])
+                bar.set_postfix(anomalous=f"{summary.anomalous:,}", refresh=False)
     summary.seconds = time.perf_counter() - t0
     return summary

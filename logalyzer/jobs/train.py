@@ -33,12 +33,17 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
+from ray.util import metrics as ray_metrics
+from ray.util.queue import Queue
+from tqdm import tqdm
 
 from logalyzer.core import autoencoder, baseline, lstm
 from logalyzer.core.detectors import (
@@ -129,12 +134,18 @@ def train_loop_per_worker(config: dict) -> None:
     batch_size = max(1, config["batch_size"] // world)
     report_every = max(1, config["epochs"] // 10)
     history: list[float] = []
+    epochs_done = ray_metrics.Counter(
+        "logalyzer_train_epochs", "training epochs done (rank 0)", tag_keys=("detector",)
+    )
     for epoch in range(config["epochs"]):
         t0 = time.perf_counter()
         history.append(train_epoch(model, det.kind, data, opt, batch_size, device))
+        if rank == 0:
+            epochs_done.inc(1, tags={"detector": det.kind})
+            _tell(config.get("progress"), (epoch + 1, history[-1]))
         if (epoch + 1) % report_every and epoch + 1 < config["epochs"]:
             continue
-        metrics = {
+        reported = {
             "epoch": epoch,
             "loss": history[-1],
             "rows": len(data),
@@ -147,7 +158,16 @@ def train_loop_per_worker(config: dict) -> None:
                 weights = getattr(model, "module", model).state_dict()
                 torch.save(weights, os.path.join(tmp, "weights.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(reported, checkpoint=checkpoint)
+
+
+def _tell(queue, item) -> None:
+    """Progress for the driver's bar: best effort, never blocks or fails training."""
+    if queue is not None:
+        try:
+            queue.put_nowait(item)
+        except Exception:  # noqa: BLE001 (a full queue or a driver gone: the bar is only a view)
+            pass
 
 
 def seed_everything(seed: int) -> None:
@@ -167,6 +187,36 @@ def _quiet_train_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _fit_showing(trainer, progress, kind: str, epochs: int):
+    """``trainer.fit()``, with a bar of its epochs and loss on the terminal when ``progress``
+    (the queue rank 0 writes to) is given: the fit runs on a thread, the bar here."""
+    if progress is None:
+        return trainer.fit()
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["result"] = trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 (raised again below, on the caller's thread)
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"fit-{kind}", daemon=True)
+    thread.start()
+    with tqdm(total=epochs, unit="epoch", desc=f"train {kind}", file=sys.stderr) as bar:
+        while thread.is_alive() or not progress.empty():
+            try:
+                epoch, loss = progress.get(timeout=0.5)
+            except Exception:  # noqa: BLE001 (ray.util.queue.Empty: nothing new yet)
+                continue
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.update(epoch - bar.n)
+    thread.join()
+    ray.kill(progress.actor)
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
 def fit(
     settings: Settings,
     det: Detector,
@@ -175,15 +225,18 @@ def fit(
     workers: int = 2,
     use_gpu: bool = False,
     seed: int = 0,
+    show: bool = False,
 ) -> tuple[Detector, dict]:
     """Train ``det`` on ``data`` with a TorchTrainer; return it with the best weights, and the
-    run's metrics."""
+    run's metrics. ``show``: a progress bar of the epochs on stderr."""
     ensure_ray(settings)
     # Ray Train imports Ray Data, which reads its logging config at import: after ensure_ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
     cfg = det.cfg
+    # rank 0 tells the driver each epoch's loss through a small actor, for the progress bar
+    progress = Queue(maxsize=1000, actor_options={"num_cpus": 0}) if show else None
     storage = Path(settings.home).expanduser() / "ray_results"
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
@@ -195,6 +248,7 @@ def fit(
             "batch_size": cfg.batch_size,
             "seed": seed,
             "data": ray.put(data),
+            "progress": progress,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=ray.train.RunConfig(
@@ -205,7 +259,7 @@ def fit(
             ),
         ),
     )
-    result = trainer.fit()
+    result = _fit_showing(trainer, progress, det.kind, cfg.epochs)
     best, metrics = (
         result.best_checkpoints[0]
         if result.best_checkpoints
@@ -279,7 +333,7 @@ def train(
             data, metrics = np.zeros((len(learn), 0)), {"losses": [], "sessions_per_s": None}
         else:
             data = training_array(det, learn)
-            det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed)
+            det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
         scores = session_scores(det, sessions)
         det.threshold = det.threshold_for(scores)
         flagged = float((scores > det.threshold).mean())
