@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     home: Path = Field(Path("~/.local/share/logalyzer"), description="where embedded state lives")
     tz: str = Field("UTC", description="the fleet's local time zone (IANA name)")
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
+    ray_log_to_driver: bool = Field(
+        False, description="forward Ray workers' output to the terminal (else: Ray's log files)"
+    )
     ingest_concurrency: int | None = Field(
         None, ge=1, description="parallel file loaders (default: CPUs)"
     )

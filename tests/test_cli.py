@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,9 @@ def test_too_few_sessions_to_train_is_one_line_after_the_summaries(cli_env, ray_
     assert "analysed 1 device(s)" in r.stdout  # the steps that ran say what they did
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: 1 sessions to learn from; training needs at least 20"]
+    # what Ray's workers print stays in Ray's log files, named once, before the error
+    assert "pid=" not in r.stderr and r.stderr.count("(Ray's own messages: ") == 1
+    assert re.search(r"\(Ray's own messages: /\S+/logs\)\nError:", r.stderr), r.stderr
     # an empty database: the same, and sessionize says it found nothing
     with psycopg.connect(cli_env.dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE log_lines, ingested_files, sessions, devices CASCADE")

@@ -15,6 +15,7 @@ import psycopg
 
 from logalyzer.core.files import is_valid_rxid
 from logalyzer.errors import DatabaseGone, InvalidIdentifier, LogalyzerError, first_line
+from logalyzer.jobs.rayutil import log_folder
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database, open_database
 
@@ -52,14 +53,32 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except LogalyzerError as exc:
+            name_ray_logs()
             fail(str(exc), exc.hint, exc.exit_code)
         except psycopg.OperationalError as exc:  # the server went away between two steps
+            name_ray_logs()
             gone = DatabaseGone(first_line(exc, with_type=False))
             fail(str(gone), gone.hint, gone.exit_code)
         except KeyboardInterrupt:
+            name_ray_logs()
             fail("interrupted", "re-run the same command: finished files are skipped", 130)
+        finally:
+            name_ray_logs()
 
     return wrapper
+
+
+def name_ray_logs() -> None:
+    """Say once where Ray's own messages went (:func:`logalyzer.jobs.rayutil.ensure_ray` keeps
+    them off the terminal), when this command used Ray."""
+    global _named_ray_logs
+    folder = None if _named_ray_logs else log_folder()
+    if folder:
+        click.echo(f"(Ray's own messages: {folder})", err=True)
+        _named_ray_logs = True
+
+
+_named_ray_logs = False
 
 
 def load_settings(**overrides) -> Settings:

@@ -322,7 +322,9 @@ def train(
         if kind == "lstm":
             ae_det = ae_det or _latest_ae(db)
             learn = ordinary_sessions(ae_det, sessions) if ae_det else sessions
-        if show:
+        if show and kind == "baseline":
+            print(f"fitting the baseline on {len(learn):,} sessions...", file=sys.stderr)
+        elif show:
             print(
                 f"training {kind} on {len(learn):,} sessions with {workers} worker(s)...",
                 file=sys.stderr,
