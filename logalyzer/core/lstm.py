@@ -93,8 +93,13 @@ def many_windows(vocab: Vocab, seqs, window: int) -> tuple[np.ndarray, np.ndarra
     return rows, size - 1
 
 
-def training_windows(vocab: Vocab, sequences, window: int) -> np.ndarray:
-    return many_windows(vocab, list(sequences), window)[0]
+def training_windows(vocab: Vocab, sequences, window: int, part: int = 20_000) -> np.ndarray:
+    """Every session's :func:`windows`, stacked; built ``part`` sessions at a time, so the
+    building takes a fraction of the result's memory on top of it (a fleet's history may hold
+    tens of millions of events)."""
+    seqs = list(sequences)
+    parts = [many_windows(vocab, seqs[i : i + part], window)[0] for i in range(0, len(seqs), part)]
+    return np.concatenate(parts) if parts else np.zeros((0, window + 1), np.int64)
 
 
 class NextKeyLSTM(nn.Module):
