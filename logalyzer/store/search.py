@@ -24,8 +24,10 @@ the search itself, so a hit shown as another hit's context is still marked as a 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -50,7 +52,6 @@ KEY = {
 }
 _IN_SEGMENT = {TIMED: "l.ts IS NOT NULL", UNTIMED: "l.ts IS NULL"}
 _COLUMNS = ("ts", "file_id", "line_no", "line_md5", "level", "tag", "message")
-_ARRAY_TYPE = {"ts": "timestamptz[]", "file_id": "integer[]", "line_no": "bigint[]"}
 REGEX_HINT = (
     "PostgreSQL regular expressions (POSIX ARE): escape ( ) [ ] { } . * + ? | with a "
     "backslash; without --regex (regex=false) the pattern is plain text"
@@ -223,67 +224,104 @@ def context_blocks(
     before: dict[int, list[Line]] = {}
     after: dict[int, list[Line]] = {}
     for (rxid, segment), idx in groups.items():
-        group = [hits[i] for i in idx]
-        for i, lines in zip(idx, _around(conn, flt, rxid, segment, group, n + 1, "before")):
-            before[i] = lines
-        for i, lines in zip(idx, _around(conn, flt, rxid, segment, group, n, "after")):
-            after[i] = lines
+        b, a = _neighbours(conn, flt, rxid, segment, [hits[i] for i in idx], n)
+        before.update(zip(idx, b))
+        after.update(zip(idx, a))
     for i, hit in enumerate(hits):
         separator, lines = merger.add(before[i], hit, after[i])
         yield separator, hit, lines
 
 
-def _around(
+#: Context is read in time spans around the hits: first this far either side of each hit,
+#: then :data:`REACH_GROWTH` times farther for the hits still short of lines, and past
+#: :data:`REACH_MAX` without bounds. Why spans and not a walk of an index from each hit: the
+#: time index is BRIN (sql/0012), which finds ranges, not order; a span is one range scan for
+#: all the hits it covers, and a sparse box only costs wider spans.
+REACH_FIRST = timedelta(minutes=5)
+REACH_GROWTH = 16
+REACH_MAX = timedelta(days=3 * 366)
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)  # "no bound", as timestamptz values
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def _neighbours(
     conn: psycopg.Connection,
     flt: LineFilter,
     rxid: str,
     segment: int,
     hits: list[Line],
     n: int,
-    side: str,
+) -> tuple[list[list[Line]], list[list[Line]]]:
+    """For each hit (of one device and segment, in order): up to ``n + 1`` lines just before
+    it and ``n`` just after it, in order, each with whether it matches the search."""
+    before: list[list[Line] | None] = [None] * len(hits)
+    after: list[list[Line] | None] = [None] * len(hits)
+    todo = list(range(len(hits)))
+    reach: timedelta | None = REACH_FIRST if segment == TIMED else None
+    while todo:
+        spans = _spans([hits[i] for i in todo], todo, reach)
+        for (lo, hi, members), rows in zip(spans, _span_rows(conn, flt, rxid, segment, spans)):
+            keys = [r.position.key() for r in rows]
+            for i in members:
+                pos = bisect_left(keys, hits[i].position.key())
+                if before[i] is None and (pos >= n + 1 or lo == _EARLIEST):
+                    before[i] = rows[max(0, pos - n - 1) : pos]
+                if after[i] is None and (pos + n < len(rows) or hi == _LATEST):
+                    after[i] = rows[pos + 1 : pos + 1 + n]
+        todo = [i for i in todo if before[i] is None or after[i] is None]
+        reach = None if reach is None or reach * REACH_GROWTH > REACH_MAX else reach * REACH_GROWTH
+    return before, after  # every hit has both now
+
+
+def _spans(
+    hits: list[Line], idx: list[int], reach: timedelta | None
+) -> list[tuple[datetime, datetime, list[int]]]:
+    """Time spans ``reach`` either side of the hits (in order), overlapping ones merged, each
+    with the indices of the hits it covers; no reach: one span without bounds."""
+    if reach is None:
+        return [(_EARLIEST, _LATEST, list(idx))]
+    spans: list[tuple[datetime, datetime, list[int]]] = []
+    for i, hit in zip(idx, hits):
+        lo, hi = hit.ts - reach, hit.ts + reach
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], hi, [*spans[-1][2], i])
+        else:
+            spans.append((lo, hi, [i]))
+    return spans
+
+
+def _span_rows(
+    conn: psycopg.Connection,
+    flt: LineFilter,
+    rxid: str,
+    segment: int,
+    spans: list[tuple[datetime, datetime, list[int]]],
 ) -> list[list[Line]]:
-    """For each hit (one device and segment), the ``n`` lines just before or after it, in
-    order, each with whether it matches the search. One statement for all the hits."""
-    cols = KEY[segment]
-    conds, cond_params = _conditions(flt)
+    """Every line of each span (its bounds included), in order, each with whether it matches
+    the search: one statement for all the spans."""
+    conds, params = _conditions(flt)
     match = sql.SQL("coalesce({}, false)").format(
         sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
     )
-    key, order = _key(segment, "l", desc=side == "before")
-    hkey, _ = _key(segment, "h")
-    arrays = [[hit.position.key()[k] for hit in hits] for k in range(len(cols))]
+    _, order = _key(segment, "c")
+    within = (
+        sql.SQL("l.ts >= s.lo AND l.ts <= s.hi") if segment == TIMED else sql.SQL("l.ts IS NULL")
+    )
     q = sql.SQL(
-        "SELECT h.i, c.* FROM unnest(%s::integer[], {types}) AS h(i, {cols})"
-        " CROSS JOIN LATERAL (SELECT {select}, {match} AS match FROM {part} l"
-        " WHERE {segment}{lead} AND {key} {op} {hkey} ORDER BY {order} LIMIT %s) c"
-        " ORDER BY h.i"
+        "SELECT s.i, c.* FROM unnest(%s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY"
+        " AS s(lo, hi, i) CROSS JOIN LATERAL (SELECT {cols}, {match} AS match FROM {part} l"
+        " WHERE {within}) c ORDER BY s.i, {order}"
     ).format(
-        types=sql.SQL(", ").join(
-            sql.SQL("%s::" + _ARRAY_TYPE.get(c, "uuid[]"))
-            for c in cols  # line_md5: uuid[]
-        ),
-        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        select=_select_list("l"),
+        cols=_select_list("l"),
         match=match,
         part=sql.Identifier(partition_name(rxid)),
-        segment=sql.SQL(_IN_SEGMENT[segment]),
-        lead=sql.SQL(
-            (" AND l.ts <= h.ts" if side == "before" else " AND l.ts >= h.ts")
-            if segment == TIMED
-            else ""
-        ),
-        key=key,
-        op=sql.SQL("<" if side == "before" else ">"),
-        hkey=hkey,
+        within=within,
         order=order,
     )
-    found: list[list[Line]] = [[] for _ in hits]
-    rows = conn.execute(q, [list(range(len(hits))), *arrays, *cond_params, n]).fetchall()
-    for row in rows:
-        found[row[0]].append(_line(rxid, row[1 : 1 + len(_COLUMNS)], match=row[-1]))
-    if side == "before":
-        for lines in found:
-            lines.reverse()
+    found: list[list[Line]] = [[] for _ in spans]
+    bounds = [[lo for lo, _, _ in spans], [hi for _, hi, _ in spans]]
+    for row in conn.execute(q, [*bounds, *params]):
+        found[row[0] - 1].append(_line(rxid, row[1 : 1 + len(_COLUMNS)], match=row[-1]))
     return found
 
 
@@ -343,6 +381,12 @@ def page_lines(
     return Page(lines, last.position if (more or cut) and last is not None else None)
 
 
+#: A page reads its window in slices, this long first and twice as long each time after:
+#: a page of a common pattern then reads the next minutes of the box, not the whole window
+#: after the cursor (the BRIN index finds a slice's rows; it cannot give them in order).
+SLICE_FIRST = timedelta(hours=1)
+
+
 def _hits_after(
     conn: psycopg.Connection, flt: LineFilter, rxids: list[str], after: Position | None, n: int
 ) -> list[Line]:
@@ -356,11 +400,26 @@ def _hits_after(
             if here and segment < after.segment:
                 continue
             start = after if here and segment == after.segment else None
-            q, params = _hits_query(rxid, flt, segment, start, n - len(found))
-            found += [_line(rxid, r) for r in conn.execute(q, params)]
-            if len(found) >= n:
-                return found
+            for part in _slices(flt, start, segment):
+                q, params = _hits_query(rxid, part, segment, start, n - len(found))
+                found += [_line(rxid, r) for r in conn.execute(q, params)]
+                if len(found) >= n:
+                    return found
     return found
+
+
+def _slices(flt: LineFilter, start: Position | None, segment: int) -> Iterator[LineFilter]:
+    """``flt`` cut into consecutive time slices from ``start`` (or its since) to its until,
+    growing (:data:`SLICE_FIRST`); whole when the window is open or the lines have no time."""
+    if segment != TIMED or flt.since is None or flt.until is None:
+        yield flt
+        return
+    lo = max(flt.since, start.ts) if start is not None and start.ts is not None else flt.since
+    width = SLICE_FIRST
+    while lo < flt.until:
+        hi = min(flt.until, lo + width)
+        yield replace(flt, since=lo, until=hi)
+        lo, width = hi, width * 2
 
 
 def _assemble(
