@@ -290,6 +290,10 @@ def _spans(
     return spans
 
 
+#: Spans one statement reads at most (an OR of their ranges: one bitmap scan each).
+SPANS_PER_QUERY = 100
+
+
 def _span_rows(
     conn: psycopg.Connection,
     flt: LineFilter,
@@ -298,30 +302,35 @@ def _span_rows(
     spans: list[tuple[datetime, datetime, list[int]]],
 ) -> list[list[Line]]:
     """Every line of each span (its bounds included), in order, each with whether it matches
-    the search: one statement for all the spans."""
+    the search. The bounds are written into the statement as values, an OR of ranges, not
+    joined from an array: PostgreSQL then sees how narrow each is and reads it through the
+    index (joined, it planned a scan of the whole box: 2.3 s instead of 0.03 s for an hour)."""
     conds, params = _conditions(flt)
     match = sql.SQL("coalesce({}, false)").format(
         sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
     )
-    _, order = _key(segment, "c")
-    within = (
-        sql.SQL("l.ts >= s.lo AND l.ts <= s.hi") if segment == TIMED else sql.SQL("l.ts IS NULL")
-    )
-    q = sql.SQL(
-        "SELECT s.i, c.* FROM unnest(%s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY"
-        " AS s(lo, hi, i) CROSS JOIN LATERAL (SELECT {cols}, {match} AS match FROM {part} l"
-        " WHERE {within}) c ORDER BY s.i, {order}"
-    ).format(
-        cols=_select_list("l"),
-        match=match,
-        part=sql.Identifier(partition_name(rxid)),
-        within=within,
-        order=order,
-    )
+    _, order = _key(segment, "l")
     found: list[list[Line]] = [[] for _ in spans]
-    bounds = [[lo for lo, _, _ in spans], [hi for _, hi, _ in spans]]
-    for row in conn.execute(q, [*bounds, *params]):
-        found[row[0] - 1].append(_line(rxid, row[1 : 1 + len(_COLUMNS)], match=row[-1]))
+    for first in range(0, len(spans), SPANS_PER_QUERY):
+        group = spans[first : first + SPANS_PER_QUERY]
+        if segment == TIMED:
+            within = sql.SQL(" OR ").join(sql.SQL("(l.ts >= %s AND l.ts <= %s)") for _ in group)
+            bounds = [t for lo, hi, _ in group for t in (lo, hi)]
+        else:
+            within, bounds = sql.SQL("l.ts IS NULL"), []
+        q = sql.SQL("SELECT {cols}, {match} FROM {part} l WHERE {within} ORDER BY {order}").format(
+            cols=_select_list("l"),
+            match=match,
+            part=sql.Identifier(partition_name(rxid)),
+            within=within,
+            order=order,
+        )
+        k = 0  # spans are disjoint and in order, as the rows are
+        for row in conn.execute(q, [*params, *bounds]):
+            line = _line(rxid, row[: len(_COLUMNS)], match=row[-1])
+            while segment == TIMED and line.ts > group[k][1]:
+                k += 1
+            found[first + k].append(line)
     return found
 
 
