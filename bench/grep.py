@@ -327,9 +327,9 @@ def explain(conn, pattern, regex, levels, repeats: int) -> dict:
     """EXPLAIN ANALYZE of store.search's own query for the window: median execution ms, rows,
     and the plan's top node."""
     from logalyzer.core.search import TIMED
-    from logalyzer.store.search import _hits_query  # the query itself, not a copy of it
+    from logalyzer.store.search_query import hits_query  # the query itself, not a copy of it
 
-    q, params = _hits_query(BOX, _filter(pattern, regex, levels), TIMED, None, None)
+    q, params = hits_query(BOX, _filter(pattern, regex, levels), TIMED, None, None)
     runs, cpus, rows, plan = [], [], 0, ""
     for _ in range(repeats):
         cpu = backend_cpu(conn)
