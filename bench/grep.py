@@ -208,7 +208,7 @@ def backend_cpu(conn) -> float:
 
 
 def wal_bytes(conn) -> int:
-    return conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0]
+    return int(conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0])
 
 
 def copy_cost(conn, n: int, repeats: int) -> dict:
