@@ -22,7 +22,7 @@ import binascii
 import json
 import posixpath
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from logalyzer.errors import BadSearch
@@ -34,17 +34,31 @@ _CURSOR_MAX = 512  # characters: a cursor is an RxID, a time, three numbers; mor
 
 
 def as_utc(t: datetime) -> datetime:
-    """A time in UTC; a time without a zone is read as UTC (the stored times are UTC)."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    """A time in UTC; a time without a zone is read as UTC (the stored times are UTC). One
+    that UTC cannot hold (``0001-01-01T00:00+01:00``) is :class:`BadSearch`."""
+    try:
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except OverflowError as exc:
+        raise BadSearch(f"a time out of range: {t.isoformat()}") from exc
 
 
 def parse_time(text: str) -> datetime:
     """An ISO 8601 time or date (``2024-03-18``, ``2024-03-18T07:00``, ``...Z``,
     ``...+01:00``) as UTC; no zone means UTC. Anything else is :class:`BadSearch`."""
     try:
-        return as_utc(datetime.fromisoformat(text.strip()))
+        parsed = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise BadSearch(f"not a time: {text!r} ({exc})") from exc
+    return as_utc(parsed)
+
+
+def window_end(since: datetime, length: timedelta) -> datetime:
+    """``since + length``, or the last time Python can hold (a window ending past year 9999
+    is simply open-ended)."""
+    try:
+        return since + length
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def like_pattern(text: str) -> str:
@@ -162,7 +176,7 @@ def decode_cursor(text: str) -> Position:
             raise ValueError("numbers out of range")
         when = None if ts is None else as_utc(datetime.fromisoformat(ts))
         return Position(rxid, when, file_id, line_no, UUID(hex=md5))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, BadSearch) as exc:
         raise BadSearch(
             "not a cursor of this search",
             hint="pass next_cursor of the previous page unchanged, or leave cursor out "

@@ -26,6 +26,7 @@ from logalyzer.core.search import (
     decode_cursor,
     encode_cursor,
     line_record,
+    window_end,
 )
 from logalyzer.errors import BadSearch
 from logalyzer.http.auth import Admin
@@ -44,7 +45,8 @@ DEFAULT_WINDOW = timedelta(hours=1)
 MAX_MESSAGE = 65_536  # the ingest cuts lines at 64 KiB of UTF-8, so fewer characters
 
 RxID = Annotated[str, StringConstraints(pattern=RXID_PATTERN)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+NO_NUL = r"^[^\x00]*$"  # stored text holds no NUL (the ingest removes them)
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Level = Literal["V", "D", "I", "W", "E", "F", "A", "S"]
 
 
@@ -102,7 +104,12 @@ async def search_lines(
         datetime | None, Query(description="before this time; default: an hour after since")
     ] = None,
     q: Annotated[
-        str, Query(max_length=MAX_PATTERN, description="text in the message; empty: every line")
+        str,
+        Query(
+            max_length=MAX_PATTERN,
+            pattern=NO_NUL,
+            description="text in the message; empty: every line",
+        ),
     ] = "",
     regex: Annotated[bool, Query(description="q is a PostgreSQL regular expression")] = False,
     ignore_case: Annotated[bool, Query(description="match q regardless of case")] = False,
@@ -117,11 +124,16 @@ async def search_lines(
         int, Query(ge=0, le=MAX_CONTEXT, description="lines shown before and after each hit")
     ] = 0,
     cursor: Annotated[
-        str | None, Query(max_length=MAX_CURSOR, description="next_cursor of the previous page")
+        str | None,
+        Query(
+            max_length=MAX_CURSOR,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="next_cursor of the previous page",
+        ),
     ] = None,
 ) -> dict:
     since = as_utc(since)
-    until = as_utc(until) if until is not None else since + DEFAULT_WINDOW
+    until = as_utc(until) if until is not None else window_end(since, DEFAULT_WINDOW)
     widest = timedelta(hours=service.settings.lines_max_window_h)
     if until - since > widest:
         raise BadSearch(

@@ -224,7 +224,7 @@ def _slices(flt: LineFilter, start: Position | None, segment: int) -> Iterator[L
     lo = max(flt.since, start.ts) if start is not None and start.ts is not None else flt.since
     width = SLICE_FIRST
     while lo < flt.until:
-        hi = min(flt.until, lo + width)
+        hi = flt.until if flt.until - lo <= width else lo + width  # never past year 9999
         yield replace(flt, since=lo, until=hi)
         lo, width = hi, width * 2
 
