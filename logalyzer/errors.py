@@ -94,3 +94,18 @@ class NotReady(LogalyzerError):
     """The service cannot answer yet, e.g. no detector loaded (503)."""
 
     hint = "train detectors (logalyzer train), then retry; /readyz says what is missing"
+
+
+class BadSearch(LogalyzerError):
+    """A search that cannot run as asked (a bad time, window, pattern or cursor): 400."""
+
+    hint = (
+        "times are ISO 8601 (2024-03-18, 2024-03-18T07:00:00Z, ...+01:00; no zone = UTC); "
+        "see `logalyzer grep --help`"
+    )
+
+
+class UnknownDevice(NotFound):
+    """A search named a box that has no lines stored (no partition): 404 over HTTP."""
+
+    hint = "ingest the box's files first; `logalyzer db info` counts the devices loaded"

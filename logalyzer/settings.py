@@ -68,6 +68,18 @@ class Settings(BaseSettings):
         le=300,
         description="how long a checked token is trusted without PostgreSQL (revocation delay)",
     )
+    lines_max_window_h: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 366,
+        description="widest time window GET /v1/lines searches, hours (400 above)",
+    )
+    lines_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="longest a GET /v1/lines page may run in PostgreSQL (400 past it)",
+    )
     score_max_body: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest /v1/score request body in bytes"
     )

@@ -55,11 +55,10 @@ def pg_dsn(tmp_path_factory) -> str:
     del server
 
 
-@pytest.fixture()
-def db(pg_dsn) -> Database:
-    """The test database, emptied: no device partitions and every other table empty (the
-    schema stays; ``schema_migrations`` is kept)."""
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+def empty_database(dsn: str) -> None:
+    """No device partitions and every other table empty (the schema stays;
+    ``schema_migrations`` is kept). For a module that loads its data once, too."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         parts = [
             r[0]
             for r in conn.execute(
@@ -82,6 +81,12 @@ def db(pg_dsn) -> Database:
                     sql.SQL(", ").join(sql.Identifier(t) for t in tables)
                 )
             )
+
+
+@pytest.fixture()
+def db(pg_dsn) -> Database:
+    """The test database, emptied (:func:`empty_database`)."""
+    empty_database(pg_dsn)
     return Database(pg_dsn)
 
 

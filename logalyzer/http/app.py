@@ -1,6 +1,6 @@
 """The HTTP service as a plain ASGI application (FastAPI): health, readiness, the jam-software
-routes, request limits and metrics. Ray Serve wraps it (:mod:`logalyzer.http.serving`); tests
-and benchmarks can also call it in-process without Ray.
+routes, the line search (``/v1/lines``), request limits and metrics. Ray Serve wraps it
+(:mod:`logalyzer.http.serving`); tests and benchmarks can also call it in-process without Ray.
 
 Everything a request needs hangs off one :class:`Service` (a PostgreSQL pool, the readiness
 checks, handles of other Serve deployments), built by the face that starts the process and
@@ -30,6 +30,7 @@ from logalyzer.errors import DatabaseUnreachable
 from logalyzer.http.auth import TokenCache
 from logalyzer.http.errors import add_error_handlers, overloaded, too_large
 from logalyzer.http.jam import router as jam_router
+from logalyzer.http.lines import router as lines_router
 from logalyzer.settings import Settings
 from logalyzer.store.db import describe, migrate
 
@@ -160,7 +161,7 @@ def create_api(
         version=__version__,
         lifespan=lifespan,
         description="Set-top-box log analysis: health, jam-software rollouts, "
-        "anomaly scoring of playback sessions. "
+        "anomaly scoring of playback sessions, search of the stored lines. "
         "Authenticate with `Authorization: Bearer <secret>` "
         "(`logalyzer tokens create`).",
     )
@@ -201,6 +202,7 @@ def create_api(
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     app.include_router(jam_router)
+    app.include_router(lines_router)
     for r in routers:
         app.include_router(r)
     return app
