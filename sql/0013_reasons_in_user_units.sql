@@ -2,8 +2,6 @@
 -- ({"feature": "hdmi_disconnects", "text": "10 HDMI disconnects (usually 1)", "value": 2.3979,
 -- "expected": 0.73, ...}, logalyzer.core.features.reading): the dashboards' one-line reasons
 -- show that text; items written before it (no "text") keep showing the feature's name.
--- Numbered 0013: 0012 is taken by the line-search branch (issue 14, part 1), which may land
--- before or after this; the migrations do not depend on each other.
 CREATE OR REPLACE FUNCTION anomaly_reason_text(p_reasons jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT string_agg(r.key || ': ' || r.items, '; ' ORDER BY r.key)
