@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import psycopg
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -130,6 +131,26 @@ def test_duplicate_lines_count_once_and_events_are_in_time_then_seq_order():
     assert [e.seq for e in events_from_lines(lines, RX)] == list(range(1, len(lines) + 1))
 
 
+def _windows(vocab: lstm.Vocab, seq: list[str], window: int) -> np.ndarray:
+    """The model's rows of one session, written plainly (the reference for the stacked build):
+    ``<bos> keys <eos>`` as ids, each key's (and the end's) ``window`` ids before it, left-padded
+    with 0, and itself last."""
+    unk = vocab.index[lstm.UNK]
+    ids = [vocab.index[lstm.BOS], *(vocab.index.get(k, unk) for k in seq), vocab.index[lstm.EOS]]
+    padded = [0] * window + ids
+    rows = [padded[t - window : t + 1] for t in range(window + 1, len(padded))]
+    return np.array(rows, np.int64).reshape(len(rows), window + 1)
+
+
+@torch.no_grad()
+def _surprise_of_one(det: LSTMDetector, seq: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """-log p and rank of each event of one session, straight from the model."""
+    w = torch.from_numpy(_windows(det.vocab, seq, det.cfg.window))
+    logp = torch.log_softmax(det.model(w[:, :-1]), dim=-1)  # (n, V)
+    own = logp.gather(1, w[:, -1:])  # (n, 1)
+    return (-own[:, 0]).numpy(), (logp > own).sum(dim=1).numpy()
+
+
 def test_batched_surprise_equals_one_session_at_a_time():
     seqs = [s for _, s in sessions_from_lines(box_lines(RX, 20, seed=2, storms={3}), RX)] + [
         [],
@@ -137,9 +158,11 @@ def test_batched_surprise_equals_one_session_at_a_time():
     ]
     cfg = replace(lstm.LSTMConfig(), hidden=16, layers=1)
     det = LSTMDetector.new(cfg, seqs)
-    together = lstm.batch_surprise(det.model, det.vocab, seqs, cfg.window, group=50)
+    nll, rank, rows_of = lstm.surprise_rows(det.model, det.vocab, seqs, cfg.window, group=50)
+    cuts = np.cumsum(rows_of)[:-1]
+    together = zip(np.split(nll, cuts), np.split(rank, cuts))
     for seq, (nll, rank) in zip(seqs, together):
-        n1, r1 = lstm.event_surprise(det.model, det.vocab, seq, cfg.window)
+        n1, r1 = _surprise_of_one(det, seq)
         np.testing.assert_allclose(nll, n1, rtol=1e-5, atol=1e-6)
         assert (rank == r1).all()
 
@@ -152,7 +175,7 @@ keys_st = st.lists(st.lists(st.sampled_from(["A", "B", "C", "Nope"]), max_size=3
 def test_stacked_windows_equal_one_session_at_a_time(seqs, window):
     vocab = lstm.Vocab.build([["A", "B", "C"]])
     rows, rows_of = lstm.many_windows(vocab, seqs, window)
-    one = [lstm.windows(vocab.encode(s), window) for s in seqs]
+    one = [_windows(vocab, s, window) for s in seqs]
     assert rows_of.tolist() == [len(s) + 1 for s in seqs]
     expected = np.concatenate(one) if one else np.zeros((0, window + 1), np.int64)
     assert rows.tolist() == expected.tolist()
@@ -192,7 +215,7 @@ def test_session_scores_and_explanations_follow_the_rule(sizes, seed):
     rows_of = np.array(sizes)
     scores, n_miss = lstm.session_scores(nll, rank, rows_of, cfg)
     seqs = [[f"k{j}" for j in range(k - 1)] for k in sizes]
-    why = lstm.explain_many(seqs, nll, rank, rows_of, cfg, limit=3)
+    why = lstm.explain(seqs, nll, rank, rows_of, cfg, limit=3)
     at = 0
     for i, k in enumerate(sizes):
         a, r = nll[at : at + k], rank[at : at + k]
@@ -201,7 +224,8 @@ def test_session_scores_and_explanations_follow_the_rule(sizes, seed):
         assert n_miss[i] == len(miss)
         top = sorted(miss.tolist(), key=lambda j: (-a[j], j))[:3]
         assert [t["position"] for t in why[i]] == top
-        assert why[i] == lstm.explain(seqs[i], a, r, cfg, limit=3)
+        # the same alone as in the batch
+        assert why[i] == lstm.explain([seqs[i]], a, r, np.array([k]), cfg, limit=3)[0]
         at += k
 
 

@@ -109,7 +109,7 @@ class LSTMDetector:
 
     def score(self, sequences: Sequence[list[str]]) -> list[Verdict]:
         nll, rank, rows_of, score, n_miss = self._surprise(sequences)
-        why = lstm.explain_many(sequences, nll, rank, rows_of, self.cfg)
+        why = lstm.explain(sequences, nll, rank, rows_of, self.cfg)
         return [
             Verdict(
                 s,

@@ -51,28 +51,17 @@ class Vocab:
         seen = sorted({k for seq in sequences for k in seq})
         return cls([PAD, UNK, BOS, EOS] + seen)
 
-    def encode(self, seq: list[str]) -> np.ndarray:
-        unk = self.index[UNK]
-        ids = [self.index.get(k, unk) for k in seq]
-        return np.array([self.index[BOS]] + ids + [self.index[EOS]], np.int64)
-
     def __len__(self) -> int:
         return len(self.keys)
 
 
-def windows(ids: np.ndarray, window: int) -> np.ndarray:
-    """(n+2,) ids of one session (BOS first, EOS last) → (n+1, window + 1): each event's
-    history, left-padded with 0, and the event itself in the last column."""
-    padded = np.concatenate([np.zeros(window, np.int64), ids])
-    w = np.lib.stride_tricks.sliding_window_view(padded, window + 1)  # (n+2, window+1)
-    return np.ascontiguousarray(w[1:])  # drop the row whose target is BOS itself
-
-
 def many_windows(vocab: Vocab, seqs, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`windows` of many sessions at once, stacked: ((N, window + 1) windows, (S,) how
-    many rows each session has, len + 1). The same rows as one :func:`windows` call per
-    session, built with a few array operations instead of a few per session (the per-session
-    calls cost as much as the model on a scoring batch)."""
+    """The model's input rows of many sessions, stacked: ((N, window + 1) rows, (S,) rows per
+    session). A session of n keys is framed ``<bos> keys <eos>`` and gives n + 1 rows, one per
+    key and one for its end: the ``window`` ids before it (left-padded with 0, never reaching
+    into the previous session) and the id itself in the last column. Built with a few array
+    operations for the whole batch (one call per session cost as much as the model on a
+    scoring batch)."""
     unk, index = vocab.index[UNK], vocab.index
     size = np.fromiter((len(s) for s in seqs), np.int64, count=len(seqs)) + 2  # BOS .. EOS
     ends = np.cumsum(size)
@@ -94,7 +83,7 @@ def many_windows(vocab: Vocab, seqs, window: int) -> tuple[np.ndarray, np.ndarra
 
 
 def training_windows(vocab: Vocab, sequences, window: int, part: int = 20_000) -> np.ndarray:
-    """Every session's :func:`windows`, stacked; built ``part`` sessions at a time, so the
+    """:func:`many_windows` of every session, built ``part`` sessions at a time, so the
     building takes a fraction of the result's memory on top of it (a fleet's history may hold
     tens of millions of events)."""
     seqs = list(sequences)
@@ -119,22 +108,6 @@ def loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(model(batch[:, :-1]), batch[:, -1])
 
 
-@torch.no_grad()
-def event_surprise(
-    model: nn.Module, vocab: Vocab, seq: list[str], window: int, chunk: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per event of ``seq`` and its end: (-log p of its key, its rank among the predictions,
-    0 = best), both of length len(seq) + 1."""
-    w = torch.from_numpy(windows(vocab.encode(seq), window))
-    nll, rank = [], []
-    for part in torch.split(w, chunk):
-        logp = torch.log_softmax(model(part[:, :-1]), dim=-1)  # (b, V)
-        own = logp.gather(1, part[:, -1:])  # (b, 1)
-        nll.append(-own[:, 0])
-        rank.append((logp > own).sum(dim=1))
-    return torch.cat(nll).numpy(), torch.cat(rank).numpy()
-
-
 def _distinct_rows(hist: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, W) histories → (the distinct ones (U, W), (N,) index of each row among them).
 
@@ -155,9 +128,9 @@ def _distinct_rows(hist: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.nd
 def surprise_rows(
     model: nn.Module, vocab: Vocab, seqs, window: int, group: int = 32768
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`event_surprise` of many sequences at once, the same numbers, far fewer model calls:
-    ((N,) -log p, (N,) rank of every event and end, all sessions stacked; (S,) rows per
-    session).
+    """How surprising each event (and end) of each session is: ((N,) -log p of its key, (N,)
+    its rank among the predictions, 0 = best; all sessions stacked as :func:`many_windows`
+    rows; (S,) rows per session).
 
     The windows of a group of sessions (up to ``group`` windows) go through the model together,
     and each *distinct* history only once: sessions of one fleet share most of their histories
@@ -190,15 +163,6 @@ def surprise_rows(
     return np.concatenate(nll), np.concatenate(rank), rows_of
 
 
-def batch_surprise(
-    model: nn.Module, vocab: Vocab, seqs, window: int, group: int = 32768
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`surprise_rows` cut per session: one (nll, rank) pair per sequence."""
-    nll, rank, rows_of = surprise_rows(model, vocab, seqs, window, group)
-    cuts = np.cumsum(rows_of)[:-1]
-    return list(zip(np.split(nll, cuts), np.split(rank, cuts)))
-
-
 def misses(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> np.ndarray:
     """Which events are misses: outside the top g, or below ``min_p`` (the top g of a confident
     prediction hold keys the model all but rules out)."""
@@ -225,27 +189,12 @@ def session_scores(
     return score, n_miss.astype(np.int64)
 
 
-def session_score(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> float:
-    """:func:`session_scores` of one session (its rows from :func:`event_surprise`)."""
-    if not len(nll):
-        return 0.0
-    return float(session_scores(nll, rank, np.array([len(nll)]), cfg)[0][0])
-
-
 def explain(
-    seq: list[str], nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig, limit: int = 5
-) -> list:
-    """The most surprising misses of one session as ``{"after", "event", "p", "rank",
-    "position"}``."""
-    return explain_many([seq], nll, rank, np.array([len(nll)]), cfg, limit)[0]
-
-
-def explain_many(
     seqs, nll: np.ndarray, rank: np.ndarray, rows_of: np.ndarray, cfg: LSTMConfig, limit: int = 5
 ) -> list[list]:
-    """:func:`explain` of every session of stacked rows (:func:`surprise_rows`), sorted once
-    for the whole batch: per session, its ``limit`` most surprising misses, most surprising
-    first (ties in event order)."""
+    """Per session of stacked rows (:func:`surprise_rows`), its ``limit`` most surprising
+    misses as ``{"after", "event", "p", "rank", "position"}``, most surprising first (ties in
+    event order); sorted once for the whole batch."""
     n = len(rows_of)
     start = np.cumsum(rows_of) - rows_of
     hit = np.flatnonzero(misses(nll, rank, cfg))  # (M,) rows that are misses

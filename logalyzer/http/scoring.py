@@ -14,7 +14,7 @@ the jam routes) stays open: :class:`ScoringEngine` knows nothing of HTTP, and it
 **Batching.** Inside a Serve replica each request's sessions are queued with ``@serve.batch``;
 a batch (up to ``score_max_batch`` sessions, waiting at most ``score_batch_wait_ms`` for more)
 is scored in one pass per detector (the LSTM runs each distinct history once per batch, see
-:func:`logalyzer.core.lstm.batch_surprise`) on a worker thread, so the replica's event loop keeps
+:func:`logalyzer.core.lstm.surprise_rows`) on a worker thread, so the replica's event loop keeps
 accepting requests, and the next batch fills while one runs: under load, batches grow and the
 cost per session falls. Outside Serve (in-process tests, the benchmark's reference) each call
 is scored on its own.

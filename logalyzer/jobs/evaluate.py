@@ -243,11 +243,11 @@ def run_hdfs(
     det = LSTMDetector.new(replace(LSTMConfig(), epochs=epochs), learn)
     det, metrics = fit(settings, det, det.training_data(learn), len(learn), workers, seed=seed)
 
-    def surprise(part):  # (nll, rank) per session, computed once for every candidate setting
-        return [lstm.event_surprise(det.model, det.vocab, r["seq"], det.cfg.window) for r in part]
+    def surprise(part):  # (nll, rank, rows per session), once for every candidate setting
+        return lstm.surprise_rows(det.model, det.vocab, [r["seq"] for r in part], det.cfg.window)
 
     def scores(stats, cfg):
-        return np.array([lstm.session_score(n, k, cfg) for n, k in stats])
+        return lstm.session_scores(*stats, cfg)[0]
 
     val_stats, labels = surprise(val), [r["anomaly"] for r in val]
     best, best_key = (-1.0, det.cfg, 0.0), (-1.0, 0)
