@@ -28,7 +28,7 @@ Steps, in a fresh database on LOGALYZER_DSN's server (dropped at the end unless 
    index) with the backend's CPU, for BRIN also in-process (the CLI's store calls and
    formatting, without a new process), and for none and BRIN as `logalyzer grep` in a new
    process (wall time: Python's start and imports included); for every index GET /v1/lines
-   pages of 100 (``search_page``: the hour's first and second, a day's first) and
+   pages of 100 (``page_lines``: the hour's first and second, a day's first) and
    ``grep -C 3`` of the hour's 'timeout' hits; with BRIN a whole-month search for a rare
    pattern (a sequential scan, as it should be).
 
@@ -386,9 +386,9 @@ def cli(settings, pattern, regex, levels) -> float:
 
 
 def http_pages(conn) -> dict:
-    """GET /v1/lines' store call (``search_page``), 100 hits of every line: the first and the
+    """GET /v1/lines' store call (``page_lines``), 100 hits of every line: the first and the
     second page of the hour, and the first of a 24-hour window (the widest allowed)."""
-    from logalyzer.store.search import search_page
+    from logalyzer.store.search import page_lines
 
     out = {}
     for name, window in (("hour", WINDOW), ("day", (WINDOW[0], WINDOW[0] + timedelta(days=1)))):
@@ -396,7 +396,7 @@ def http_pages(conn) -> dict:
         for _ in range(2 if name == "hour" else 1):
             flt = _filter("", False, (), window)
             t = time.perf_counter()
-            page = search_page(conn, flt, [BOX], after, 100, 0, 4 << 20, 60_000)
+            page = page_lines(conn, flt, [BOX], after, 100, 0, 4 << 20, 60_000)
             times.append(round(time.perf_counter() - t, 4))
             after = page.next
         out[name] = times

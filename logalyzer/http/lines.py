@@ -31,7 +31,7 @@ from logalyzer.core.search import (
 from logalyzer.errors import BadSearch
 from logalyzer.http.auth import Admin
 from logalyzer.http.errors import ErrorOut, error_responses
-from logalyzer.store.search import search_page
+from logalyzer.store.search import page_lines
 
 router = APIRouter(prefix="/v1", tags=["lines"])
 
@@ -154,7 +154,7 @@ async def search_lines(
     after = decode_cursor(cursor) if cursor else None
     boxes = sorted(set(rxid))
     page = await service.run(
-        search_page,
+        page_lines,
         flt,
         boxes,
         after,

@@ -41,7 +41,6 @@ __all__ = [
     "context_blocks",
     "devices",
     "page_lines",
-    "search_page",
     "stream_hits",
 ]
 
@@ -160,10 +159,14 @@ def page_lines(
     max_bytes: int = 4 << 20,
     timeout_ms: int | None = None,
 ) -> Page:
-    """Up to ``limit`` hits after ``after`` with ``context`` lines around each. The page ends
-    early rather than let its messages pass ``max_bytes`` (UTF-8), but always holds at least
-    one hit, so paging always moves on. A search running past ``timeout_ms`` is
+    """Up to ``limit`` hits of the boxes ``rxids`` (checked: :func:`devices`) after ``after``,
+    with ``context`` lines around each; a bad regular expression is refused first
+    (:func:`check_pattern`). All in one call, so an HTTP request makes one thread hop. The page
+    ends early rather than let its messages pass ``max_bytes`` (UTF-8), but always holds at
+    least one hit, so paging always moves on. A search running past ``timeout_ms`` is
     :class:`BadSearch` (narrow it)."""
+    rxids = devices(conn, rxids)
+    check_pattern(conn, flt)
     if after is not None and after.rxid not in rxids:
         raise BadSearch(
             f"the cursor points into {after.rxid}, which this search does not cover",
@@ -244,20 +247,3 @@ def _assemble(
         size += more
         last = hit
     return lines, last, False
-
-
-def search_page(
-    conn: psycopg.Connection,
-    flt: LineFilter,
-    rxids: list[str],
-    after: Position | None,
-    limit: int,
-    context: int = 0,
-    max_bytes: int = 4 << 20,
-    timeout_ms: int | None = None,
-) -> Page:
-    """One page for HTTP in one call (one thread hop): the boxes and the pattern checked, then
-    :func:`page_lines`."""
-    boxes = devices(conn, rxids)
-    check_pattern(conn, flt)
-    return page_lines(conn, flt, boxes, after, limit, context, max_bytes, timeout_ms)
