@@ -46,39 +46,34 @@ def fail(message: str, hint: str = "", code: int = 1) -> None:
 
 
 def friendly(fn):
-    """Turn named errors into one line and a hint; let real bugs show their traceback."""
+    """Turn named errors into one line and a hint; let real bugs show their traceback. Either
+    way, when the command used Ray, say where Ray's own messages went first
+    (:func:`name_ray_logs`), so that the error is the last line."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except LogalyzerError as exc:
-            name_ray_logs()
-            fail(str(exc), exc.hint, exc.exit_code)
+            error = (str(exc), exc.hint, exc.exit_code)
         except psycopg.OperationalError as exc:  # the server went away between two steps
-            name_ray_logs()
             gone = DatabaseGone(first_line(exc, with_type=False))
-            fail(str(gone), gone.hint, gone.exit_code)
+            error = (str(gone), gone.hint, gone.exit_code)
         except KeyboardInterrupt:
-            name_ray_logs()
-            fail("interrupted", "re-run the same command: finished files are skipped", 130)
+            error = ("interrupted", "re-run the same command: finished files are skipped", 130)
         finally:
             name_ray_logs()
+        fail(*error)
 
     return wrapper
 
 
 def name_ray_logs() -> None:
-    """Say once where Ray's own messages went (:func:`logalyzer.jobs.rayutil.ensure_ray` keeps
-    them off the terminal), when this command used Ray."""
-    global _named_ray_logs
-    folder = None if _named_ray_logs else log_folder()
+    """Say where Ray's own messages went (:func:`logalyzer.jobs.rayutil.ensure_ray` keeps them
+    off the terminal), when this command used Ray."""
+    folder = log_folder()
     if folder:
         click.echo(f"(Ray's own messages: {folder})", err=True)
-        _named_ray_logs = True
-
-
-_named_ray_logs = False
 
 
 def load_settings(**overrides) -> Settings:
