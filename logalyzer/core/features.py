@@ -198,8 +198,10 @@ def _rate(noun: str):
 
 
 def _percent(noun: str):
+    def pct(x: float) -> str:  # a share is at most the whole session
+        return _num(min(x, 1.0) * 100)
+
     def say(v: float, e: float) -> str:
-        pct = lambda x: _num(min(x, 1.0) * 100)  # noqa: E731 (a share is at most the session)
         return f"{noun} {pct(v)}% of the time (usually {pct(e)}%)"
 
     return say

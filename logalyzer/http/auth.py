@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,6 +28,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from logalyzer.errors import Forbidden
 from logalyzer.store import tokens
 from logalyzer.store.tokens import Token
+
+
+async def _service(request: Request):
+    return request.app.state.service
+
+
+#: The replica's :class:`~logalyzer.http.app.Service`, for every route and dependency: each
+#: route does its database work in one ``await service.run(fn, ...)``, one thread hop with one
+#: pooled connection.
+Svc = Annotated[Any, Depends(_service)]
 
 bearer = HTTPBearer(auto_error=False, description="a secret from `logalyzer tokens create`")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -62,10 +72,9 @@ class TokenCache:
             self._seen.popitem(last=False)
 
 
-async def caller(request: Request, creds: Credentials) -> Token:
+async def caller(service: Svc, creds: Credentials) -> Token:
     """The request's token: from the replica's cache, else checked on PostgreSQL."""
     secret = tokens.check_form(creds.credentials if creds else None)
-    service = request.app.state.service
     key = tokens.hash_secret(secret)
     token = service.token_cache.get(key)
     if token is None:

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel
 
 from logalyzer.core.files import RXID_PATTERN
 from logalyzer.core.jam import EventIn, PushRequest
-from logalyzer.http.auth import Admin, Device, own_box
+from logalyzer.http.auth import Admin, Device, Svc, own_box
 from logalyzer.http.errors import error_responses
 from logalyzer.store import jam
 
@@ -28,15 +28,6 @@ router = APIRouter(prefix="/jam-software", tags=["jam-software"])
 
 
 PushId = Annotated[UUID, Path(description="the push's id")]
-
-
-async def _service(request: Request):
-    return request.app.state.service
-
-
-#: The replica's :class:`~logalyzer.http.app.Service`: each route does its database work in
-#: one ``await service.run(fn, ...)``, one thread hop with one pooled connection.
-Svc = Annotated[Any, Depends(_service)]
 
 
 # --------------------------------------------------------------------------- response models

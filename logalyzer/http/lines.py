@@ -14,9 +14,9 @@ starts and every hit comes exactly once, even while new lines arrive.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, StringConstraints
 
 from logalyzer.core.files import RXID_PATTERN
@@ -29,7 +29,7 @@ from logalyzer.core.search import (
     window_end,
 )
 from logalyzer.errors import BadSearch
-from logalyzer.http.auth import Admin
+from logalyzer.http.auth import Admin, Svc
 from logalyzer.http.errors import ErrorOut, error_responses
 from logalyzer.store.search import page_lines
 
@@ -48,13 +48,6 @@ RxID = Annotated[str, StringConstraints(pattern=RXID_PATTERN)]
 NO_NUL = r"^[^\x00]*$"  # stored text holds no NUL (the ingest removes them)
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Level = Literal["V", "D", "I", "W", "E", "F", "A", "S"]
-
-
-async def _service(request: Request):
-    return request.app.state.service
-
-
-Svc = Annotated[Any, Depends(_service)]
 
 
 class LineOut(BaseModel):
