@@ -258,15 +258,7 @@ def run_inprocess_score(models: dict, sessions: list[dict], batch: int, seconds:
 
     from logalyzer.core.verdict import score_flat
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _score_loop(score_flat, models, sessions, batch, seconds)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _score_loop(score_flat, models: dict, sessions: list[dict], batch: int, seconds: float):
+    torch.set_num_threads(1)  # for the rest of this process: nothing after this trains
     lat, n, i = [], 0, 0
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end:
