@@ -15,7 +15,7 @@ import psycopg
 
 from logalyzer.core.files import is_valid_rxid
 from logalyzer.errors import DatabaseGone, InvalidIdentifier, LogalyzerError, first_line
-from logalyzer.jobs.rayutil import log_folder
+from logalyzer.jobs import rayutil
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database, open_database
 
@@ -52,6 +52,7 @@ def friendly(fn):
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        ray_uses = rayutil.uses()
         try:
             return fn(*args, **kwargs)
         except LogalyzerError as exc:
@@ -62,7 +63,8 @@ def friendly(fn):
         except KeyboardInterrupt:
             error = ("interrupted", "re-run the same command: finished files are skipped", 130)
         finally:
-            name_ray_logs()
+            if rayutil.uses() > ray_uses:  # this command used Ray
+                name_ray_logs()
         fail(*error)
 
     return wrapper
@@ -70,8 +72,8 @@ def friendly(fn):
 
 def name_ray_logs() -> None:
     """Say where Ray's own messages went (:func:`logalyzer.jobs.rayutil.ensure_ray` keeps them
-    off the terminal), when this command used Ray."""
-    folder = log_folder()
+    off the terminal)."""
+    folder = rayutil.log_folder()
     if folder:
         click.echo(f"(Ray's own messages: {folder})", err=True)
 

@@ -32,7 +32,8 @@ def ensure_ray(settings: Settings) -> None:
     import ray
     import ray.data
 
-    global _logs_on_terminal
+    global _logs_on_terminal, _uses
+    _uses += 1
     if not ray.is_initialized():
         _logs_on_terminal = settings.ray_log_to_driver
         # "local" starts a fresh local Ray: a bare ray.init() would instead join a cluster
@@ -66,6 +67,13 @@ def count(counter, n: int) -> None:
 
 
 _logs_on_terminal = False  # what ensure_ray chose: workers' output forwarded to this terminal
+_uses = 0  # calls of ensure_ray in this process
+
+
+def uses() -> int:
+    """How many times this process asked for Ray (:func:`ensure_ray`): a command that used
+    Ray is one during which this grew, whoever started Ray first."""
+    return _uses
 
 
 def log_folder() -> str | None:
