@@ -13,7 +13,8 @@ degenerate distribution (all scores equal) does not flag every session scoring a
 Quartiles, unlike a mean and standard deviation, barely move when a tenth of the sessions are
 anomalous, so the fence follows the normal sessions. The LSTM uses it; the autoencoder uses
 :func:`sqrt_fence` (the same fence on square-rooted scores, without the P90 floor, which had
-tuned it to fleets with a tenth of their sessions anomalous). The baseline has its own rule
+tuned it to fleets with a tenth of their sessions anomalous) over the sessions it kept as
+ordinary. The baseline has its own rule
 (:meth:`BaselineDetector.threshold_for`).
 """
 
@@ -45,18 +46,14 @@ def threshold_rule(scores: Sequence[float], k: float = FENCE_K) -> float:
     return float(max(q3 + k * (q3 - q1), p90) + MIN_MARGIN)
 
 
-#: The autoencoder's fence, in square-root units (see :func:`sqrt_fence`).
-AE_FENCE_K = 5.0
-
-
-def sqrt_fence(scores: Sequence[float], k: float = AE_FENCE_K) -> float:
+def sqrt_fence(scores: Sequence[float], k: float) -> float:
     """The autoencoder's rule: Tukey's fence on the square roots of its scores (root mean
     squared errors), squared back; no quantile floor. Why: its errors on normal sessions are
     heavy-tailed (a fence on the raw errors flagged 12-13 % of the histories), and the P90
     floor of :func:`threshold_rule` flags at least a tenth of any history: precision <= 0.2 on
-    fleets with 2 % anomalies, recall <= 0.67 with 15 %. Chosen on the seed-29 fleets at 2, 10
-    and 15 % anomalies (mean AE F1 0.69 -> 0.81 on their stored scores, 0.97 either way at
-    10 %); ``+ 1e-4``: equal scores flag nothing."""
+    fleets with 2 % anomalies, recall <= 0.67 with 15 %. The autoencoder applies it to the
+    sessions it kept as ordinary (:mod:`logalyzer.core.autoencoder`, ``fence_k``), and with a
+    stricter ``k`` to choose them (``clean_k``); ``+ 1e-4``: equal scores flag nothing."""
     r = np.sqrt(np.maximum(np.asarray(scores, dtype=float), 0.0))
     if r.size == 0:
         return math.inf
@@ -137,9 +134,13 @@ class AEDetector:
         model: ae.SessionAE,
         threshold: float = math.inf,
         version: int | None = None,
+        ordinary_below: float | None = None,
     ):
         self.cfg, self.scaler, self.model = cfg, scaler, model.eval()
         self.threshold, self.version = threshold, version
+        # the score under which a session counts as ordinary (what the LSTM learns from);
+        # checkpoints from before the cleaned history lack it: half the threshold, as then
+        self.ordinary_below = ordinary_below if ordinary_below is not None else threshold / 2
 
     @classmethod
     def new(cls, cfg: ae.AEConfig, rows: Sequence[Mapping]) -> AEDetector:
@@ -170,10 +171,15 @@ class AEDetector:
         ]
 
     def threshold_for(self, scores: Sequence[float]) -> float:
-        return sqrt_fence(scores)
+        """From the scores of the sessions it learnt from (the kept ones)."""
+        return sqrt_fence(scores, self.cfg.fence_k)
+
+    def ordinary_fence(self, kept: Sequence[float]) -> float:
+        """The strict fence over the kept sessions' scores: under it a session is ordinary."""
+        return sqrt_fence(kept, self.cfg.clean_k)
 
     def payload(self) -> dict:
-        return {"scaler": self.scaler.to_dict()}
+        return {"scaler": self.scaler.to_dict(), "ordinary_below": self.ordinary_below}
 
 
 class BaselineDetector:
@@ -258,9 +264,8 @@ def from_bytes(data: bytes, version: int | None = None) -> Detector:
         sc = ck["scaler"]
         model = ae.SessionAE(len(sc["names"]), cfg)
         model.load_state_dict(ck["state_dict"])
-        return AEDetector(
-            cfg, ae.Scaler(sc["names"], sc["mean"], sc["scale"]), model, ck["threshold"], version
-        )
+        scaler = ae.Scaler(sc["names"], sc["mean"], sc["scale"])
+        return AEDetector(cfg, scaler, model, ck["threshold"], version, ck.get("ordinary_below"))
     if ck["kind"] == "baseline":
         cfg = bl.BaselineConfig(**ck["config"])
         return BaselineDetector(cfg, ck["mean"], ck["scale"], ck["threshold"], version)

@@ -238,7 +238,10 @@ class SessionScore(BaseModel):
     session_id: UUID | None
     start_ts: datetime | None = Field(None, description="raw lines: the session's first event")
     end_ts: datetime | None = None
-    is_anomaly: bool = Field(description="the combined verdict: any detector above its threshold")
+    is_anomaly: bool = Field(
+        description="the combined verdict (core.verdict): the autoencoder above its threshold;"
+        " the LSTM's flag is a second opinion, in `detectors`"
+    )
     detectors: list[str] = Field(description="the detectors that flagged it")
     scores: dict[str, DetectorScore]
     reasons: dict = Field(

@@ -13,13 +13,14 @@ The driver loads it, scores every training session, sets the threshold by the do
 Training needs no labels: the history holds some anomalies, as real data does. Two things keep
 them from being learnt as normal:
 
-- the autoencoder trains first, on every session; its bounded output (see
-  :mod:`logalyzer.core.autoencoder`) keeps storms from being rebuilt however often they occur;
-- the LSTM then learns only from the sessions the autoencoder finds ordinary (score under
-  ``CLEAN_RATIO`` × its threshold; the newest registered autoencoder when only the LSTM is
-  trained). Without this cascade the LSTM learnt each anomaly's sequence from its ~50
-  occurrences in a synthetic fleet and then found only its first event surprising (F1 ≈ 0 on
-  its own); with it, it flags with a precision of about 0.98.
+- the autoencoder trains first, on every session, then again on the sessions it finds
+  ordinary (a cleaned history, see :mod:`logalyzer.core.autoencoder`); its bounded output keeps
+  storms from being rebuilt however often they occur;
+- the LSTM then learns only from the sessions the autoencoder finds ordinary (score under its
+  ``ordinary_below``; the newest registered autoencoder when only the LSTM is trained).
+  Without this cascade the LSTM learnt each anomaly's sequence from its ~50 occurrences in
+  a synthetic fleet and then found only its first event surprising (F1 ≈ 0 on its own);
+  with it, it flags with a precision of about 0.98.
 
 The threshold rule (:func:`logalyzer.core.detectors.threshold_rule`) is robust to the rest.
 """
@@ -64,7 +65,6 @@ from logalyzer.store.registry import ModelNotFound, load, register
 from logalyzer.store.scores import load_sessions
 
 MIN_SESSIONS = 20
-CLEAN_RATIO = 0.5
 
 
 class NotEnoughData(LogalyzerError):
@@ -329,15 +329,21 @@ def train(
                 f"training {kind} on {len(learn):,} sessions with {workers} worker(s)...",
                 file=sys.stderr,
             )
-        seed_everything(seed)  # the initial weights: one seed, one model
-        det = new_detector(kind, learn, {"epochs": epochs} if epochs else None)
-        if det.model is None:  # the baseline: fitted by new_detector, nothing to train
-            data, metrics = np.zeros((len(learn), 0)), {"losses": [], "sessions_per_s": None}
+        overrides = {"epochs": epochs} if epochs else None
+        if kind == "ae":
+            det, data, metrics, learn, scores = _fit_ae(
+                settings, sessions, overrides, workers, use_gpu, seed, show
+            )
         else:
-            data = training_array(det, learn)
-            det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
-        scores = session_scores(det, sessions)
-        det.threshold = det.threshold_for(scores)
+            seed_everything(seed)  # the initial weights: one seed, one model
+            det = new_detector(kind, learn, overrides)
+            if det.model is None:  # the baseline: fitted by new_detector, nothing to train
+                data, metrics = np.zeros((len(learn), 0)), {"losses": [], "sessions_per_s": None}
+            else:
+                data = training_array(det, learn)
+                det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
+            scores = session_scores(det, sessions)
+            det.threshold = det.threshold_for(scores)
         flagged = float((scores > det.threshold).mean())
         metrics.update(
             score_quantiles={
@@ -368,10 +374,40 @@ def train(
     return out
 
 
+def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show):
+    """The autoencoder on a cleaned history (:mod:`logalyzer.core.autoencoder`): fitted on
+    every session, then ``clean_rounds`` times again, scaler included, on those it scored
+    under its strict fence; its threshold is the fence over the last kept sessions' scores.
+    Returns (detector, training array, metrics, the sessions it learnt from, every session's
+    score)."""
+    keep, round_ = np.ones(len(sessions), bool), 0
+    while True:
+        learn = [s for s, k in zip(sessions, keep) if k]
+        seed_everything(seed)  # every round starts from the same weights: one seed, one model
+        det = new_detector("ae", learn, overrides)
+        data = training_array(det, learn)
+        det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
+        scores = session_scores(det, sessions)
+        ordinary = scores <= det.ordinary_fence(scores[keep])
+        if round_ == det.cfg.clean_rounds or ordinary.sum() < MIN_SESSIONS:
+            break
+        keep, round_ = ordinary, round_ + 1
+        if show:
+            print(
+                f"refitting ae on the {int(keep.sum()):,} sessions it finds ordinary "
+                f"(round {round_ + 1} of {det.cfg.clean_rounds + 1})...",
+                file=sys.stderr,
+            )
+    det.threshold = det.threshold_for(scores[keep])
+    det.ordinary_below = det.ordinary_fence(scores[keep])
+    metrics["clean_rounds"] = round_
+    return det, data, metrics, learn, scores
+
+
 def ordinary_sessions(ae_det: AEDetector, sessions: list[dict]) -> list[dict]:
-    """The sessions the autoencoder scores under ``CLEAN_RATIO`` × its threshold."""
+    """The sessions the autoencoder finds ordinary (under its ``ordinary_below``)."""
     scores = ae_det.scores(sessions)
-    return [s for s, v in zip(sessions, scores) if v < CLEAN_RATIO * ae_det.threshold]
+    return [s for s, v in zip(sessions, scores) if v <= ae_det.ordinary_below]
 
 
 def _latest_ae(db: Database) -> AEDetector | None:
