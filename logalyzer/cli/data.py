@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from logalyzer.cli.alerts import print_alert_rows, print_alerts_summary
 from logalyzer.cli.common import (
     CONTEXT,
     friendly,
@@ -22,6 +23,7 @@ from logalyzer.cli.common import (
 from logalyzer.cli.ml import print_detect_summary, print_top_anomalies, print_train_results
 from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.errors import LogalyzerError
+from logalyzer.store.alerts import list_alerts
 from logalyzer.store.reports import fleet_overview
 
 # --------------------------------------------------------------------------- synth
@@ -279,7 +281,7 @@ def print_fleet_overview(db) -> None:
     "--steps",
     default="ingest",
     show_default=True,
-    help="Comma-separated steps, run in order: ingest,sessionize,train,detect.",
+    help="Comma-separated steps, run in order: ingest,sessionize,train,detect,alerts.",
 )
 @rxids_option()
 @click.option(
@@ -324,6 +326,9 @@ def run(
             print_fleet_overview(db)
         elif step == "train":
             print_train_results(result)
+        elif step == "alerts":
+            print_alerts_summary(result)
+            print_alert_rows(list_alerts(db, grain="day", since=result.first_window))
         else:
             print_detect_summary(result)
             print_top_anomalies(db, 5)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .noise import _chunks
+from .regression import _fw_patch
 from .render import _Header, _render_specials
 from .spec import HEADER_VARIANTS, VAR_DIALECTS, FleetResult, FleetSpec, _start_utc
 from .timeline import _Device, _Planner
@@ -47,7 +48,7 @@ def _devices(spec: FleetSpec, start_ms: int) -> list[_Device]:
                 kernel_style=r.choice(("plain", "level", "amlogic")),
                 dumpstate=i == 2 or r.random() < 0.25,
                 model=model,
-                fw=fw % r.randint(0, 30),
+                fw=fw % _fw_patch(r, spec),
                 app=app % r.randint(0, 20),
                 start_ms=start_ms + (0 if i == 0 else r.randint(0, 120) * 1000),
             )
