@@ -56,6 +56,15 @@ def _devices(spec: FleetSpec, start_ms: int) -> list[_Device]:
     return devices
 
 
+def firmware_boxes(spec: FleetSpec) -> dict[str, int]:
+    """Boxes per firmware at the fleet's start (what a regression can name)."""
+    start_ms = int(_start_utc(spec.start).timestamp() * 1000)
+    out: dict[str, int] = {}
+    for dev in _devices(spec, start_ms):
+        out[dev.fw] = out.get(dev.fw, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def generate_fleet(
     out_dir: str | Path, spec: FleetSpec, progress: Callable[[int], None] | None = None
 ) -> FleetResult:

@@ -3,7 +3,8 @@
 number or changes a rate, so every existing fleet stays byte-identical.
 
 - ``firmwares_per_model = N``: each box draws its firmware patch from 0..N-1 instead of
-  0..30, so a firmware is a cohort of several boxes (as in a real fleet) rather than one box.
+  0..30 and keeps it (no updates at reboots), so a firmware is a cohort of several boxes with
+  a history of its own, rather than one box whose firmware moves on every few days.
 - ``regression = "FW@DAY"`` (or ``"FW@DAYxF"``): on UTC day DAY of the fleet (0 is the start's
   day), ordinary sessions of boxes on firmware FW (e.g. ``RTV-3.2.1``) have F times (default 4)
   the usual rate of video freezes. Anomalous sessions are unchanged.
@@ -54,3 +55,8 @@ def _regressed(planner, incident: str) -> float:
     fw, lo, hi, factor = regression_window_ms(spec)
     t = getattr(planner, "session_ms", None)
     return factor if planner.dev.fw == fw and t is not None and lo <= t < hi else 1.0
+
+
+def _fw_updates(spec: FleetSpec) -> bool:
+    """Whether a reboot may install a firmware update (not with pinned firmwares)."""
+    return spec.firmwares_per_model is None
