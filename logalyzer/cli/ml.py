@@ -402,7 +402,7 @@ def hdfs(data: Path | None, workers: int, epochs: int, seed: int, as_json: bool)
 @click.option("--first-seed", default=0, show_default=True, type=int, help="The first seed.")
 @click.option(
     "--devices",
-    default=16,
+    default=32,
     show_default=True,
     type=click.IntRange(4, 10_000),
     help="Boxes per fleet.",

@@ -76,7 +76,7 @@ def run_alerts_eval(
     out_dir: Path,
     seeds: int = 3,
     first_seed: int = 0,
-    devices: int = 16,
+    devices: int = 32,
     days: int = 5,
     anomaly_rate: float = 0.02,
     factor: float = 4.0,

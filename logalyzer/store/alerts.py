@@ -94,8 +94,9 @@ def save_alerts(
     calm: dict[tuple[str, str, str], datetime],
 ) -> dict[str, int]:
     """Upsert the firing windows, then resolve the open alerts that a calm window at or after
-    theirs answers (``calm``: (cohort_kind, cohort, measure) -> its latest calm window).
-    Returns counts: new, updated, resolved (by the calm windows)."""
+    theirs answers (``calm``: (cohort_kind, cohort, measure) -> its latest calm window; a
+    firing window of this check followed by a calm one is stored and resolved at once).
+    Returns counts: new, updated (seen before), resolved (by this check)."""
     counts = {"new": 0, "updated": 0, "resolved": 0}
     with db.connect() as conn, conn.cursor() as cur:
         for f in firing:
@@ -103,8 +104,7 @@ def save_alerts(
                 "INSERT INTO alerts (grain, cohort_kind, cohort, measure, window_start,"
                 " window_end, value, baseline, ratio, p_value, severity, sessions,"
                 " viewing_hours, baseline_windows, detail, resolved_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                "  CASE WHEN %s THEN now() END)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL)"
                 " ON CONFLICT (grain, cohort_kind, cohort, measure, window_start) DO UPDATE SET"
                 "  value = excluded.value, baseline = excluded.baseline,"
                 "  ratio = excluded.ratio, p_value = excluded.p_value,"
@@ -112,9 +112,9 @@ def save_alerts(
                 "  viewing_hours = excluded.viewing_hours,"
                 "  baseline_windows = excluded.baseline_windows, detail = excluded.detail,"
                 "  last_seen_at = now(),"
-                # a later calm window resolves it (once: the first resolution time stays);
-                # none: it is open again, and its next resolution is news again
-                "  resolved_at = CASE WHEN %s THEN coalesce(alerts.resolved_at, now()) END,"
+                # a later calm window of this check resolves it below (a resolution, once
+                # made, stays); without one it is open again, and its next resolution is news
+                "  resolved_at = CASE WHEN %s THEN alerts.resolved_at END,"
                 "  resolved_notified_at = CASE WHEN %s THEN alerts.resolved_notified_at END"
                 " RETURNING (xmax = 0)",
                 (
@@ -133,7 +133,6 @@ def save_alerts(
                     f.viewing_hours,
                     f.baseline_windows,
                     Jsonb(f.detail),
-                    f.resolve,
                     f.resolve,
                     f.resolve,
                 ),
