@@ -423,7 +423,7 @@ def hdfs(data: Path | None, workers: int, epochs: int, seed: int, as_json: bool)
 )
 @click.option(
     "--anomaly-rate",
-    default=0.02,
+    default=0.0,
     show_default=True,
     type=click.FloatRange(0.0, 0.5),
     help="Share of the sessions made anomalous (freeze storms among them).",

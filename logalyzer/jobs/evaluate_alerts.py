@@ -78,7 +78,7 @@ def run_alerts_eval(
     first_seed: int = 0,
     devices: int = 32,
     days: int = 5,
-    anomaly_rate: float = 0.02,
+    anomaly_rate: float = 0.0,
     factor: float = 4.0,
     progress: bool | None = None,
 ) -> dict:
