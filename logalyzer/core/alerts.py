@@ -35,6 +35,7 @@ Severity: ``critical`` when R >= ``critical_ratio`` x R0 (3) and p < alpha / 100
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
@@ -225,50 +226,50 @@ def evaluate(
     Firmware first. A model cohort is then judged on its sessions less those of the firmwares
     that fired on the same measure and window (in the window and in its baseline alike): a
     model alert says the model is worse beyond the firmware already named, so one bad
-    firmware raises one alert, not also one for its model."""
+    firmware raises one alert, not also one for its model. Sums are additive, so each
+    cohort's sums per window are added up once and the baseline is a sum of those."""
     step = GRAINS[grain]
-    by_window: dict[datetime, dict[tuple[str, str], dict[str, Sums]]] = {}
+    fw_sums: dict = defaultdict(lambda: defaultdict(Sums))  # (w, fw) -> measure -> Sums
+    model_sums: dict = defaultdict(lambda: defaultdict(Sums))  # (w, model) -> ...
+    members: dict = defaultdict(list)  # w -> [(model, fw), ...]
     for (w, model, fw), sums in cells.items():
-        by_window.setdefault(w, {})[(model, fw)] = sums
+        members[w].append((model, fw))
+        for measure, x in sums.items():
+            fw_sums[(w, fw)][measure] += x
+            model_sums[(w, model)][measure] += x
     out: list[Decision] = []
     for w in starts:
-        here = by_window.get(w, {})
-        back = [by_window.get(w - step * k, {}) for k in range(1, baseline_windows + 1)]
-
-        def judge_cohort(kind, name, member, measure, w=w, here=here, back=back):
-            return _judge_cohort(kind, name, member, measure, w, here, back, rule)
-
+        back = [w - step * k for k in range(1, baseline_windows + 1)]
+        here = members.get(w, [])
         fired: dict[str, set[str]] = {m: set() for m in MEASURES}
         for fw in sorted({fw for _, fw in here}):
             for measure in MEASURES:
-                d = judge_cohort("fw", fw, lambda key, fw=fw: key[1] == fw, measure)
+                d = _judge_cohort(
+                    "fw", fw, measure, w, back, rule, lambda t, m, fw=fw: fw_sums[(t, fw)][m]
+                )
                 out.append(d)
                 if d.verdict.fires:
                     fired[measure].add(fw)
         for model in sorted({model for model, _ in here}):
             for measure in MEASURES:
-                skip = fired[measure]
-                out.append(
-                    judge_cohort(
-                        "model",
-                        model,
-                        lambda key, model=model, skip=skip: key[0] == model and key[1] not in skip,
-                        measure,
-                    )
-                )
+
+                def less_fired(t, m, model=model, skip=fired[measure]):
+                    total = model_sums[(t, model)][m]
+                    for fw in skip:
+                        total = total - cells.get((t, model, fw), {}).get(m, Sums())
+                    return total
+
+                out.append(_judge_cohort("model", model, measure, w, back, rule, less_fired))
     return out
 
 
-def _judge_cohort(kind, name, member, measure, w, here, back, rule) -> Decision:
-    """One cohort (the cells ``member`` accepts) on one measure in window ``w``; ``here``: the
-    window's cells, ``back``: the baseline windows' cells."""
-
-    def total(cellmap, m: str = measure) -> Sums:
-        return sum((s[m] for key, s in cellmap.items() if member(key) and m in s), Sums())
-
-    win, base = total(here), sum((total(c) for c in back), Sums())
-    hours = total(here, _HOURS).den
-    base_hours = sum(total(c, _HOURS).den for c in back)
-    used = sum(1 for c in back if total(c, _HOURS).n > 0)
+def _judge_cohort(kind, name, measure, w, back, rule, sums_of) -> Decision:
+    """One cohort on one measure in window ``w``; ``sums_of(window, measure)``: the cohort's
+    sums in a window, ``back``: the baseline's windows."""
+    win = sums_of(w, measure)
+    base = sum((sums_of(t, measure) for t in back), Sums())
+    hours = sums_of(w, _HOURS).den
+    base_hours = sum(sums_of(t, _HOURS).den for t in back)
+    used = sum(1 for t in back if sums_of(t, _HOURS).n > 0)
     v = judge(measure, win, hours, base, base_hours, used, rule)
     return Decision(kind, name, measure, w, v, int(win.n), hours, used, win, base)
