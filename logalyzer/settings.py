@@ -99,6 +99,42 @@ class Settings(BaseSettings):
         description="how often a replica checks which model versions to serve (0: only at start)",
     )
 
+    alert_webhook: str | None = Field(
+        None, description="URL that new and resolved alerts are POSTed to as JSON; unset: none"
+    )
+    alert_webhook_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="timeout of one webhook attempt, seconds"
+    )
+    alert_webhook_retries: int = Field(
+        3, ge=0, le=20, description="webhook retries after a failed attempt (connection, 5xx)"
+    )
+    alert_webhook_backoff_s: float = Field(
+        1.0, ge=0, le=60, description="wait before the first retry, doubled each time"
+    )
+    alert_alpha: float = Field(
+        0.001, gt=0, lt=0.5, description="significance of the alert test (one-sided p below it)"
+    )
+    alert_min_ratio: float = Field(
+        1.5, ge=1.0, description="a window must be at least this multiple of its baseline"
+    )
+    alert_min_hours: float = Field(
+        10.0, ge=0, description="viewing hours a cohort needs in a window (and its baseline)"
+    )
+    alert_min_sessions: int = Field(30, ge=2, description="sessions a cohort needs in a window")
+    alert_baseline_days: int = Field(
+        7, ge=1, le=366, description="daily windows: the baseline is the previous N days"
+    )
+    alert_baseline_hours: int = Field(
+        24, ge=1, le=24 * 31, description="hourly windows: the baseline is the previous N hours"
+    )
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError(f"the webhook must be an http(s) URL (got {v!r})")
+        return v or None
+
     @field_validator("score_versions")
     @classmethod
     def _known_detectors(cls, v: dict[str, int]) -> dict[str, int]:

@@ -39,7 +39,7 @@ CHROMIUM_FLAGS = [
     "--disable-dev-shm-usage",
 ]
 # A chart must show rows when the table its dataset reads has some (flagged sessions only
-# after `detect`, pushes only after one was made).
+# after `detect`, pushes only after one was made, alerts only after `alerts` raised one).
 NEEDS = {
     "fleet_qoe": "sessions",
     "device_qoe": "sessions",
@@ -47,6 +47,7 @@ NEEDS = {
     "flagged_sessions": "anomalies_consolidated",
     "jam_pushes_overview": "jam_pushes",
     "jam_impact": "jam_pushes",
+    "fleet_alerts": "alerts",
 }
 
 
@@ -58,6 +59,7 @@ def db_facts(dsn: str) -> dict:
             ("sessions", "true"),
             ("anomalies_consolidated", "is_anomaly"),
             ("jam_pushes", "true"),
+            ("alerts", "true"),
         ):
             cur.execute(f"SELECT count(*) FROM {table} WHERE {where}")  # fixed names, not input
             facts[table] = cur.fetchone()[0]

@@ -50,9 +50,9 @@ fi
 [[ -x $LOGALYZER ]] || { echo "Error: no $LOGALYZER" >&2; echo "Hint: make setup" >&2; exit 1; }
 IFS=, read -ra step_list <<< "$STEPS"
 for s in "${step_list[@]}"; do
-  case $s in ingest|sessionize|train|detect) ;;
+  case $s in ingest|sessionize|train|detect|alerts) ;;
     *) echo "Error: unknown step '$s' in SUPERSET_CHECK_STEPS" >&2
-       echo "Hint: steps are ingest,sessionize,train,detect" >&2; exit 1 ;;
+       echo "Hint: steps are ingest,sessionize,train,detect,alerts" >&2; exit 1 ;;
   esac
 done
 start=$SECONDS

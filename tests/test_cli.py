@@ -174,7 +174,7 @@ def test_synth_writes_a_fleet(tmp_path):
 
 
 def test_job_entry_points_have_help():
-    for job in ("jobs/ingest.py", "jobs/pipeline.py"):
+    for job in ("jobs/ingest.py", "jobs/pipeline.py", "jobs/alerts.py"):
         r = subprocess.run(
             [sys.executable, str(ROOT / job), "--help"], capture_output=True, text=True, timeout=60
         )

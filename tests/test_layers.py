@@ -33,7 +33,7 @@ RANK = {
     "logalyzer.http": 5,
     "logalyzer.cli": 6,
 }
-STAGE_JOBS = {f"logalyzer.jobs.{n}" for n in ("ingest", "sessionize", "train", "detect")}
+STAGE_JOBS = {f"logalyzer.jobs.{n}" for n in ("ingest", "sessionize", "train", "detect", "alerts")}
 #: Third-party packages a layer must not touch: the core knows nothing of Ray, PostgreSQL or
 #: HTTP; storage nothing of Ray or HTTP.
 FORBIDDEN = {

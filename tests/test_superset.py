@@ -208,6 +208,17 @@ def filled(db):
                 ' {"feature": "freezes", "text": "15 freezes (usually 0.1)", "value": 2.77}]}',
             ),
         )
+        # a fleet alert on the first day (sql/0014_alerts.sql)
+        conn.execute(
+            "INSERT INTO alerts (grain, cohort_kind, cohort, measure, window_start, window_end,"
+            " value, baseline, ratio, p_value, severity, sessions, viewing_hours,"
+            " baseline_windows) VALUES ('day', 'fw', 'fw1', 'freezes_per_hour', %s, %s,"
+            " 2.4, 0.5, 4.8, 1e-9, 'critical', 2, 1.5, 7)",
+            (
+                T0.replace(hour=0, tzinfo=UTC),
+                T0.replace(hour=0, tzinfo=UTC) + timedelta(days=1),
+            ),
+        )
         # a jam-software push installed on box 1 between its two sessions
         conn.execute(
             "INSERT INTO jam_pushes (push_id, idempotency_key, request_hash, package, version, url,"
@@ -258,6 +269,9 @@ def test_every_dataset_and_metric_runs(filled, grain, window):
                 conn.execute(f"SELECT {m['expression']} FROM ({sql}) AS virtual_table")
         if name == "fleet_qoe" and window == (None, None):
             assert sum(r["sessions"] for r in records(filled.dsn, sql)) == 3
+        if name == "fleet_alerts":  # the alert's day overlaps every window but the empty one
+            want = [] if window == WINDOWS[-1] else ["fw fw1"]
+            assert [r["cohort"] for r in records(filled.dsn, sql)] == want
         assert rows is not None
     assert query(filled.dsn, "SELECT count(*) FROM sessions") == [(3,)]
 

@@ -1,8 +1,8 @@
 """The ``logalyzer`` command: a thin click face over the library, one subcommand per stage.
 
 The commands live by topic in this package (:mod:`~logalyzer.cli.data`,
-:mod:`~logalyzer.cli.search`, :mod:`~logalyzer.cli.ml`, :mod:`~logalyzer.cli.service`,
-:mod:`~logalyzer.cli.database`);
+:mod:`~logalyzer.cli.search`, :mod:`~logalyzer.cli.ml`, :mod:`~logalyzer.cli.alerts`,
+:mod:`~logalyzer.cli.service`, :mod:`~logalyzer.cli.database`);
 their common rules (errors as one line plus a hint, exit 1; usage errors exit 2) are
 :mod:`~logalyzer.cli.common`. A command imports its Ray job only when it runs, so
 ``logalyzer -h`` answers at once.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import click
 
-from logalyzer.cli import data, database, ml, search, service
+from logalyzer.cli import alerts, data, database, ml, search, service
 from logalyzer.cli.common import CONTEXT
 
 
@@ -44,6 +44,7 @@ for command in (
     ml.detect,
     ml.evaluate,
     ml.models,
+    alerts.alerts,
     service.serve,
     service.tokens,
     database.db,

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from logalyzer.cli.alerts import print_alert_rows, print_alerts_summary
 from logalyzer.cli.common import (
     CONTEXT,
     friendly,
@@ -21,7 +22,9 @@ from logalyzer.cli.common import (
 )
 from logalyzer.cli.ml import print_detect_summary, print_top_anomalies, print_train_results
 from logalyzer.core.synth import FleetSpec, generate_fleet
+from logalyzer.core.synth.regression import parse_regression
 from logalyzer.errors import LogalyzerError
+from logalyzer.store.alerts import list_alerts
 from logalyzer.store.reports import fleet_overview
 
 # --------------------------------------------------------------------------- synth
@@ -64,6 +67,18 @@ from logalyzer.store.reports import fleet_overview
 @click.option(
     "--tz", default=None, help="Zone the boxes write local time in (default LOGALYZER_TZ or UTC)."
 )
+@click.option(
+    "--firmwares-per-model",
+    default=None,
+    type=click.IntRange(1, 31),
+    help="Firmwares per model, kept by the boxes (default: 31 patch levels, updated at reboots).",
+)
+@click.option(
+    "--regression",
+    default=None,
+    metavar="FW@DAY[xF]",
+    help="Firmware FW has F times (4) the usual freezes on UTC day DAY of the fleet (0: first).",
+)
 @friendly
 def synth(
     out: Path,
@@ -73,11 +88,24 @@ def synth(
     anomaly_rate: float,
     noise: int | None,
     tz: str | None,
+    firmwares_per_model: int | None,
+    regression: str | None,
 ) -> None:
     """Write a synthetic fleet of gzip logcat files and its ground truth into OUT."""
     settings = load_settings(tz=tz)
+    if regression:
+        try:
+            parse_regression(regression)
+        except ValueError as exc:
+            raise LogalyzerError(str(exc), hint="e.g. --regression RTV-3.2.1@4x4") from exc
     spec = FleetSpec(
-        devices=devices, hours=hours, seed=seed, anomaly_rate=anomaly_rate, tz=settings.tz
+        devices=devices,
+        hours=hours,
+        seed=seed,
+        anomaly_rate=anomaly_rate,
+        tz=settings.tz,
+        firmwares_per_model=firmwares_per_model,
+        regression=regression,
     )
     if noise is not None:
         spec.noise_lines_per_minute = noise
@@ -279,7 +307,7 @@ def print_fleet_overview(db) -> None:
     "--steps",
     default="ingest",
     show_default=True,
-    help="Comma-separated steps, run in order: ingest,sessionize,train,detect.",
+    help="Comma-separated steps, run in order: ingest,sessionize,train,detect,alerts.",
 )
 @rxids_option()
 @click.option(
@@ -324,6 +352,9 @@ def run(
             print_fleet_overview(db)
         elif step == "train":
             print_train_results(result)
+        elif step == "alerts":
+            print_alerts_summary(result)
+            print_alert_rows(list_alerts(db, grain="day", since=result.first_window))
         else:
             print_detect_summary(result)
             print_top_anomalies(db, 5)

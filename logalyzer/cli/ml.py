@@ -213,7 +213,7 @@ def print_top_anomalies(db, limit: int) -> None:
 
 @click.group(name="eval", context_settings=CONTEXT)
 def evaluate() -> None:
-    """Measure the detectors: on a synthetic fleet with ground truth, or on HDFS-100k."""
+    """Measure the detectors (a synthetic fleet with ground truth, HDFS-100k) and the alerts."""
 
 
 @evaluate.command(context_settings=CONTEXT)
@@ -392,6 +392,95 @@ def hdfs(data: Path | None, workers: int, epochs: int, seed: int, as_json: bool)
     click.echo(
         f"test ({res['test_sessions']:,} sessions, {res['test_anomalies']} anomalies): "
         f"precision {t['precision']:.3f}, recall {t['recall']:.3f}, F1 {t['f1']:.3f}"
+    )
+
+
+@evaluate.command(name="alerts", context_settings=CONTEXT)
+@click.option(
+    "--seeds", default=3, show_default=True, type=click.IntRange(1, 100), help="Fleets per variant."
+)
+@click.option("--first-seed", default=0, show_default=True, type=int, help="The first seed.")
+@click.option(
+    "--devices",
+    default=32,
+    show_default=True,
+    type=click.IntRange(4, 10_000),
+    help="Boxes per fleet.",
+)
+@click.option(
+    "--days",
+    default=5,
+    show_default=True,
+    type=click.IntRange(5, 60),
+    help="Days per fleet (the regression hits the last full one).",
+)
+@click.option(
+    "--factor",
+    default=4.0,
+    show_default=True,
+    type=click.FloatRange(1.0, 100.0),
+    help="How many times the usual freeze rate the regressed firmware has that day.",
+)
+@click.option(
+    "--anomaly-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.5),
+    help="Share of the sessions made anomalous (freeze storms among them).",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the fleets (default: LOGALYZER_HOME/eval-alerts).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@friendly
+def eval_alerts(
+    seeds: int,
+    first_seed: int,
+    devices: int,
+    days: int,
+    factor: float,
+    anomaly_rate: float,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Fleets where one firmware regresses on one day, and controls: precision / recall of alerts.
+
+    Each fleet gets a scratch database on the server of LOGALYZER_DSN, dropped afterwards.
+    """
+    from logalyzer.jobs.evaluate_alerts import run_alerts_eval  # Ray (ingest): when it runs
+
+    settings = load_settings()
+    db = open_db(settings)
+    res = run_alerts_eval(
+        settings,
+        db,
+        out or settings.home / "eval-alerts",
+        seeds=seeds,
+        first_seed=first_seed,
+        devices=devices,
+        days=days,
+        anomaly_rate=anomaly_rate,
+        factor=factor,
+        progress=sys.stderr.isatty(),
+    )
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    for r in res["runs"]:
+        click.echo(
+            f"seed {r['seed']}: {r['firmware']} ({r['boxes']} boxes) x{factor:g} freezes on "
+            f"{r['day']}: precision {r['precision']:.3f}, recall {r['recall']:.3f} "
+            f"(tp {r['tp']}, fp {r['fp']}, fn {r['fn']})"
+            + (f"; false alerts: {', '.join(r['false_alerts'])}" if r["false_alerts"] else "")
+        )
+    p = res["pooled"]
+    click.echo(
+        f"mean over {seeds} seeds: precision {res['mean_precision']:.3f}, recall "
+        f"{res['mean_recall']:.3f}; pooled: tp {p['tp']}, fp {p['fp']}, fn {p['fn']} "
+        f"({res['seconds']:,.0f} s)"
     )
 
 

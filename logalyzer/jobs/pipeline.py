@@ -1,7 +1,8 @@
 """The per-step pipeline launcher: ``logalyzer run`` and ``jobs/pipeline.py``.
 
 It replaces the original bash launcher, which ran five device batches side by side; here each
-step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → train → detect;
+step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → train → detect
+→ alerts (daily windows, the last three; ``logalyzer alerts`` for other windows);
 an unknown step stops the run *before* anything starts, with a clear message, and a database
 that went away during the ingest stops it after that step. It is the one
 job that composes the others (with :mod:`logalyzer.jobs.evaluate`, which runs it); the stage
@@ -11,12 +12,13 @@ jobs import none of each other.
 from __future__ import annotations
 
 from logalyzer.errors import LogalyzerError
+from logalyzer.jobs.alerts import check_alerts
 from logalyzer.jobs.ingest import ingest
 from logalyzer.jobs.sessionize import sessionize
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 
-STEPS = ("ingest", "sessionize", "train", "detect")
+STEPS = ("ingest", "sessionize", "train", "detect", "alerts")
 
 
 def parse_steps(text: str) -> list[str]:
@@ -64,6 +66,8 @@ def _run_step(settings, db, paths, step, rxids, progress, workers):
         from logalyzer.jobs.train import train
 
         return train(settings, db, workers=workers, rxids=rxids, progress=progress)
+    if step == "alerts":
+        return check_alerts(settings, db, grain="day")
     from logalyzer.jobs.detect import detect  # torch: see train above
 
     return detect(settings, db, rxids=rxids, progress=progress)

@@ -9,7 +9,10 @@ parameter.
 from __future__ import annotations
 
 import re
+import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,3 +194,26 @@ def _exists(conn: psycopg.Connection, name: str) -> bool:
         (name,),
     ).fetchone()
     return bool(row and row[0])
+
+
+# --------------------------------------------------------------------------- scratch databases
+
+
+@contextmanager
+def scratch_database(dsn: str, prefix: str = "logalyzer_scratch") -> Iterator[Database]:
+    """A new, migrated database on the server of ``dsn``, dropped on the way out (an
+    evaluation's fleets each get one, so the user's own data is never touched)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    scratch = psycopg.conninfo.make_conninfo(**{**params, "dbname": name})
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with connect(scratch) as conn:
+            migrate(conn)
+        yield Database(scratch)
+    finally:
+        with connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .noise import _chunks
+from .regression import _fw_patch
 from .render import _Header, _render_specials
 from .spec import HEADER_VARIANTS, VAR_DIALECTS, FleetResult, FleetSpec, _start_utc
 from .timeline import _Device, _Planner
@@ -47,12 +48,21 @@ def _devices(spec: FleetSpec, start_ms: int) -> list[_Device]:
                 kernel_style=r.choice(("plain", "level", "amlogic")),
                 dumpstate=i == 2 or r.random() < 0.25,
                 model=model,
-                fw=fw % r.randint(0, 30),
+                fw=fw % _fw_patch(r, spec),
                 app=app % r.randint(0, 20),
                 start_ms=start_ms + (0 if i == 0 else r.randint(0, 120) * 1000),
             )
         )
     return devices
+
+
+def firmware_boxes(spec: FleetSpec) -> dict[str, int]:
+    """Boxes per firmware at the fleet's start (what a regression can name)."""
+    start_ms = int(_start_utc(spec.start).timestamp() * 1000)
+    out: dict[str, int] = {}
+    for dev in _devices(spec, start_ms):
+        out[dev.fw] = out.get(dev.fw, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def generate_fleet(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 from .noise import _APPS
+from .regression import _regressed
 from .spec import _MIN, ANOMALY_KINDS
 
 
@@ -162,11 +163,13 @@ class _Playback:
         for name, rate in _NORMAL_RATES.items():
             if name == "trick" and src == "live":
                 continue
+            rate *= _regressed(self, name)
             incs += [self.incident(name) for _ in range(_poisson(self.r, rate * hours))]
         return self.place(lo, dur - 500, incs) + self.abr(lo, dur)
 
     def random_session(self, t: int) -> int:
         r = self.r
+        self.session_ms = t  # for a regression that holds on some days (.regression)
         cc = self.change()
         ttff = r.randint(350, 2200)
         anomalous = r.random() < self.spec.anomaly_rate

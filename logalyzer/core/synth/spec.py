@@ -94,9 +94,16 @@ class FleetSpec:
     # 60000 two noise lines may share a millisecond)
     rotate_mb: float = 8.0  # rotate a device's file after about this many MB (1e6)
     overlap_lines: int = 50  # each rotated file repeats the last N lines of the previous
+    # Fleet alerts' evaluation (.regression); both off by default, so every fleet stays the same:
+    firmwares_per_model: int | None = None  # None: each box's fw patch is 0..30; N: 0..N-1
+    regression: str | None = None  # "FW@DAY" or "FW@DAYxF": firmware FW's freezes x F (4) on
+    # UTC day DAY of the fleet (0: the start's day)
 
     def to_json(self) -> dict:
         d = asdict(self)
+        for opt in ("firmwares_per_model", "regression"):  # off: the truth file as before
+            if d[opt] is None:
+                del d[opt]
         d["start"] = _start_utc(self.start).isoformat()
         return d
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .edge_cases import _EdgeCases
 from .noise import _BOOT_KERNEL, _PROC_TABLE, _RUN_KERNEL, _Proc
 from .playback import _Playback
+from .regression import _fw_updates
 from .spec import _MIN, FleetSpec, VarEvent
 
 
@@ -134,7 +135,8 @@ class _Planner(_Playback, _EdgeCases):
                 pkg,
                 [pid] + [pid + r.randint(1, 400) for _ in range(r.randint(3, 6))],
             )
-        if self.boots and r.random() < 0.5:  # a reboot in standby often installs an update
+        # a reboot in standby often installs an update (not with pinned firmwares: .regression)
+        if self.boots and r.random() < 0.5 and _fw_updates(self.spec):
             d.fw = re.sub(r"(\d+)$", lambda m: str(int(m.group(1)) + 1), d.fw)
         self.boots.append(_Boot(t, procs, d.model, d.fw, d.app))
         self.seq = self.sid = 0
