@@ -52,6 +52,8 @@ from logalyzer.core.detectors import (
     BaselineDetector,
     Detector,
     LSTMDetector,
+    epochs_for,
+    fit_in_process,
     from_bytes,
     to_bytes,
     train_epoch,
@@ -234,7 +236,7 @@ def fit(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    cfg = det.cfg
+    cfg, epochs = det.cfg, epochs_for(det, len(data))
     # rank 0 tells the driver each epoch's loss through a small actor, for the progress bar
     progress = Queue(maxsize=1000, actor_options={"num_cpus": 0}) if show else None
     storage = Path(settings.home).expanduser() / "ray_results"
@@ -243,7 +245,7 @@ def fit(
         train_loop_per_worker,
         train_loop_config={
             "init": to_bytes(det),
-            "epochs": cfg.epochs,
+            "epochs": epochs,
             "lr": cfg.lr,
             "batch_size": cfg.batch_size,
             "seed": seed,
@@ -259,7 +261,7 @@ def fit(
             ),
         ),
     )
-    result = _fit_showing(trainer, progress, det.kind, cfg.epochs)
+    result = _fit_showing(trainer, progress, det.kind, epochs)
     best, metrics = (
         result.best_checkpoints[0]
         if result.best_checkpoints
@@ -376,31 +378,38 @@ def train(
 
 def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show):
     """The autoencoder on a cleaned history (:mod:`logalyzer.core.autoencoder`): fitted on
-    every session, then ``clean_rounds`` times again, scaler included, on those it scored
-    under its strict fence; its threshold is the fence over the last kept sessions' scores.
+    every session, then again, scaler included, on those it scored under its strict fence
+    (``clean_rounds`` fits choose them, in this process), the last fit with Ray Train; its
+    threshold is the fence over the kept sessions' scores.
     Returns (detector, training array, metrics, the sessions it learnt from, every session's
     score)."""
-    keep, round_ = np.ones(len(sessions), bool), 0
-    while True:
+    keep, rounds = np.ones(len(sessions), bool), autoencoder.AEConfig().clean_rounds
+    for round_ in range(rounds):  # choosing the sessions: in this process (a Ray Train run
+        # costs ~30 s of start-up on a small machine, these fits a few seconds each)
         learn = [s for s, k in zip(sessions, keep) if k]
-        seed_everything(seed)  # every round starts from the same weights: one seed, one model
+        seed_everything(seed)  # every fit starts from the same weights: one seed, one model
         det = new_detector("ae", learn, overrides)
-        data = training_array(det, learn)
-        det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
+        fit_in_process(det, training_array(det, learn), seed=seed)
         scores = session_scores(det, sessions)
         ordinary = scores <= det.ordinary_fence(scores[keep])
-        if round_ == det.cfg.clean_rounds or ordinary.sum() < MIN_SESSIONS:
+        if ordinary.sum() < MIN_SESSIONS:
             break
-        keep, round_ = ordinary, round_ + 1
+        keep = ordinary
         if show:
             print(
-                f"refitting ae on the {int(keep.sum()):,} sessions it finds ordinary "
-                f"(round {round_ + 1} of {det.cfg.clean_rounds + 1})...",
+                f"round {round_ + 1} of {rounds}: ae finds {int(keep.sum()):,} of "
+                f"{len(sessions):,} sessions ordinary",
                 file=sys.stderr,
             )
+    learn = [s for s, k in zip(sessions, keep) if k]  # the model itself: with Ray Train
+    seed_everything(seed)
+    det = new_detector("ae", learn, overrides)
+    data = training_array(det, learn)
+    det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
+    scores = session_scores(det, sessions)
     det.threshold = det.threshold_for(scores[keep])
     det.ordinary_below = det.ordinary_fence(scores[keep])
-    metrics["clean_rounds"] = round_
+    metrics["clean_rounds"], metrics["kept"] = rounds, int(keep.sum())
     return det, data, metrics, learn, scores
 
 
