@@ -20,6 +20,7 @@ from logalyzer.cli.common import (
     rxids_option,
 )
 from logalyzer.cli.ml import print_detect_summary, print_top_anomalies, print_train_results
+from logalyzer.cli.templates import print_templates_summary
 from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.errors import LogalyzerError
 from logalyzer.store.reports import fleet_overview
@@ -279,7 +280,7 @@ def print_fleet_overview(db) -> None:
     "--steps",
     default="ingest",
     show_default=True,
-    help="Comma-separated steps, run in order: ingest,sessionize,train,detect.",
+    help="Comma-separated steps, run in order: ingest,sessionize,templates,train,detect.",
 )
 @rxids_option()
 @click.option(
@@ -322,6 +323,8 @@ def run(
         elif step == "sessionize":
             print_sessionize_summary(result)
             print_fleet_overview(db)
+        elif step == "templates":
+            print_templates_summary(result)
         elif step == "train":
             print_train_results(result)
         else:

@@ -180,7 +180,8 @@ def print_detect_summary(s) -> None:
 
 
 def describe_reasons(reasons: dict, limit: int = 2) -> str:
-    """'15 freezes (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame'. Scores
+    """'15 freezes (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame;
+    ActivityManager: ANR in <*> 12 times (usually 0)' (the last: system templates). Scores
     stored before the features had a text read in the model's numbers."""
     parts = [
         f.get("text") or f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
@@ -189,7 +190,8 @@ def describe_reasons(reasons: dict, limit: int = 2) -> str:
     seen = dict.fromkeys(
         f"unexpected {t['event']} after {t['after']}" for t in reasons.get("transitions") or []
     )
-    return "; ".join(parts + list(seen)[:limit])
+    system = [t["text"] for t in (reasons.get("templates") or [])[:limit] if t.get("text")]
+    return "; ".join(parts + list(seen)[:limit] + system)
 
 
 def print_top_anomalies(db, limit: int) -> None:

@@ -1,7 +1,8 @@
 """The per-step pipeline launcher: ``logalyzer run`` and ``jobs/pipeline.py``.
 
 It replaces the original bash launcher, which ran five device batches side by side; here each
-step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → train → detect;
+step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → templates →
+train → detect (templates only when asked for);
 an unknown step stops the run *before* anything starts, with a clear message, and a database
 that went away during the ingest stops it after that step. It is the one
 job that composes the others (with :mod:`logalyzer.jobs.evaluate`, which runs it); the stage
@@ -13,10 +14,11 @@ from __future__ import annotations
 from logalyzer.errors import LogalyzerError
 from logalyzer.jobs.ingest import ingest
 from logalyzer.jobs.sessionize import sessionize
+from logalyzer.jobs.templates import templates
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 
-STEPS = ("ingest", "sessionize", "train", "detect")
+STEPS = ("ingest", "sessionize", "templates", "train", "detect")
 
 
 def parse_steps(text: str) -> list[str]:
@@ -59,6 +61,8 @@ def _run_step(settings, db, paths, step, rxids, progress, workers):
         return ingest(settings, db, paths, only_rxids=rxids, progress=progress)
     if step == "sessionize":
         return sessionize(settings, db, rxids=rxids, progress=progress)
+    if step == "templates":
+        return templates(settings, db, rxids=rxids, progress=progress)
     if step == "train":
         # imported by the step that needs them: train and detect load torch and Ray Train
         from logalyzer.jobs.train import train
