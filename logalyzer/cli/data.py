@@ -56,6 +56,14 @@ from logalyzer.store.reports import fleet_overview
     help="Fraction of playback sessions made anomalous.",
 )
 @click.option(
+    "--system-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
+    "kernel errors) with its system lines; 0 keeps the fleet as before.",
+)
+@click.option(
     "--noise",
     "noise",
     default=None,
@@ -72,13 +80,19 @@ def synth(
     hours: float,
     seed: int,
     anomaly_rate: float,
+    system_faults: float,
     noise: int | None,
     tz: str | None,
 ) -> None:
     """Write a synthetic fleet of gzip logcat files and its ground truth into OUT."""
     settings = load_settings(tz=tz)
     spec = FleetSpec(
-        devices=devices, hours=hours, seed=seed, anomaly_rate=anomaly_rate, tz=settings.tz
+        devices=devices,
+        hours=hours,
+        seed=seed,
+        anomaly_rate=anomaly_rate,
+        tz=settings.tz,
+        system_faults=system_faults,
     )
     if noise is not None:
         spec.noise_lines_per_minute = noise

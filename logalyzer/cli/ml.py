@@ -253,6 +253,14 @@ def evaluate() -> None:
     type=click.FloatRange(0.0, 0.5),
     help="Share of the sessions made anomalous.",
 )
+@click.option(
+    "--system-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of the anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
+    "kernel errors); above 0 the templates step runs too.",
+)
 @workers_option
 @click.option(
     "--repeats",
@@ -278,6 +286,7 @@ def synthetic(
     seed: int,
     out: Path | None,
     anomaly_rate: float,
+    system_faults: float,
     workers: int,
     repeats: int,
     train_seed: int,
@@ -306,6 +315,7 @@ def synthetic(
         train_seed=train_seed,
         anomaly_rate=anomaly_rate,
         epochs=epochs,
+        system_faults=system_faults,
     )
     if as_json:
         click.echo(json.dumps(res, indent=2))

@@ -65,6 +65,9 @@ ANOMALY_KINDS = (
     "rebuffer_storm",
     "hdcp_failure",
 )
+#: System-side faults (:mod:`.system`), opt-in with FleetSpec.system_faults; labelled like
+#: the playback kinds in the truth.
+SYSTEM_FAULT_KINDS = ("anr_burst", "oom_kill", "hdcp_kernel")
 EDGE_CASES = (
     "pre_first_change",
     "unclosed_episode",
@@ -94,10 +97,14 @@ class FleetSpec:
     # 60000 two noise lines may share a millisecond)
     rotate_mb: float = 8.0  # rotate a device's file after about this many MB (1e6)
     overlap_lines: int = 50  # each rotated file repeats the last N lines of the previous
+    system_faults: float = 0.0  # share of anomalous sessions given a system-side cause
+    # (SYSTEM_FAULT_KINDS); 0 keeps every fleet as it was, byte for byte
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["start"] = _start_utc(self.start).isoformat()
+        if not self.system_faults:
+            del d["system_faults"]  # the truth of a default fleet stays as it was
         return d
 
 
