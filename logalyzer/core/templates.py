@@ -37,7 +37,7 @@ _MASKS = (
     re.compile(r"0[xX][0-9a-fA-F]+"),
     re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"),
     re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{6,}\b"),
-    re.compile(r"(?<![A-Za-z])-?\d+(?:\.\d+)?"),
+    re.compile(r"(?<![A-Za-z\d])-?\d+(?:\.\d+)?"),
 )
 
 logging.getLogger("drain3").setLevel(logging.WARNING)  # it logs every snapshot at INFO

@@ -41,7 +41,7 @@ class PgPersistence(PersistenceHandler):
         row = self.conn.execute(
             "SELECT state FROM template_miners WHERE cohort = %s", (self.cohort,)
         ).fetchone()
-        return bytes(row[0]) if row else None
+        return bytes(row[0]) if row and row[0] else None  # an empty state is no state
 
 
 # --------------------------------------------------------------------------- cohorts
