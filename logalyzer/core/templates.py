@@ -177,11 +177,16 @@ def grouping_accuracy(truth: Sequence, predicted: Sequence) -> float:
 # --------------------------------------------------------------------------- the rule
 
 #: A system template is named among a session's reasons when it appears at least MIN_COUNT
-#: times and a Poisson count at the *higher* of the box's and the cohort's normal rate (per
+#: times, a Poisson count at the *higher* of the box's and the cohort's normal rate (per
 #: viewing hour, times the session's hours) would reach that many with probability under
-#: MAX_P: it must be unusual against both.
+#: MAX_P (it must be unusual against both), and bursts of it (MIN_COUNT or more in a session)
+#: are rare in the cohort's other sessions (at most MAX_BURST_SHARE of them). The normal rates
+#: count each other session's lines of the template up to MIN_COUNT - 1 only (winsorized):
+#: one other burst on the same box must not make the next one look usual, while a template
+#: that comes in bursts routinely is caught by the burst share instead.
 MIN_COUNT = 3
 MAX_P = 1e-3
+MAX_BURST_SHARE = 0.1
 MIN_HOURS = 1 / 6  # sessions shorter than 10 minutes count as 10 (as the features do)
 MAX_REASONS = 3
 
@@ -236,10 +241,12 @@ def unusual(
     hours: float,
     box_rate: float,
     cohort_rate: float,
+    burst_share: float = 0.0,
 ) -> Unusual | None:
     """The template's count in a session judged against the box's and the cohort's normal
-    rates per viewing hour (see MIN_COUNT, MAX_P); None when it is ordinary."""
-    if count < MIN_COUNT:
+    rates per viewing hour and the share of the cohort's other sessions with a burst of it
+    (see MIN_COUNT, MAX_P, MAX_BURST_SHARE); None when it is ordinary."""
+    if count < MIN_COUNT or burst_share > MAX_BURST_SHARE:
         return None
     lam = max(box_rate, cohort_rate) * max(hours, MIN_HOURS)
     p = poisson_sf(count, lam)

@@ -225,12 +225,13 @@ def attach_reasons(conn, ids: list[tuple[str, str]]) -> int:
     boxes = sorted({r[0] for r in rows})
     tids = sorted({r[2] for r in rows})
     cohorts = sorted({r[5] for r in rows})
+    cap = core.MIN_COUNT - 1  # winsorized: see core.MIN_COUNT
     box_n = {
         (r[0], r[1]): r[2]
         for r in conn.execute(
-            "SELECT rxid, template_id, sum(count) FROM session_templates"
+            "SELECT rxid, template_id, sum(least(count, %s)) FROM session_templates"
             " WHERE rxid = ANY(%s) AND template_id = ANY(%s) GROUP BY 1, 2",
-            (boxes, tids),
+            (cap, boxes, tids),
         )
     }
     box_h = dict(
@@ -239,28 +240,34 @@ def attach_reasons(conn, ids: list[tuple[str, str]]) -> int:
             (boxes,),
         ).fetchall()
     )
-    tpl_n = dict(
-        conn.execute(
-            "SELECT template_id, sum(count) FROM session_templates WHERE template_id = ANY(%s)"
-            " GROUP BY 1",
-            (tids,),
-        ).fetchall()
-    )
-    cohort_h = dict(
-        conn.execute(
-            "SELECT d.cohort, sum(s.duration_s) / 3600.0 FROM sessions s"
+    tpl_n = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT template_id, sum(least(count, %s)), count(*) FILTER (WHERE count >= %s)"
+            " FROM session_templates WHERE template_id = ANY(%s) GROUP BY 1",
+            (cap, core.MIN_COUNT, tids),
+        )
+    }
+    cohort_h = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT d.cohort, sum(s.duration_s) / 3600.0, count(*) FROM sessions s"
             " JOIN template_devices d USING (rxid) WHERE d.cohort = ANY(%s) GROUP BY 1",
             (cohorts,),
-        ).fetchall()
-    )
+        )
+    }
     found: dict[tuple, list] = defaultdict(list)
     for rxid, session_id, tid, n, text, cohort, hours in rows:
         hours = float(hours)
+        own = min(n, cap)
+        c_hours, c_sessions = cohort_h.get(cohort) or (0, 0)
+        t_n, t_bursts = tpl_n.get(tid) or (0, 0)
         other_box_h = max(float(box_h.get(rxid) or 0) - hours, 0.0)
-        other_cohort_h = max(float(cohort_h.get(cohort) or 0) - hours, 0.0)
-        box_rate = (int(box_n.get((rxid, tid), 0)) - n) / other_box_h if other_box_h else 0.0
-        cohort_rate = (int(tpl_n.get(tid, 0)) - n) / other_cohort_h if other_cohort_h else 0.0
-        u = core.unusual(tid, text, n, hours, box_rate, cohort_rate)
+        other_cohort_h = max(float(c_hours or 0) - hours, 0.0)
+        box_rate = (int(box_n.get((rxid, tid), 0)) - own) / other_box_h if other_box_h else 0.0
+        cohort_rate = (int(t_n) - own) / other_cohort_h if other_cohort_h else 0.0
+        bursts = (int(t_bursts) - 1) / (int(c_sessions) - 1) if c_sessions > 1 else 0.0
+        u = core.unusual(tid, text, n, hours, box_rate, cohort_rate, bursts)
         if u is not None:
             found[(rxid, session_id)].append(u)
     with conn.cursor() as cur:
