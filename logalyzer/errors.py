@@ -109,3 +109,9 @@ class UnknownDevice(NotFound):
     """A search named a box that has no lines stored (no partition): 404 over HTTP."""
 
     hint = "ingest the box's files first; `logalyzer db info` counts the devices loaded"
+
+
+class TemplatesBusy(LogalyzerError):
+    """Another ``logalyzer templates`` run holds the database's templates lock."""
+
+    hint = "wait for it to finish, then run again"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import click
 
-from logalyzer.cli import alerts, data, database, ml, search, service
+from logalyzer.cli import alerts, data, database, ml, search, service, templates
 from logalyzer.cli.common import CONTEXT
 
 
@@ -38,6 +38,7 @@ for command in (
     data.synth,
     data.ingest,
     data.sessionize,
+    templates.templates,
     data.run,
     search.grep,
     ml.train,

@@ -21,6 +21,7 @@ from logalyzer.cli.common import (
     rxids_option,
 )
 from logalyzer.cli.ml import print_detect_summary, print_top_anomalies, print_train_results
+from logalyzer.cli.templates import print_templates_summary
 from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.core.synth.regression import parse_regression
 from logalyzer.errors import LogalyzerError
@@ -58,6 +59,14 @@ from logalyzer.store.reports import fleet_overview
     help="Fraction of playback sessions made anomalous.",
 )
 @click.option(
+    "--system-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
+    "kernel errors) with its system lines; 0 keeps the fleet as before.",
+)
+@click.option(
     "--noise",
     "noise",
     default=None,
@@ -86,6 +95,7 @@ def synth(
     hours: float,
     seed: int,
     anomaly_rate: float,
+    system_faults: float,
     noise: int | None,
     tz: str | None,
     firmwares_per_model: int | None,
@@ -106,6 +116,7 @@ def synth(
         tz=settings.tz,
         firmwares_per_model=firmwares_per_model,
         regression=regression,
+        system_faults=system_faults,
     )
     if noise is not None:
         spec.noise_lines_per_minute = noise
@@ -307,7 +318,7 @@ def print_fleet_overview(db) -> None:
     "--steps",
     default="ingest",
     show_default=True,
-    help="Comma-separated steps, run in order: ingest,sessionize,train,detect,alerts.",
+    help="Comma-separated steps, run in order: ingest,sessionize,templates,train,detect,alerts.",
 )
 @rxids_option()
 @click.option(
@@ -350,6 +361,8 @@ def run(
         elif step == "sessionize":
             print_sessionize_summary(result)
             print_fleet_overview(db)
+        elif step == "templates":
+            print_templates_summary(result)
         elif step == "train":
             print_train_results(result)
         elif step == "alerts":

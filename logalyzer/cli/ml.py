@@ -180,7 +180,8 @@ def print_detect_summary(s) -> None:
 
 
 def describe_reasons(reasons: dict, limit: int = 2) -> str:
-    """'15 freezes (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame'. Scores
+    """'15 freezes (usually 0.1); unexpected HdcpStatus:ok=false after FirstFrame;
+    ActivityManager: ANR in <*> 12 times (usually 0)' (the last: system templates). Scores
     stored before the features had a text read in the model's numbers."""
     parts = [
         f.get("text") or f"{f['feature']} {f['value']:g} (expected {f['expected']:.2g})"
@@ -189,7 +190,8 @@ def describe_reasons(reasons: dict, limit: int = 2) -> str:
     seen = dict.fromkeys(
         f"unexpected {t['event']} after {t['after']}" for t in reasons.get("transitions") or []
     )
-    return "; ".join(parts + list(seen)[:limit])
+    system = [t["text"] for t in (reasons.get("templates") or [])[:limit] if t.get("text")]
+    return "; ".join(parts + list(seen)[:limit] + system)
 
 
 def print_top_anomalies(db, limit: int) -> None:
@@ -251,6 +253,14 @@ def evaluate() -> None:
     type=click.FloatRange(0.0, 0.5),
     help="Share of the sessions made anomalous.",
 )
+@click.option(
+    "--system-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of the anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
+    "kernel errors); above 0 the templates step runs too.",
+)
 @workers_option
 @click.option(
     "--repeats",
@@ -276,6 +286,7 @@ def synthetic(
     seed: int,
     out: Path | None,
     anomaly_rate: float,
+    system_faults: float,
     workers: int,
     repeats: int,
     train_seed: int,
@@ -304,6 +315,7 @@ def synthetic(
         train_seed=train_seed,
         anomaly_rate=anomaly_rate,
         epochs=epochs,
+        system_faults=system_faults,
     )
     if as_json:
         click.echo(json.dumps(res, indent=2))

@@ -6,7 +6,9 @@ current model versions, or changed since), cuts them into batches of ids, and a 
 :class:`Scorer` actors — each loads every model once, from the registry — reads its batch's
 sessions from PostgreSQL, scores them with every detector and writes the rows itself, so no
 session data passes through the driver. The verdict rules are :mod:`logalyzer.core.verdict`,
-the SQL :mod:`logalyzer.store.scores`.
+the SQL :mod:`logalyzer.store.scores`. Each flagged session's reasons also name the system
+templates unusually frequent in it (:func:`logalyzer.store.templates.attach_reasons`; none
+until ``logalyzer templates`` has counted them).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 from logalyzer.store.registry import ModelNotFound, available, load
 from logalyzer.store.scores import read_sessions, sessions_to_score, write_scores
+from logalyzer.store.templates import attach_reasons
 
 BATCH = 500
 
@@ -53,6 +56,8 @@ class Scorer:
             sessions = read_sessions(conn, ids=ids)
             verdicts = score_sessions(self.models, sessions)
             anomalous = write_scores(conn, self.models, sessions, verdicts)
+            if anomalous:  # system templates unusually frequent in them (templates step)
+                attach_reasons(conn, ids)
         flagged = {k: sum(v[k].is_anomaly for v in verdicts) for k in self.models}
         return {
             "scored": [len(sessions)],

@@ -130,6 +130,7 @@ def run_synthetic(
     train_seed: int = 0,
     anomaly_rate: float = FleetSpec.anomaly_rate,
     epochs: int | None = None,
+    system_faults: float = 0.0,
 ) -> dict:
     """Generate a fleet, ingest and sessionize it once, then train and detect ``repeats`` times
     (training seeds ``train_seed``, ``train_seed + 1``, ...) and score each run's verdicts.
@@ -148,9 +149,12 @@ def run_synthetic(
         seed=seed,
         anomaly_rate=anomaly_rate,
         noise_lines_per_minute=5,
+        system_faults=system_faults,
     )
     fleet = generate_fleet(out_dir, spec)
-    run_pipeline(settings, db, [str(out_dir)], ["ingest", "sessionize"], progress=progress)
+    # with system faults, the templates step too: detect then names the system templates
+    steps = ["ingest", "sessionize"] + (["templates"] if system_faults else [])
+    run_pipeline(settings, db, [str(out_dir)], steps, progress=progress)
     runs = []
     for i in range(repeats):
         trained = train(
@@ -173,6 +177,7 @@ def run_synthetic(
         "hours": hours,
         "seed": seed,
         "anomaly_rate": anomaly_rate,
+        "system_faults": system_faults,
     }
     result["runs"] = [{"train_seed": r["train_seed"], **r["overall"]} for r in runs]
     result["spread"] = spread(runs)

@@ -1,8 +1,9 @@
 """The per-step pipeline launcher: ``logalyzer run`` and ``jobs/pipeline.py``.
 
 It replaces the original bash launcher, which ran five device batches side by side; here each
-step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → train → detect
-→ alerts (daily windows, the last three; ``logalyzer alerts`` for other windows);
+step parallelises inside Ray. Steps run in the fixed order ingest → sessionize → templates →
+train → detect → alerts (templates only when asked for; alerts: daily windows, the last three,
+``logalyzer alerts`` for other windows);
 an unknown step stops the run *before* anything starts, with a clear message, and a database
 that went away during the ingest stops it after that step. It is the one
 job that composes the others (with :mod:`logalyzer.jobs.evaluate`, which runs it); the stage
@@ -15,10 +16,11 @@ from logalyzer.errors import LogalyzerError
 from logalyzer.jobs.alerts import check_alerts
 from logalyzer.jobs.ingest import ingest
 from logalyzer.jobs.sessionize import sessionize
+from logalyzer.jobs.templates import templates
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 
-STEPS = ("ingest", "sessionize", "train", "detect", "alerts")
+STEPS = ("ingest", "sessionize", "templates", "train", "detect", "alerts")
 
 
 def parse_steps(text: str) -> list[str]:
@@ -61,6 +63,8 @@ def _run_step(settings, db, paths, step, rxids, progress, workers):
         return ingest(settings, db, paths, only_rxids=rxids, progress=progress)
     if step == "sessionize":
         return sessionize(settings, db, rxids=rxids, progress=progress)
+    if step == "templates":
+        return templates(settings, db, rxids=rxids, progress=progress)
     if step == "train":
         # imported by the step that needs them: train and detect load torch and Ray Train
         from logalyzer.jobs.train import train

@@ -173,7 +173,10 @@ class _Playback:
         cc = self.change()
         ttff = r.randint(350, 2200)
         anomalous = r.random() < self.spec.anomaly_rate
-        if anomalous:
+        kind = self.system_fault() if anomalous else None
+        if kind is not None:
+            dur, items = self.system_items(kind, t, ttff)
+        elif anomalous:
             kind = ANOMALY_KINDS[(self.counter[0] + self.spec.seed) % len(ANOMALY_KINDS)]
             self.counter[0] += 1
             dur, items = self.anomaly_items(kind, ttff, cc["src"])

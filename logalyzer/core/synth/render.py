@@ -209,5 +209,23 @@ def _render_specials(
             )
         )
     out += [(ts, text, None) for ts, text in plan.kernel if ts < plan.end_ms]
+    out += _render_system(plan, header, seed, boots)
     out.sort(key=lambda x: x[0])
+    return out
+
+
+def _render_system(plan: _Planner, header: _Header, seed: int, boots: list[int]) -> list:
+    """The system faults' logcat lines (:mod:`.system`); none unless the spec asks for them."""
+    lines = getattr(plan, "system_lines", None)
+    if not lines:
+        return []
+    r = random.Random(f"{seed}:system:{plan.dev.index}")
+    frac = "0" * header.frac
+    out = []
+    for ts, key, level, tag, msg in lines:
+        if ts >= plan.end_ms:
+            continue
+        proc = plan.boots[np.searchsorted(boots, ts, "right") - 1].procs[key]
+        text = header.stamp(ts, frac) + header.body(proc, r.choice(proc.tids), level, tag, msg)
+        out.append((ts, text, None))
     return out

@@ -65,6 +65,9 @@ ANOMALY_KINDS = (
     "rebuffer_storm",
     "hdcp_failure",
 )
+#: System-side faults (:mod:`.system`), opt-in with FleetSpec.system_faults; labelled like
+#: the playback kinds in the truth.
+SYSTEM_FAULT_KINDS = ("anr_burst", "oom_kill", "hdcp_kernel")
 EDGE_CASES = (
     "pre_first_change",
     "unclosed_episode",
@@ -98,6 +101,8 @@ class FleetSpec:
     firmwares_per_model: int | None = None  # None: each box's fw patch is 0..30; N: 0..N-1
     regression: str | None = None  # "FW@DAY" or "FW@DAYxF": firmware FW's freezes x F (4) on
     # UTC day DAY of the fleet (0: the start's day)
+    system_faults: float = 0.0  # share of anomalous sessions given a system-side cause
+    # (SYSTEM_FAULT_KINDS); 0 keeps every fleet as it was, byte for byte
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -105,6 +110,8 @@ class FleetSpec:
             if d[opt] is None:
                 del d[opt]
         d["start"] = _start_utc(self.start).isoformat()
+        if not self.system_faults:
+            del d["system_faults"]  # the truth of a default fleet stays as it was
         return d
 
 
