@@ -56,7 +56,7 @@ class AEConfig:
     clean_rounds: int = 2  # refits on the sessions it finds ordinary (module docstring)
     clean_k: float = 3.0  # "ordinary": under this fence over the kept sessions' scores
     fence_k: float = 11.0  # the threshold: this fence over the last kept sessions' scores
-    min_steps: int = 1500  # optimiser steps at least, however small the history (epochs_for)
+    min_steps: int = 1000  # optimiser steps at least, however small the history (epochs_for)
 
 
 class Scaler:

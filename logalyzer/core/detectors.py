@@ -301,9 +301,11 @@ def train_epoch(
 def epochs_for(det: Detector, rows: int) -> int:
     """Passes over ``rows`` training rows: the config's epochs, and for the autoencoder at
     least enough for ``min_steps`` optimiser steps. Why: its threshold is a fence over its own
-    errors, and an autoencoder fitted in 60 epochs of 2 batches (a history of 200 sessions)
-    had not yet told storms from ordinary sessions (it flagged none of 22 anomalous sessions;
-    fitted for 300 to 1,000 epochs it found 18 to 22 of them)."""
+    errors, and an autoencoder fitted in 60 epochs of 2 batches (a history of 243 sessions)
+    had not yet told storms from ordinary sessions (it flagged none of 22 anomalous sessions).
+    How many (bench/README.md, "Small histories"): 300 steps found half the anomalies, 1,500
+    overfitted the kept sessions (precision 0.6-0.8 on a 136-session fleet), 1,000 was best on
+    both small fleets; a fleet of more than ~2,100 sessions makes 1,000 steps in its 60 epochs."""
     min_steps = getattr(det.cfg, "min_steps", 0)
     batches = max(1, math.ceil(rows / det.cfg.batch_size))
     return max(det.cfg.epochs, math.ceil(min_steps / batches))
