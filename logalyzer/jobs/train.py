@@ -317,13 +317,13 @@ def train(
         "to": max(s["start_ts"] for s in sessions).isoformat(),
     }
     out: list[TrainResult] = []
-    ae_det = None
+    ae_det, ae_scores = None, None  # the autoencoder trained here, and its scores of sessions
     for kind in sorted(detectors, key=lambda k: k != "ae"):  # the autoencoder first
         t0 = time.perf_counter()
         learn = sessions
         if kind == "lstm":
             ae_det = ae_det or _latest_ae(db)
-            learn = ordinary_sessions(ae_det, sessions) if ae_det else sessions
+            learn = ordinary_sessions(ae_det, sessions, ae_scores) if ae_det else sessions
         if show and kind == "baseline":
             print(f"fitting the baseline on {len(learn):,} sessions...", file=sys.stderr)
         elif show:
@@ -357,7 +357,7 @@ def train(
         )
         version = register(db, det, metrics, {**trained_on, "learnt_from": len(learn)})
         if kind == "ae":
-            ae_det = det
+            ae_det, ae_scores = det, scores
         out.append(
             TrainResult(
                 kind,
@@ -413,9 +413,12 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show):
     return det, data, metrics, learn, scores
 
 
-def ordinary_sessions(ae_det: AEDetector, sessions: list[dict]) -> list[dict]:
-    """The sessions the autoencoder finds ordinary (under its ``ordinary_below``)."""
-    scores = ae_det.scores(sessions)
+def ordinary_sessions(
+    ae_det: AEDetector, sessions: list[dict], scores: np.ndarray | None = None
+) -> list[dict]:
+    """The sessions the autoencoder finds ordinary (under its ``ordinary_below``); ``scores``:
+    its scores of ``sessions`` when the caller has them (it just trained it)."""
+    scores = ae_det.scores(sessions) if scores is None else scores
     return [s for s, v in zip(sessions, scores) if v <= ae_det.ordinary_below]
 
 
