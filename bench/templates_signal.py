@@ -2,10 +2,10 @@
 """Does the system-template signal find what the detectors miss? (issue 14)
 
 After ``logalyzer eval synthetic --system-faults F`` (which also runs the templates step)
-on an empty database, this treats the template rule of ``detect``'s reasons
-(:func:`logalyzer.store.templates.attach_reasons`) as a detector on every session, inside a
-transaction it rolls back, and prints P/R/F1 of: the stored combined verdict, the autoencoder,
-the rule alone, and "verdict or rule", plus the system-fault kinds each finds.
+on an empty database, this treats the template rule of ``detect``'s reasons (the templates
+step's verdicts, :func:`logalyzer.store.templates.mark_unusual`: a session with any unusual
+system lines) as a detector, and prints P/R/F1 of: the stored combined verdict, the
+autoencoder, the rule alone, and "verdict or rule", plus the system-fault kinds each finds.
 
     LOGALYZER_DSN=... .venv/bin/python bench/templates_signal.py DSN FLEET/ground_truth.json
 """
@@ -14,8 +14,6 @@ import json
 import sys
 
 import psycopg
-
-from logalyzer.store.templates import attach_reasons
 
 dsn, truth = sys.argv[1], sys.argv[2]
 t = json.load(open(truth))
@@ -40,21 +38,12 @@ with psycopg.connect(dsn) as conn:
             "SELECT rxid, session_id FROM anomalies WHERE detector='ae' AND is_anomaly"
         )
     }
-    conn.execute("DELETE FROM anomalies_consolidated")
-    for r, s, ts in sess:
-        conn.execute(
-            "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, is_anomaly,"
-            " reasons) VALUES (%s, %s, %s, true, '{}')",
-            (r, s, ts),
-        )
-    attach_reasons(conn, [(r, s) for r, s, _ in sess])
     tpl = {
         (r, s)
         for r, s in conn.execute(
-            "SELECT rxid, session_id FROM anomalies_consolidated WHERE reasons ? 'templates'"
+            "SELECT rxid, session_id FROM sessions WHERE system_unusual_lines > 0"
         )
     }
-    conn.rollback()
 truthset = {(r, s) for r, s, ts in sess if lab.get(key(r, ts))}
 kind = {(r, s): lab.get(key(r, ts)) for r, s, ts in sess}
 

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from logalyzer.cli import main
-from logalyzer.core.autoencoder import AEConfig
+from logalyzer.core.autoencoder import AEConfig, Scaler, SessionAE
 from logalyzer.core.baseline import BaselineConfig
 from logalyzer.core.detectors import (
     AEDetector,
@@ -33,6 +33,7 @@ from logalyzer.core.features import (
     READINGS,
     event_key,
     event_keys,
+    feature_matrix,
     reading,
     session_features,
 )
@@ -127,6 +128,35 @@ def test_a_freeze_storm_raises_the_autoencoder_score_and_names_freezes(ae):
     }
     for feature in set(said) & set(texts):
         assert texts[feature].startswith(said[feature]), texts[feature]
+
+
+def test_unusual_system_lines_raise_the_autoencoder_score_and_are_named(ae):
+    """An ANR burst the templates step judged unusual (its playback side ordinary)."""
+    base = normal_row(random.Random(4), duration_s=900)
+    calm, anr = ae.score([base, dict(base, system_unusual_lines=24)])
+    assert anr.is_anomaly and not calm.is_anomaly
+    top = anr.details["features"][0]
+    assert top["feature"] == "system_lines"
+    assert top["text"].startswith("24 unusual system lines (usually ")
+
+
+def test_a_checkpoint_from_before_a_feature_scores_with_its_own_features():
+    """A model trained before ``system_lines`` existed (its scaler names 26 features) still
+    loads and scores: the detector computes the features its scaler names."""
+    names = [n for n in FEATURE_NAMES if n != "system_lines"]
+    r = random.Random(8)
+    rows = [normal_row(r) for _ in range(50)]
+    old = AEDetector(
+        AEConfig(),
+        Scaler.fit(names, feature_matrix(rows, names)),
+        SessionAE(len(names), AEConfig()),
+        threshold=1.0,
+    )
+    again = from_bytes(to_bytes(old))
+    assert again.scaler.names == names
+    got = again.score([dict(rows[0], system_unusual_lines=99)])[0]
+    assert got.score == pytest.approx(old.score(rows[:1])[0].score, rel=1e-6)
+    assert "system_lines" not in [f["feature"] for f in got.details["features"]]
 
 
 LOG = np.log1p  # counts, rates and times reach the model as log1p of the session's value

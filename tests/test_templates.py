@@ -193,24 +193,73 @@ def test_rerun_is_idempotent(counted, pg_dsn, settings):
     before = _counts(pg_dsn)
     again = templates(settings, db, progress=False)
     assert again.devices == 0 and again.skipped == 3 and not again.mined
+    assert again.unusual == 0
+    unusual = _unusual(pg_dsn)
     full = templates(settings, db, full=True, progress=False)
-    assert full.devices == 3 and full.learnt == 0
-    assert _counts(pg_dsn) == before
+    assert full.devices == 3 and full.learnt == 0 and full.unusual == 0
+    assert _counts(pg_dsn) == before and _unusual(pg_dsn) == unusual
+
+
+def _unusual(dsn):
+    return sorted(
+        query(
+            dsn,
+            "SELECT rxid, session_id, template_id, unusual_p, usual FROM session_templates"
+            " WHERE unusual_p IS NOT NULL",
+        )
+    )
+
+
+def _lines(dsn):
+    return sorted(query(dsn, "SELECT rxid, session_id, system_unusual_lines FROM sessions"))
+
+
+def test_the_run_judges_every_count_and_sums_the_unusual_lines(counted, pg_dsn):
+    db, _, summary = counted
+    assert summary.unusual > 0
+    sums = dict(
+        ((r, s), n)
+        for r, s, n in query(
+            pg_dsn,
+            "SELECT rxid, session_id, sum(count) FROM session_templates"
+            " WHERE unusual_p IS NOT NULL GROUP BY 1, 2",
+        )
+    )
+    for rx, sid, lines in query(
+        pg_dsn, "SELECT rxid, session_id, system_unusual_lines FROM sessions"
+    ):
+        assert lines == sums.get((rx, sid), 0), (rx, sid)
+    for *_, p, usual in _unusual(pg_dsn):
+        assert 0 <= p < core.MAX_P and usual >= 0
+
+
+def test_an_unjudged_cohort_is_judged_on_the_next_run(counted, pg_dsn, settings):
+    """A database counted before sql/0016 (no verdicts, judged_at NULL) gets them from the
+    next plain run, with nothing to count; the sessions whose value changed are rescored."""
+    db, _, _ = counted
+    before = _unusual(pg_dsn)
+    lines = _lines(pg_dsn)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("UPDATE session_templates SET unusual_p = NULL, usual = NULL")
+        conn.execute("UPDATE sessions SET system_unusual_lines = 0")
+        conn.execute("UPDATE template_miners SET judged_at = NULL")
+    again = templates(settings, db, progress=False)
+    assert again.devices == 0
+    assert again.unusual == sum(1 for *_, n in lines if n)
+    assert _unusual(pg_dsn) == before
+    assert (
+        sorted(query(pg_dsn, "SELECT rxid, session_id, system_unusual_lines FROM sessions"))
+        == lines
+    )
 
 
 def test_reasons_name_the_injected_anr_burst_and_spare_normal_sessions(counted, pg_dsn):
     db, truth, _ = counted
     kinds = {(s["rxid"], s["start_ts"]): s["anomaly_kind"] for s in truth["sessions"]}
     sessions = query(pg_dsn, "SELECT rxid, session_id, start_ts FROM sessions")
-    with psycopg.connect(pg_dsn) as conn:  # every session flagged, as if by a detector
-        for rx, sid, start in sessions:
-            conn.execute(
-                "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, is_anomaly,"
-                " reasons) VALUES (%s, %s, %s, true, %s)",
-                (rx, sid, start, Jsonb({"features": []})),
-            )
-        n = store.attach_reasons(conn, [(r, s) for r, s, _ in sessions])
-    assert n > 0
+    with psycopg.connect(pg_dsn) as conn:
+        found = store.unusual_templates(conn, [(r, s) for r, s, _ in sessions])
+    assert found
     anr = dict(
         ((r, s), n)
         for r, s, n in query(
@@ -220,11 +269,12 @@ def test_reasons_name_the_injected_anr_burst_and_spare_normal_sessions(counted, 
         )
     )
     named: dict[str, list] = {}
-    for rx, sid, start, reasons in query(
-        pg_dsn, "SELECT rxid, session_id, start_ts, reasons FROM anomalies_consolidated"
-    ):
+    for rx, sid, start in sessions:
         kind = kinds.get(_truth_key(rx, start))
-        texts = [t["text"] for t in reasons.get("templates", [])]
+        reasons = found.get((rx, str(sid)), [])
+        assert len(reasons) <= core.MAX_REASONS
+        assert [r["p"] for r in reasons] == sorted(r["p"] for r in reasons)
+        texts = [t["text"] for t in reasons]
         named.setdefault(kind or "normal", []).append((anr.get((rx, sid), 0), texts))
     # every ANR burst the log holds (a session cut by the log's end may hold too few lines)
     bursts = [texts for n, texts in named["anr_burst"] if n >= core.MIN_COUNT]
@@ -234,9 +284,15 @@ def test_reasons_name_the_injected_anr_burst_and_spare_normal_sessions(counted, 
     normal = [texts for _, texts in named["normal"]]
     assert sum(bool(t) for t in normal) <= 0.05 * len(normal), normal
     # the one-line form the dashboards show
-    line = query(
-        pg_dsn,
-        "SELECT anomaly_reason_text(reasons) FROM anomalies_consolidated"
-        " WHERE reasons->'templates' IS NOT NULL LIMIT 1",
-    )[0][0]
+    (rx, sid), reasons = next(iter(found.items()))
+    with psycopg.connect(pg_dsn) as conn:
+        start = conn.execute(
+            "SELECT start_ts FROM sessions WHERE rxid = %s AND session_id = %s", (rx, sid)
+        ).fetchone()[0]
+        line = conn.execute(
+            "INSERT INTO anomalies_consolidated (rxid, session_id, start_ts, is_anomaly, reasons)"
+            " VALUES (%s, %s, %s, true, %s) RETURNING anomaly_reason_text(reasons)",
+            (rx, sid, start, Jsonb({"features": [], "templates": reasons})),
+        ).fetchone()[0]
+        conn.rollback()
     assert "templates: " in line and " times (usually " in line

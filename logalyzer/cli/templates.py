@@ -69,7 +69,8 @@ def print_templates_summary(summary) -> None:
         f"counted {summary.devices:,} device(s) ({summary.skipped:,} up to date) in "
         f"{summary.seconds:,.1f} s (mining {summary.mine_s:,.1f} s): {summary.lines:,} lines "
         f"in session windows ({summary.lines / secs:,.0f} lines/s), "
-        f"{summary.rows:,} session_templates rows, {summary.learnt:,} new keys learnt"
+        f"{summary.rows:,} session_templates rows, {summary.learnt:,} new keys learnt; "
+        f"{summary.unusual:,} session(s) with changed unusual system lines"
     )
     for rxid, error in sorted(summary.failed.items()):
         click.secho(f"  failed: {rxid}: {error} (retried next run)", fg="red")

@@ -153,7 +153,7 @@ class AEDetector:
         return sessions
 
     def training_data(self, rows: Sequence[Mapping]) -> np.ndarray:
-        return self.scaler.transform(feature_matrix(rows))
+        return self.scaler.transform(feature_matrix(rows, self.scaler.names))
 
     def scores(self, rows: Sequence[Mapping]) -> np.ndarray:
         return ae.errors(self.model, self.training_data(rows))[0] if len(rows) else np.zeros(0)
@@ -161,7 +161,7 @@ class AEDetector:
     def score(self, rows: Sequence[Mapping]) -> list[Verdict]:
         if not len(rows):
             return []
-        raw = feature_matrix(rows)
+        raw = feature_matrix(rows, self.scaler.names)
         z = self.scaler.transform(raw)
         err, rebuilt = ae.errors(self.model, z)
         why = ae.explain(self.scaler, raw, z, rebuilt, self.cfg.top_features)

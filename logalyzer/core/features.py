@@ -129,6 +129,7 @@ FEATURES: dict[str, callable] = {
     "video_start_failure": lambda c: _flag(c["video_start_failure"]),
     "log_seq_gaps": lambda c: _log(c["seq_gaps"]),
     "log_events": lambda c: _log(c["event_count"]),
+    "system_lines": lambda c: _log(c["system_unusual_lines"]),
 }
 FEATURE_NAMES = tuple(FEATURES)
 #: Smallest spread a feature may be given when it is standardised (the default is
@@ -171,6 +172,9 @@ MEASURES: dict[str, Measure] = {
     "video_start_failure": Measure(bool, False),
     "seq_gaps": Measure(int),
     "event_count": Measure(int),
+    # lines of system templates unusually frequent in the session (``logalyzer templates``
+    # judges them; 0 where it has not run, and for a caller of /v1/score that does not know)
+    "system_unusual_lines": Measure(int),
 }
 FEATURE_COLUMNS = tuple(MEASURES)
 
@@ -266,6 +270,7 @@ READINGS: dict[str, callable] = {
     "video_start_failure": _yes_no("video failed to start", "video started"),
     "log_seq_gaps": _count("lost log lines"),
     "log_events": _count("playback events"),
+    "system_lines": _count("unusual system lines"),
 }
 
 
@@ -308,14 +313,16 @@ class Columns:
         return np.nan_to_num(self.raw(name), nan=0.0, posinf=np.inf, neginf=-np.inf)
 
 
-def feature_matrix(rows: Sequence[Mapping]) -> np.ndarray:
-    """(N, F) feature vectors, in :data:`FEATURE_NAMES` order, of N ``sessions`` rows."""
+def feature_matrix(rows: Sequence[Mapping], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+    """(N, F) feature vectors of N ``sessions`` rows: the features ``names`` (default all, in
+    :data:`FEATURE_NAMES` order; a checkpoint trained before a feature existed asks for its own
+    list)."""
     cols = Columns(rows)
-    out = np.empty((len(rows), len(FEATURES)), dtype=np.float64)
+    out = np.empty((len(rows), len(names)), dtype=np.float64)
     if len(rows):
         with np.errstate(invalid="ignore", divide="ignore"):
-            for j, f in enumerate(FEATURES.values()):
-                out[:, j] = f(cols)
+            for j, name in enumerate(names):
+                out[:, j] = FEATURES[name](cols)
     return out
 
 

@@ -140,6 +140,11 @@ def sessions_from_lines(
     gap_s: float = DEFAULT_GAP_S,
 ) -> list[tuple[dict, list[str]]]:
     """Each session in the lines: its ``sessions`` row (measures) and its event keys, computed
-    as ``sessionize.analyse_device`` computes them."""
+    as ``sessionize.analyse_device`` computes them. ``system_unusual_lines`` is 0: whether a
+    system template is unusually frequent needs the box's and its cohort's history, which
+    only the templates step has."""
     events = events_from_lines(lines, rxid, tz, anchor)
-    return [(measure(s, rxid), event_keys(s.events)) for s in cut(events, gap_s)]
+    return [
+        ({**measure(s, rxid), "system_unusual_lines": 0}, event_keys(s.events))
+        for s in cut(events, gap_s)
+    ]

@@ -6,9 +6,10 @@ current model versions, or changed since), cuts them into batches of ids, and a 
 :class:`Scorer` actors — each loads every model once, from the registry — reads its batch's
 sessions from PostgreSQL, scores them with every detector and writes the rows itself, so no
 session data passes through the driver. The verdict rules are :mod:`logalyzer.core.verdict`,
-the SQL :mod:`logalyzer.store.scores`. Each flagged session's reasons also name the system
-templates unusually frequent in it (:func:`logalyzer.store.templates.attach_reasons`; none
-until ``logalyzer templates`` has counted them).
+the SQL :mod:`logalyzer.store.scores`. Each anomalous session's reasons also name the system
+templates unusually frequent in it, as the templates step judged them
+(:func:`logalyzer.store.templates.mark_unusual`; none until ``logalyzer templates`` has
+counted them).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 from logalyzer.store.registry import ModelNotFound, available, load
 from logalyzer.store.scores import read_sessions, sessions_to_score, write_scores
-from logalyzer.store.templates import attach_reasons
+from logalyzer.store.templates import unusual_templates
 
 BATCH = 500
 
@@ -55,9 +56,10 @@ class Scorer:
         with self.db.connect() as conn:
             sessions = read_sessions(conn, ids=ids)
             verdicts = score_sessions(self.models, sessions)
-            anomalous = write_scores(conn, self.models, sessions, verdicts)
-            if anomalous:  # system templates unusually frequent in them (templates step)
-                attach_reasons(conn, ids)
+            system = unusual_templates(  # judged by the templates step
+                conn, [(s["rxid"], s["session_id"]) for s in sessions if s["system_unusual_lines"]]
+            )
+            anomalous = write_scores(conn, self.models, sessions, verdicts, system)
         flagged = {k: sum(v[k].is_anomaly for v in verdicts) for k in self.models}
         return {
             "scored": [len(sessions)],

@@ -55,6 +55,7 @@ class TemplatesSummary:
     lines: int = 0  # lines inside session windows, counted
     rows: int = 0  # session_templates rows written
     learnt: int = 0  # keys the miners learnt while counting
+    unusual: int = 0  # sessions whose unusual system lines changed (store.mark_unusual)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     mine_s: float = 0.0
@@ -202,6 +203,9 @@ def templates(
         summary.skipped = len(cohorts) - len(todo)
         if todo:
             _count_all(settings, db, conn, todo, summary, show)
+        # the counted devices moved their cohorts' normal: judge those cohorts' sessions again
+        judge = {cohorts[rx] for rx in todo if rx in cohorts} | store.unjudged_cohorts(conn)
+        summary.unusual = store.mark_unusual(conn, sorted(judge))
         summary.count_s = time.perf_counter() - t1
     summary.seconds = time.perf_counter() - t0
     return summary

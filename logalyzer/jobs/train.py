@@ -376,14 +376,16 @@ def train(
     return out
 
 
-def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show):
+def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_process=False):
     """The autoencoder on a cleaned history (:mod:`logalyzer.core.autoencoder`): fitted on
     every session, then again, scaler included, on those it scored under its strict fence
-    (``clean_rounds`` fits choose them, in this process), the last fit with Ray Train; its
-    threshold is the fence over the kept sessions' scores.
+    (``clean_rounds`` fits choose them, in this process), the last fit with Ray Train (here too
+    with ``in_process``: experiments in bench/); its threshold is the fence over the kept
+    sessions' scores.
     Returns (detector, training array, metrics, the sessions it learnt from, every session's
     score)."""
-    keep, rounds = np.ones(len(sessions), bool), autoencoder.AEConfig().clean_rounds
+    cfg = replace(autoencoder.AEConfig(), **(overrides or {}))
+    keep, rounds = np.ones(len(sessions), bool), cfg.clean_rounds
     for round_ in range(rounds):  # choosing the sessions: in this process (a Ray Train run
         # costs ~30 s of start-up on a small machine, these fits a few seconds each)
         learn = [s for s, k in zip(sessions, keep) if k]
@@ -405,7 +407,10 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show):
     seed_everything(seed)
     det = new_detector("ae", learn, overrides)
     data = training_array(det, learn)
-    det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
+    if in_process:
+        metrics = {"losses": fit_in_process(det, data, seed=seed)}
+    else:
+        det, metrics = fit(settings, det, data, len(learn), workers, use_gpu, seed, show)
     scores = session_scores(det, sessions)
     det.threshold = det.threshold_for(scores[keep])
     det.ordinary_below = det.ordinary_fence(scores[keep])

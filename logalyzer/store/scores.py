@@ -72,12 +72,17 @@ def session_start_times(conn, keys: list[tuple[str, str]]) -> dict[tuple[str, st
 
 
 def write_scores(
-    conn, models: dict, sessions: list[dict], verdicts: list[dict[str, Verdict]]
+    conn,
+    models: dict,
+    sessions: list[dict],
+    verdicts: list[dict[str, Verdict]],
+    templates: dict[tuple[str, str], list[dict]] | None = None,
 ) -> int:
     """Upsert ``anomalies`` rows and the consolidated rows of one batch; return how many
     sessions the combined verdict flags. ``anomalies_consolidated`` holds one row per session
     that any detector flagged, with the reasons of each; a session that is no longer flagged
-    when re-scored loses its row."""
+    when re-scored loses its row. ``templates``: (rxid, session id text) -> the session's
+    unusual system templates, added to an anomalous session's reasons as ``templates``."""
     anomalies, consolidated, clear = [], [], []
     for s, vs in zip(sessions, verdicts):
         for kind, v in vs.items():
@@ -94,6 +99,9 @@ def write_scores(
                 )
             )
         is_anomaly, flagged, reasons = consolidate(vs)
+        system = (templates or {}).get((s["rxid"], str(s["session_id"])))
+        if is_anomaly and system:
+            reasons["templates"] = system
         if flagged:
             consolidated.append(
                 (

@@ -13,7 +13,6 @@ from collections import defaultdict
 
 from drain3.persistence_handler import PersistenceHandler
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from logalyzer.core import templates as core
 from logalyzer.store.db import Database, partition_name
@@ -196,87 +195,102 @@ def lock(conn) -> bool:
     return conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_TEMPLATES,)).fetchone()[0]
 
 
-# --------------------------------------------------------------------------- reasons
+# --------------------------------------------------------------------------- unusual templates
 
 
-def attach_reasons(conn, ids: list[tuple[str, str]]) -> int:
-    """Add ``reasons.templates`` to the flagged ones of these sessions in
-    ``anomalies_consolidated``: the system templates unusually frequent in the session
-    against both its box's and its cohort's normal rate (rule: :func:`core.unusual`, rates
-    per viewing hour over the other sessions). Returns the sessions that got any."""
-    if not ids:
+def mark_unusual(conn, cohorts: list[str]) -> int:
+    """Judge every count of these cohorts' sessions against its box's and its cohort's normal
+    (rule: :func:`core.unusual`; rates per viewing hour over the *other* sessions, each counting
+    up to ``MIN_COUNT - 1`` lines of the template) and store the verdicts:
+    ``session_templates.unusual_p`` and ``sessions.system_unusual_lines`` (the lines of the
+    session's unusual templates, a feature of the autoencoder). A session whose value changes
+    gets a new ``updated_at``, so ``detect`` scores it again. Returns the sessions changed.
+
+    Once per templates run, for the cohorts it counted: a new device's lines move its cohort's
+    normal, and with it every other session's verdict."""
+    if not cohorts:
         return 0
-    rx = [r for r, _ in ids]
-    sid = [str(s) for _, s in ids]
-    rows = conn.execute(
-        "WITH f AS (SELECT c.rxid, c.session_id FROM anomalies_consolidated c"
-        "  JOIN unnest(%s::text[], %s::uuid[]) AS i(rxid, session_id) USING (rxid, session_id)"
-        "  WHERE c.is_anomaly)"
-        " SELECT st.rxid, st.session_id, st.template_id, st.count, t.template, t.cohort,"
-        "  s.duration_s / 3600.0"
-        " FROM f JOIN session_templates st USING (rxid, session_id)"
-        " JOIN templates t USING (template_id)"
-        " JOIN sessions s ON s.rxid = st.rxid AND s.session_id = st.session_id"
-        " WHERE st.count >= %s",
-        (rx, sid, core.MIN_COUNT),
-    ).fetchall()
-    if not rows:
-        return 0
-    boxes = sorted({r[0] for r in rows})
-    tids = sorted({r[2] for r in rows})
-    cohorts = sorted({r[5] for r in rows})
     cap = core.MIN_COUNT - 1  # winsorized: see core.MIN_COUNT
-    box_n = {
-        (r[0], r[1]): r[2]
-        for r in conn.execute(
-            "SELECT rxid, template_id, sum(least(count, %s)) FROM session_templates"
-            " WHERE rxid = ANY(%s) AND template_id = ANY(%s) GROUP BY 1, 2",
-            (cap, boxes, tids),
-        )
-    }
-    box_h = dict(
+    rows = conn.execute(
+        "WITH s AS (SELECT s.rxid, s.session_id, s.duration_s / 3600.0 AS hours, d.cohort"
+        "  FROM sessions s JOIN template_devices d USING (rxid) WHERE d.cohort = ANY(%(c)s)),"
+        " box_h AS (SELECT rxid, sum(hours) AS h FROM s GROUP BY 1),"
+        " cohort_h AS (SELECT cohort, sum(hours) AS h, count(*) AS n FROM s GROUP BY 1),"
+        " st AS (SELECT st.*, s.hours, s.cohort FROM session_templates st JOIN s"
+        "  USING (rxid, session_id)),"
+        " box_n AS (SELECT rxid, template_id, sum(least(count, %(cap)s)) AS n FROM st"
+        "  GROUP BY 1, 2),"
+        " tpl_n AS (SELECT template_id, sum(least(count, %(cap)s)) AS n,"
+        "  count(*) FILTER (WHERE count >= %(min)s) AS bursts FROM st GROUP BY 1)"
+        " SELECT st.rxid, st.session_id, st.template_id, st.count, st.hours,"
+        "  box_n.n, box_h.h, tpl_n.n, tpl_n.bursts, cohort_h.h, cohort_h.n"
+        " FROM st JOIN box_n USING (rxid, template_id) JOIN box_h USING (rxid)"
+        " JOIN tpl_n USING (template_id) JOIN cohort_h USING (cohort)"
+        " WHERE st.count >= %(min)s",
+        {"c": cohorts, "cap": cap, "min": core.MIN_COUNT},
+    ).fetchall()
+    marks, lines = [], defaultdict(int)
+    for rxid, sid, tid, n, hours, box_n, box_h, tpl_n, bursts, c_hours, c_sessions in rows:
+        hours, own = float(hours), min(n, cap)
+        other_box_h = max(float(box_h) - hours, 0.0)
+        other_cohort_h = max(float(c_hours) - hours, 0.0)
+        box_rate = (int(box_n) - own) / other_box_h if other_box_h else 0.0
+        cohort_rate = (int(tpl_n) - own) / other_cohort_h if other_cohort_h else 0.0
+        burst_share = (int(bursts) - 1) / (int(c_sessions) - 1) if c_sessions > 1 else 0.0
+        u = core.unusual(tid, "", n, hours, box_rate, cohort_rate, burst_share)
+        if u is not None:
+            marks.append((rxid, sid, tid, u.p, u.usual))
+            lines[(rxid, sid)] += n
+    with conn.transaction():
         conn.execute(
-            "SELECT rxid, sum(duration_s) / 3600.0 FROM sessions WHERE rxid = ANY(%s) GROUP BY 1",
-            (boxes,),
-        ).fetchall()
-    )
-    tpl_n = {
-        r[0]: (r[1], r[2])
-        for r in conn.execute(
-            "SELECT template_id, sum(least(count, %s)), count(*) FILTER (WHERE count >= %s)"
-            " FROM session_templates WHERE template_id = ANY(%s) GROUP BY 1",
-            (cap, core.MIN_COUNT, tids),
-        )
-    }
-    cohort_h = {
-        r[0]: (r[1], r[2])
-        for r in conn.execute(
-            "SELECT d.cohort, sum(s.duration_s) / 3600.0, count(*) FROM sessions s"
-            " JOIN template_devices d USING (rxid) WHERE d.cohort = ANY(%s) GROUP BY 1",
+            "UPDATE session_templates st SET unusual_p = NULL, usual = NULL"
+            " FROM template_devices d"
+            " WHERE d.rxid = st.rxid AND d.cohort = ANY(%s) AND st.unusual_p IS NOT NULL",
             (cohorts,),
         )
-    }
-    found: dict[tuple, list] = defaultdict(list)
-    for rxid, session_id, tid, n, text, cohort, hours in rows:
-        hours = float(hours)
-        own = min(n, cap)
-        c_hours, c_sessions = cohort_h.get(cohort) or (0, 0)
-        t_n, t_bursts = tpl_n.get(tid) or (0, 0)
-        other_box_h = max(float(box_h.get(rxid) or 0) - hours, 0.0)
-        other_cohort_h = max(float(c_hours or 0) - hours, 0.0)
-        box_rate = (int(box_n.get((rxid, tid), 0)) - own) / other_box_h if other_box_h else 0.0
-        cohort_rate = (int(t_n) - own) / other_cohort_h if other_cohort_h else 0.0
-        bursts = (int(t_bursts) - 1) / (int(c_sessions) - 1) if c_sessions > 1 else 0.0
-        u = core.unusual(tid, text, n, hours, box_rate, cohort_rate, bursts)
-        if u is not None:
-            found[(rxid, session_id)].append(u)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE anomalies_consolidated SET reasons = reasons || %s"
-            " WHERE rxid = %s AND session_id = %s",
-            [
-                (Jsonb({"templates": [u.as_reason() for u in core.rank(us)]}), r, s)
-                for (r, s), us in found.items()
-            ],
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE session_templates SET unusual_p = %s, usual = %s"
+                " WHERE rxid = %s AND session_id = %s AND template_id = %s",
+                [(p, e, r, s, t) for r, s, t, p, e in marks],
+            )
+        changed = conn.execute(
+            "WITH n AS (SELECT * FROM unnest(%s::text[], %s::uuid[], %s::int[])"
+            "  AS n(rxid, session_id, lines)),"
+            " t AS (SELECT s.rxid, s.session_id, coalesce(n.lines, 0) AS lines FROM sessions s"
+            "  JOIN template_devices d USING (rxid) LEFT JOIN n USING (rxid, session_id)"
+            "  WHERE d.cohort = ANY(%s))"
+            " UPDATE sessions s SET system_unusual_lines = t.lines, updated_at = now() FROM t"
+            " WHERE s.rxid = t.rxid AND s.session_id = t.session_id"
+            " AND s.system_unusual_lines <> t.lines",
+            ([r for r, _ in lines], [s for _, s in lines], list(lines.values()), cohorts),
+        ).rowcount
+        conn.execute(
+            "UPDATE template_miners SET judged_at = now() WHERE cohort = ANY(%s)", (cohorts,)
         )
-    return len(found)
+    return changed
+
+
+def unjudged_cohorts(conn) -> set[str]:
+    """Cohorts whose counts were never judged (mined before sql/0016, or never counted)."""
+    return {
+        r[0] for r in conn.execute("SELECT cohort FROM template_miners WHERE judged_at IS NULL")
+    }
+
+
+def unusual_templates(conn, ids: list[tuple[str, str]]) -> dict[tuple[str, str], list[dict]]:
+    """(rxid, session id text) -> the reasons of its unusual system templates (the most
+    surprising first, at most ``core.MAX_REASONS``), for the sessions of ``ids`` that have any."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        "SELECT st.rxid, st.session_id::text, st.template_id, t.template, st.count,"
+        " st.usual, st.unusual_p FROM unnest(%s::text[], %s::uuid[]) AS i(rxid, session_id)"
+        " JOIN session_templates st USING (rxid, session_id)"
+        " JOIN templates t USING (template_id) WHERE st.unusual_p IS NOT NULL",
+        ([r for r, _ in ids], [str(s) for _, s in ids]),
+    ).fetchall()
+    found: dict[tuple[str, str], list[core.Unusual]] = defaultdict(list)
+    for rxid, sid, tid, text, n, usual, p in rows:
+        found[(rxid, sid)].append(core.Unusual(tid, text, n, usual, p))
+    return {k: [u.as_reason() for u in core.rank(us)] for k, us in found.items()}
