@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install LOGalyzer with its dev extras
 
-demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize -> train -> detect on local Ray + embedded PostgreSQL -> summary
+demo: $(STAMP)  ## synthetic fleet -> ingest -> sessionize -> templates -> train -> detect on local Ray + embedded PostgreSQL -> summary
 	$(VENV)/bin/logalyzer synth $(DEMO) --devices 8 --hours 4 --seed 7
-	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize,train,detect
+	$(VENV)/bin/logalyzer run $(DEMO) --steps ingest,sessionize,templates,train,detect
 	$(VENV)/bin/logalyzer db info
 	@echo
 	@echo "Next:"

@@ -7,18 +7,21 @@ from __future__ import annotations
 import csv
 import json
 from datetime import datetime
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from logalyzer.core import templates as core
+from logalyzer.core.detectors import Verdict
 from logalyzer.core.synth import FleetSpec, generate_fleet
 from logalyzer.jobs.ingest import ingest
 from logalyzer.jobs.sessionize import sessionize
 from logalyzer.jobs.templates import templates
 from logalyzer.store import templates as store
 from logalyzer.store.db import Database
+from logalyzer.store.scores import read_sessions, write_scores
 from tests.conftest import empty_database
 from tests.helpers import DATA, query
 
@@ -296,3 +299,30 @@ def test_reasons_name_the_injected_anr_burst_and_spare_normal_sessions(counted, 
         ).fetchone()[0]
         conn.rollback()
     assert "templates: " in line and " times (usually " in line
+
+
+def test_detect_writes_the_judged_templates_into_an_anomalous_sessions_reasons(counted, pg_dsn):
+    """The path of ``detect``'s Scorer: sessions read, verdicts, the judged templates of those
+    with unusual lines, one write. Only the combined verdict's anomalies carry them."""
+    db, _, _ = counted
+    with psycopg.connect(pg_dsn) as conn:
+        sessions = read_sessions(conn)
+        some = [s for s in sessions if s["system_unusual_lines"]][:2]
+        assert len(some) == 2
+        found = store.unusual_templates(conn, [(s["rxid"], s["session_id"]) for s in some])
+        models = {k: SimpleNamespace(version=1) for k in ("ae", "lstm")}
+        verdicts = [
+            {"ae": Verdict(2.0, 1.0, True, {}), "lstm": Verdict(0.5, 1.0, False, {})},
+            {"ae": Verdict(0.5, 1.0, False, {}), "lstm": Verdict(2.0, 1.0, True, {})},
+        ]
+        assert write_scores(conn, models, some, verdicts, found) == 1
+        rows = dict(
+            ((r, str(s)), (a, reasons))
+            for r, s, a, reasons in conn.execute(
+                "SELECT rxid, session_id, is_anomaly, reasons FROM anomalies_consolidated"
+            )
+        )
+        conn.rollback()
+    first, second = ((s["rxid"], str(s["session_id"])) for s in some)
+    assert rows[first][0] and rows[first][1]["templates"] == found[first]
+    assert not rows[second][0] and "templates" not in rows[second][1]
