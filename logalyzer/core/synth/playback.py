@@ -194,7 +194,7 @@ class _Playback:
         ttff = r.randint(350, 2200)
         anomalous = r.random() < self.spec.anomaly_rate
         kind = self.system_fault() if anomalous else None
-        sequence = self.sequence_fault() if anomalous and kind is None else None
+        sequence = self.sequence_fault(t) if anomalous and kind is None else None
         if kind is not None:
             dur, items = self.system_items(kind, t, ttff)
         elif sequence is not None:

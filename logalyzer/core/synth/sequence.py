@@ -45,20 +45,24 @@ sessions do.
 
 from __future__ import annotations
 
-from .spec import PLAYBACK_TYPES, SEQUENCE_FAULT_KINDS
+from .spec import _MIN, PLAYBACK_TYPES, SEQUENCE_FAULT_KINDS
 
 #: Ordinary draws tried before giving up on a session with what the kind rewrites (the rarest,
 #: a freeze, is in about one ordinary session of fifteen).
 _TRIES = 2000
+#: Longer than any ordinary session (`_Playback.ordinary_items`: at most 55 minutes).
+_LONGEST = 56 * _MIN
 
 
 class _SequenceFaults:
     """Sequence-only anomalous sessions of the planner (see the module)."""
 
-    def sequence_fault(self) -> str | None:
-        """The sequence kind for an anomalous session, or None (no draw at all when off)."""
+    def sequence_fault(self, t: int) -> str | None:
+        """The sequence kind for an anomalous session starting at ``t``, or None (no draw at all
+        when off). Only where the longest ordinary session fits before the log's end: a fault
+        cut off by the end of the log would be labelled and not be there."""
         p = getattr(self.spec, "sequence_faults", 0.0) or 0.0
-        if p <= 0 or self.r.random() >= p:
+        if p <= 0 or self.r.random() >= p or self.end_ms - t <= _LONGEST:
             return None
         n = getattr(self, "_sequence_n", 0)
         self._sequence_n = n + 1
