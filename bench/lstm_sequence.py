@@ -108,7 +108,11 @@ def main() -> None:
     learn = ordinary_sessions(ae_det, sessions, ae_scores)
     if a.clean_oracle:
         learn = [s for s in learn if s["_kind"] not in SEQUENCE_FAULT_KINDS]
-    over = {k: v for k, v in (("top_g", a.top_g), ("min_p", a.min_p), ("epochs", a.epochs)) if v}
+    over = {
+        k: v
+        for k, v in (("top_g", a.top_g), ("min_p", a.min_p), ("epochs", a.epochs))
+        if v is not None
+    }
     seed_everything(a.train_seed)
     det = new_detector("lstm", learn, over)
     fit_in_process(det, training_array(det, learn), seed=a.train_seed)
