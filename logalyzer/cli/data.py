@@ -67,6 +67,15 @@ from logalyzer.store.reports import fleet_overview
     "kernel errors) with its system lines; 0 keeps the fleet as before.",
 )
 @click.option(
+    "--sequence-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of the other anomalous sessions given a sequence-only fault (ordinary amounts, "
+    "events in a wrong order: first_frame_late, freeze_end_without_start, "
+    "playback_in_standby, tune_loop); 0 keeps the fleet as before.",
+)
+@click.option(
     "--noise",
     "noise",
     default=None,
@@ -96,6 +105,7 @@ def synth(
     seed: int,
     anomaly_rate: float,
     system_faults: float,
+    sequence_faults: float,
     noise: int | None,
     tz: str | None,
     firmwares_per_model: int | None,
@@ -117,6 +127,7 @@ def synth(
         firmwares_per_model=firmwares_per_model,
         regression=regression,
         system_faults=system_faults,
+        sequence_faults=sequence_faults,
     )
     if noise is not None:
         spec.noise_lines_per_minute = noise

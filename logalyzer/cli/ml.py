@@ -261,6 +261,14 @@ def evaluate() -> None:
     help="Share of the anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
     "kernel errors); above 0 the templates step runs too.",
 )
+@click.option(
+    "--sequence-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of the other anomalous sessions given a sequence-only fault (ordinary amounts, "
+    "events in a wrong order): what only the LSTM can find.",
+)
 @workers_option
 @click.option(
     "--repeats",
@@ -287,6 +295,7 @@ def synthetic(
     out: Path | None,
     anomaly_rate: float,
     system_faults: float,
+    sequence_faults: float,
     workers: int,
     repeats: int,
     train_seed: int,
@@ -316,6 +325,7 @@ def synthetic(
         anomaly_rate=anomaly_rate,
         epochs=epochs,
         system_faults=system_faults,
+        sequence_faults=sequence_faults,
     )
     if as_json:
         click.echo(json.dumps(res, indent=2))

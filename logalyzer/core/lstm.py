@@ -2,8 +2,8 @@
 
 It learns, from the ``window`` keys before an event, the distribution of that event's key. A
 session is scored by how surprising its events are under that model: an event is a *miss*
-when its key is not among the ``top_g`` most likely next keys (DeepLog's rule) or had a
-probability under ``min_p``, and the
+when its key is not among the ``top_g`` most likely next keys (DeepLog's rule; ``top_g = 0``
+turns that rule off) or had a probability under ``min_p``, and the
 session's score is its number of misses plus, to break ties between sessions with the same
 count, the mean surprise (-log p) of its misses scaled into [0, 1). So a score of 2.4 reads
 "two unexpected events"; the detail names them.
@@ -29,7 +29,8 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 @dataclass
 class LSTMConfig:
     window: int = 10  # keys of history the model sees
-    top_g: int = 1  # an event outside the g most likely next keys is a miss,
+    top_g: int = 1  # an event outside the g most likely next keys is a miss (0: no rank rule,
+    # only improbable events are misses: what finds sequence-only faults, bench/README.md),
     min_p: float = 1e-3  # and so is one the model gave less than this probability
     embed: int = 16
     hidden: int = 64
@@ -166,7 +167,10 @@ def surprise_rows(
 def misses(nll: np.ndarray, rank: np.ndarray, cfg: LSTMConfig) -> np.ndarray:
     """Which events are misses: outside the top g, or below ``min_p`` (the top g of a confident
     prediction hold keys the model all but rules out)."""
-    return (rank >= cfg.top_g) | (nll > -np.log(cfg.min_p))
+    improbable = nll > -np.log(cfg.min_p)
+    if cfg.top_g <= 0:  # no rank rule: a busy session is not a strange one
+        return improbable
+    return (rank >= cfg.top_g) | improbable
 
 
 def session_scores(

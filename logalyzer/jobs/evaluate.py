@@ -131,6 +131,7 @@ def run_synthetic(
     anomaly_rate: float = FleetSpec.anomaly_rate,
     epochs: int | None = None,
     system_faults: float = 0.0,
+    sequence_faults: float = 0.0,
 ) -> dict:
     """Generate a fleet, ingest and sessionize it once, then train and detect ``repeats`` times
     (training seeds ``train_seed``, ``train_seed + 1``, ...) and score each run's verdicts.
@@ -150,6 +151,7 @@ def run_synthetic(
         anomaly_rate=anomaly_rate,
         noise_lines_per_minute=5,
         system_faults=system_faults,
+        sequence_faults=sequence_faults,
     )
     fleet = generate_fleet(out_dir, spec)
     # with system faults, the templates step too: detect then names the system templates
@@ -178,6 +180,7 @@ def run_synthetic(
         "seed": seed,
         "anomaly_rate": anomaly_rate,
         "system_faults": system_faults,
+        "sequence_faults": sequence_faults,
     }
     result["runs"] = [{"train_seed": r["train_seed"], **r["overall"]} for r in runs]
     result["spread"] = spread(runs)

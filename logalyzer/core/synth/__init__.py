@@ -35,7 +35,8 @@ Modules, imports pointing down only (importing any of them has no side effects):
 - :mod:`.render`: line headers in the section-2 variants, VAR messages in both dialects;
 - :mod:`.noise`: processes, everyday chatter, kernel texts, the chunked noise stream;
 - :mod:`.playback` and :mod:`.edge_cases`: the session content the planner draws (normal
-  incidents, anomalies) and the scripted edge cases;
+  incidents, anomalies) and the scripted edge cases; :mod:`.system` and :mod:`.sequence`: the
+  opt-in system-side and sequence-only faults;
 - :mod:`.timeline`: one device's plan (boots, standby, VAR events, kernel lines);
 - :mod:`.writer`: rotated gzip files with their markers and overlap;
 - :mod:`.truth`: sessions and measures from the events, the ground-truth JSON;
@@ -51,6 +52,8 @@ from .spec import (
     HEADER_VARIANTS,
     MARKER_MAIN,
     PLAYBACK_TYPES,
+    SEQUENCE_FAULT_KINDS,
+    SYSTEM_FAULT_KINDS,
     UTC,
     VAR_DIALECTS,
     FleetResult,
@@ -67,6 +70,8 @@ __all__ = [
     "HEADER_VARIANTS",
     "MARKER_MAIN",
     "PLAYBACK_TYPES",
+    "SEQUENCE_FAULT_KINDS",
+    "SYSTEM_FAULT_KINDS",
     "UTC",
     "VAR_DIALECTS",
     "FleetResult",

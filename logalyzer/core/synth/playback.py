@@ -167,6 +167,26 @@ class _Playback:
             incs += [self.incident(name) for _ in range(_poisson(self.r, rate * hours))]
         return self.place(lo, dur - 500, incs) + self.abr(lo, dur)
 
+    def ordinary_items(self, ttff: int, src: str) -> tuple[int, list]:
+        """Duration and events (offsets from the ChangeContent) of one normal session: a zap of
+        a few seconds, or minutes to an hour of playback with its incidents."""
+        r = self.r
+        dur = r.choice(
+            (
+                r.randint(1500, 12000),
+                r.randint(_MIN, 15 * _MIN),
+                r.randint(_MIN, 15 * _MIN),
+                r.randint(15 * _MIN, 55 * _MIN),
+            )
+        )
+        items = []
+        if dur > ttff + 150 or r.random() < 0.2:
+            ttff = min(ttff, dur - 100)
+            items.append((ttff, "FirstFrame", self.first_frame(ttff)))
+        if dur > 20000:
+            items += self.normal_items(dur, src, ttff + 300)
+        return dur, items
+
     def random_session(self, t: int) -> int:
         r = self.r
         self.session_ms = t  # for a regression that holds on some days (.regression)
@@ -174,28 +194,19 @@ class _Playback:
         ttff = r.randint(350, 2200)
         anomalous = r.random() < self.spec.anomaly_rate
         kind = self.system_fault() if anomalous else None
+        sequence = self.sequence_fault(t) if anomalous and kind is None else None
         if kind is not None:
             dur, items = self.system_items(kind, t, ttff)
+        elif sequence is not None:
+            kind = sequence
+            dur, items = self.sequence_items(kind, ttff, cc["src"])
         elif anomalous:
             kind = ANOMALY_KINDS[(self.counter[0] + self.spec.seed) % len(ANOMALY_KINDS)]
             self.counter[0] += 1
             dur, items = self.anomaly_items(kind, ttff, cc["src"])
         else:
             kind = None
-            dur = r.choice(
-                (
-                    r.randint(1500, 12000),
-                    r.randint(_MIN, 15 * _MIN),
-                    r.randint(_MIN, 15 * _MIN),
-                    r.randint(15 * _MIN, 55 * _MIN),
-                )
-            )
-            items = []
-            if dur > ttff + 150 or r.random() < 0.2:
-                ttff = min(ttff, dur - 100)
-                items.append((ttff, "FirstFrame", self.first_frame(ttff)))
-            if dur > 20000:
-                items += self.normal_items(dur, cc["src"], ttff + 300)
+            dur, items = self.ordinary_items(ttff, cc["src"])
         self.emit_items(t, [(0, "ChangeContent", cc)] + items, anomaly=kind)
         t += dur
         if dur > 20000 and r.random() < 0.04:

@@ -1,8 +1,9 @@
 """What to generate and what comes back: FleetSpec, FleetResult, VarEvent, the constants.
 
 The constants name what the files may contain (LOG_FORMAT.md sections 2 and 3) and what the
-truth may label (`ANOMALY_KINDS`, `EDGE_CASES`); `PLAYBACK_TYPES` are the events that make a
-window before the first ChangeContent a session (see :mod:`.truth`).
+truth may label (`ANOMALY_KINDS`, `SYSTEM_FAULT_KINDS`, `SEQUENCE_FAULT_KINDS`,
+`EDGE_CASES`); `PLAYBACK_TYPES` are the events that make a window before the first
+ChangeContent a session (see :mod:`.truth`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ ANOMALY_KINDS = (
 #: System-side faults (:mod:`.system`), opt-in with FleetSpec.system_faults; labelled like
 #: the playback kinds in the truth.
 SYSTEM_FAULT_KINDS = ("anr_burst", "oom_kill", "hdcp_kernel")
+#: Sequence-only faults (:mod:`.sequence`), opt-in with FleetSpec.sequence_faults: the amounts
+#: of an ordinary session, events in a wrong order; labelled like the others in the truth.
+SEQUENCE_FAULT_KINDS = (
+    "first_frame_late",
+    "freeze_end_without_start",
+    "playback_in_standby",
+    "tune_loop",
+)
 EDGE_CASES = (
     "pre_first_change",
     "unclosed_episode",
@@ -103,6 +112,8 @@ class FleetSpec:
     # UTC day DAY of the fleet (0: the start's day)
     system_faults: float = 0.0  # share of anomalous sessions given a system-side cause
     # (SYSTEM_FAULT_KINDS); 0 keeps every fleet as it was, byte for byte
+    sequence_faults: float = 0.0  # share of the other anomalous sessions given a sequence-only
+    # fault (SEQUENCE_FAULT_KINDS: ordinary amounts, wrong order); 0 keeps every fleet as it was
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -110,8 +121,9 @@ class FleetSpec:
             if d[opt] is None:
                 del d[opt]
         d["start"] = _start_utc(self.start).isoformat()
-        if not self.system_faults:
-            del d["system_faults"]  # the truth of a default fleet stays as it was
+        for opt in ("system_faults", "sequence_faults"):
+            if not d[opt]:
+                del d[opt]  # the truth of a default fleet stays as it was
         return d
 
 

@@ -15,6 +15,7 @@ from .edge_cases import _EdgeCases
 from .noise import _BOOT_KERNEL, _PROC_TABLE, _RUN_KERNEL, _Proc
 from .playback import _Playback
 from .regression import _fw_updates
+from .sequence import _SequenceFaults
 from .spec import _MIN, FleetSpec, VarEvent
 from .system import _SystemFaults
 
@@ -43,7 +44,7 @@ class _Device:
     start_ms: int
 
 
-class _Planner(_Playback, _SystemFaults, _EdgeCases):
+class _Planner(_Playback, _SystemFaults, _SequenceFaults, _EdgeCases):
     """Builds one device's VAR events, kernel lines, boots, quiet windows and forced rotations.
 
     No I/O: the writer turns this plan into lines. Timestamps are strictly increasing, so the
