@@ -259,7 +259,7 @@ def evaluate() -> None:
     show_default=True,
     type=click.FloatRange(0.0, 1.0),
     help="Share of the anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
-    "kernel errors); above 0 the templates step runs too.",
+    "kernel errors) with its system lines.",
 )
 @click.option(
     "--sequence-faults",

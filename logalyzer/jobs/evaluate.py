@@ -4,11 +4,11 @@ Two yardsticks:
 
 - **synthetic** — a generated fleet with ground truth (``ground_truth.json`` labels every
   session normal or one of the anomaly kinds). The fleet goes through the real pipeline
-  (ingest → sessionize → train → detect) and the stored verdicts are compared with the labels:
-  precision, recall and F1 of each detector and of the combined verdict, overall and per
-  anomaly kind. Per kind, a detector's precision counts that kind's sessions against the
-  *normal* sessions it flagged (sessions of other kinds are left out), so each kind's row reads
-  "this kind versus normal playback".
+  (ingest → sessionize → templates → train → detect) and the stored verdicts are compared
+  with the labels: precision, recall and F1 of each detector and of the combined verdict,
+  overall and per anomaly kind. Per kind, a detector's precision counts that kind's sessions
+  against the *normal* sessions it flagged (sessions of other kinds are left out), so each
+  kind's row reads "this kind versus normal playback".
 - **hdfs** — the public HDFS-100k benchmark (``tests/data/hdfs-100k``, sessions of
   template ids). The protocol of its README: the LSTM learns from the train split's normal
   sessions only (80 % of the train split, seeded); ``top_g``, ``min_p`` and the threshold are
@@ -154,8 +154,8 @@ def run_synthetic(
         sequence_faults=sequence_faults,
     )
     fleet = generate_fleet(out_dir, spec)
-    # with system faults, the templates step too: detect then names the system templates
-    steps = ["ingest", "sessionize"] + (["templates"] if system_faults else [])
+    # the templates step too, as `make demo` runs it: the autoencoder reads its verdicts
+    steps = ["ingest", "sessionize", "templates"]
     run_pipeline(settings, db, [str(out_dir)], steps, progress=progress)
     runs = []
     for i in range(repeats):
