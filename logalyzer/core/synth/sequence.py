@@ -36,7 +36,7 @@ events, or an event no measure reads, is changed:
   bitrate, without a ChangeContent. Only the session's first FirstFrame gives its ``ttff_ms``,
   and the event count is unchanged.
 
-So the 26 autoencoder features and the baseline's counts of a fault session are those of an
+So the autoencoder's features and the baseline's counts of a fault session are those of an
 ordinary session the generator draws anyway (``tests/test_synth_sequence.py`` checks both
 the order and the measures). The choice of sessions that hold a freeze, an incident or ABR
 switches makes them longer and busier than the average session, never outside what ordinary
