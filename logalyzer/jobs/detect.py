@@ -23,7 +23,7 @@ from ray.util import metrics as ray_metrics
 from tqdm import tqdm
 
 from logalyzer.core.features import BASELINE, KINDS
-from logalyzer.core.verdict import score_sessions
+from logalyzer.core.verdict import consolidate, score_sessions
 from logalyzer.jobs.rayutil import count, ensure_ray
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
@@ -56,9 +56,12 @@ class Scorer:
         with self.db.connect() as conn:
             sessions = read_sessions(conn, ids=ids)
             verdicts = score_sessions(self.models, sessions)
-            system = unusual_templates(  # judged by the templates step
-                conn, [(s["rxid"], s["session_id"]) for s in sessions if s["system_unusual_lines"]]
-            )
+            found = [  # their reasons name the templates the templates step judged unusual
+                (s["rxid"], s["session_id"])
+                for s, v in zip(sessions, verdicts)
+                if consolidate(v)[0]
+            ]
+            system = unusual_templates(conn, found)
             anomalous = write_scores(conn, self.models, sessions, verdicts, system)
         flagged = {k: sum(v[k].is_anomaly for v in verdicts) for k in self.models}
         return {

@@ -203,7 +203,8 @@ def mark_unusual(conn, cohorts: list[str]) -> int:
     (rule: :func:`core.unusual`; rates per viewing hour over the *other* sessions, each counting
     up to ``MIN_COUNT - 1`` lines of the template) and store the verdicts:
     ``session_templates.unusual_p`` and ``sessions.system_unusual_lines`` (the lines of the
-    session's unusual templates, a feature of the autoencoder). A session whose value changes
+    session's templates unusual even at ``core.FEATURE_MAX_P``, a feature of the autoencoder).
+    A session whose value changes
     gets a new ``updated_at``, so ``detect`` scores it again. Returns the sessions changed.
 
     Once per templates run, for the cohorts it counted: a new device's lines move its cohort's
@@ -240,7 +241,8 @@ def mark_unusual(conn, cohorts: list[str]) -> int:
         u = core.unusual(tid, "", n, hours, box_rate, cohort_rate, burst_share)
         if u is not None:
             marks.append((rxid, sid, tid, u.p, u.usual))
-            lines[(rxid, sid)] += n
+            if u.p < core.FEATURE_MAX_P:  # the feature: only the far-from-chance ones
+                lines[(rxid, sid)] += n
     with conn.transaction():
         conn.execute(
             "UPDATE session_templates st SET unusual_p = NULL, usual = NULL"
