@@ -316,7 +316,7 @@ def test_detect_writes_the_judged_templates_into_an_anomalous_sessions_reasons(c
             {"ae": Verdict(2.0, 1.0, True, {}), "lstm": Verdict(0.5, 1.0, False, {})},
             {"ae": Verdict(0.5, 1.0, False, {}), "lstm": Verdict(2.0, 1.0, True, {})},
         ]
-        assert write_scores(conn, models, some, verdicts, found) == 1
+        assert write_scores(conn, models, some, verdicts) == 1
         rows = dict(
             ((r, str(s)), (a, reasons))
             for r, s, a, reasons in conn.execute(

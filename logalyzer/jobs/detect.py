@@ -23,13 +23,12 @@ from ray.util import metrics as ray_metrics
 from tqdm import tqdm
 
 from logalyzer.core.features import BASELINE, KINDS
-from logalyzer.core.verdict import consolidate, score_sessions
+from logalyzer.core.verdict import score_sessions
 from logalyzer.jobs.rayutil import count, ensure_ray
 from logalyzer.settings import Settings
 from logalyzer.store.db import Database
 from logalyzer.store.registry import ModelNotFound, available, load
 from logalyzer.store.scores import read_sessions, sessions_to_score, write_scores
-from logalyzer.store.templates import unusual_templates
 
 BATCH = 500
 
@@ -56,13 +55,7 @@ class Scorer:
         with self.db.connect() as conn:
             sessions = read_sessions(conn, ids=ids)
             verdicts = score_sessions(self.models, sessions)
-            found = [  # their reasons name the templates the templates step judged unusual
-                (s["rxid"], s["session_id"])
-                for s, v in zip(sessions, verdicts)
-                if consolidate(v)[0]
-            ]
-            system = unusual_templates(conn, found)
-            anomalous = write_scores(conn, self.models, sessions, verdicts, system)
+            anomalous = write_scores(conn, self.models, sessions, verdicts)
         flagged = {k: sum(v[k].is_anomaly for v in verdicts) for k in self.models}
         return {
             "scored": [len(sessions)],

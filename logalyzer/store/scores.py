@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from logalyzer.core.features import FEATURE_COLUMNS, KINDS
 from logalyzer.core.verdict import consolidate, ratio
 from logalyzer.store.db import Database
+from logalyzer.store.templates import unusual_templates
 
 if TYPE_CHECKING:
     from logalyzer.core.detectors import Verdict
@@ -76,15 +77,23 @@ def write_scores(
     models: dict,
     sessions: list[dict],
     verdicts: list[dict[str, Verdict]],
-    templates: dict[tuple[str, str], list[dict]] | None = None,
 ) -> int:
     """Upsert ``anomalies`` rows and the consolidated rows of one batch; return how many
     sessions the combined verdict flags. ``anomalies_consolidated`` holds one row per session
     that any detector flagged, with the reasons of each; a session that is no longer flagged
-    when re-scored loses its row. ``templates``: (rxid, session id text) -> the session's
-    unusual system templates, added to an anomalous session's reasons as ``templates``."""
+    when re-scored loses its row. An anomalous session's reasons also name its system
+    templates that the templates step judged unusual (``reasons.templates``)."""
     anomalies, consolidated, clear = [], [], []
-    for s, vs in zip(sessions, verdicts):
+    verdicts_of = [consolidate(vs) for vs in verdicts]
+    templates = unusual_templates(
+        conn,
+        [
+            (s["rxid"], s["session_id"])
+            for s, (is_anomaly, _, _) in zip(sessions, verdicts_of)
+            if is_anomaly
+        ],
+    )
+    for s, vs, (is_anomaly, flagged, reasons) in zip(sessions, verdicts, verdicts_of):
         for kind, v in vs.items():
             anomalies.append(
                 (
@@ -98,8 +107,7 @@ def write_scores(
                     Jsonb(v.details),
                 )
             )
-        is_anomaly, flagged, reasons = consolidate(vs)
-        system = (templates or {}).get((s["rxid"], str(s["session_id"])))
+        system = templates.get((s["rxid"], str(s["session_id"])))
         if is_anomaly and system:
             reasons["templates"] = system
         if flagged:
