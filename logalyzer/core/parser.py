@@ -27,7 +27,6 @@ Decisions the spec leaves open (also in the README):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -36,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from logalyzer.core.md5lines import md5_lines
 from logalyzer.core.storable import dumps
 from logalyzer.core.var import parse_var
 
@@ -332,11 +332,7 @@ class FileParser:
 
     def _md5(self, lines: pa.StringArray) -> pa.Array:
         """MD5 of (RxID, newline, raw line), 16 bytes: the idempotency key (LOG_FORMAT.md §2)."""
-        prefix, md5 = self._prefix, hashlib.md5
-        digests = b"".join([md5(prefix + b).digest() for b in lines.cast(pa.binary()).to_pylist()])
-        return pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(16), len(lines), [None, pa.py_buffer(digests)]
-        )
+        return md5_lines(self._prefix, lines)
 
     # ------------------------------------------------------------------ time
     def _timestamps(self, f: dict[str, pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:
