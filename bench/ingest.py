@@ -309,10 +309,7 @@ class MemorySampler:
                 name = p.name()
                 if name == "postgres":
                     continue
-                try:
-                    used = p.memory_full_info().pss
-                except (ps.AccessDenied, AttributeError):
-                    used = p.memory_info().rss
+                used = _pss(p.pid) or p.memory_info().rss
                 parts.append((f"{p.pid} {name}", used))
             except ps.Error:  # exited between listing and reading
                 continue
@@ -335,6 +332,21 @@ class MemorySampler:
             "peak_second_half_bytes": peak([s for s in inside if s[0] >= mid]),
             "samples": len(inside),
         }
+
+
+def _pss(pid: int) -> int | None:
+    """PSS bytes from /proc/<pid>/smaps_rollup (the kernel's sum; psutil's memory_full_info
+    parses the whole smaps instead, which for Ray's workers and their gigabytes of mappings
+    cost the sampler about half a core on this 2-core machine, taken from the ingest it
+    measures). None where the file cannot be read."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 # --------------------------------------------------------------------------- (b) reference
@@ -565,12 +577,22 @@ def run_logalyzer(dsn: str, fleet: Fleet, cold_run: bool) -> dict:
         s0 = time.perf_counter()
         ensure_ray(Settings(dsn=dsn))  # a no-op after the cold run, which started Ray
         out["ray_start_s"] = None if cold_run else time.perf_counter() - s0
+        server0, client0 = server_cpu_s(dsn), client_cpu_s()
         summary, wall, t0, t1 = timed_ingest(dsn, fleet)
+        server1, client1 = server_cpu_s(dsn), client_cpu_s()
         warm = summarize_ingest(summary)
     out["warm"] = rate(
         {"name": "(a) LOGalyzer, warm", **warm}, warm["lines_read"], warm["bytes_text"], wall
     )
     out["warm"]["memory"] = mem.window(t0, t1)
+    stored = max(1, warm["lines_loaded"])
+    out["warm"]["cpu"] = {
+        # per million lines stored: what sizes a cluster (README, "Capacity")
+        "server_s_per_m_lines": None
+        if server0 is None or server1 is None
+        else (server1 - server0) / stored * 1e6,
+        "client_s_per_m_lines": (client1 - client0) / stored * 1e6,
+    }
     out["memory_all"] = mem.window(float("-inf"), float("inf"))
     out["memory_all"]["driver_before_bytes"] = mem.samples[0][1] if mem.samples else None
     out["memory_all"]["processes_at_peak_bytes"] = dict(mem.top)
@@ -591,6 +613,41 @@ def run_logalyzer(dsn: str, fleet: Fleet, cold_run: bool) -> dict:
         "all_done": set(warm["statuses"]) == {"done"},
     }
     return out
+
+
+def server_cpu_s(dsn: str) -> float | None:
+    """CPU seconds the PostgreSQL server has spent so far: the postmaster, its live processes
+    and the ones it has reaped (backends of closed connections). None where the server is not
+    a process of this machine (or not ours to read)."""
+    import psutil
+
+    try:
+        post = psutil.Process(execute(dsn, "SELECT pg_backend_pid()")[0][0]).parent()
+        total = sum(post.cpu_times()[:4])  # user, system, reaped children's user and system
+        for child in post.children():
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:  # exited between the listing and the reading
+                pass
+        return total
+    except (psutil.Error, IndexError):
+        return None
+
+
+def client_cpu_s() -> float:
+    """CPU seconds of this process and every live descendant (local Ray's workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:4])
+    for child in me.children(recursive=True):
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def shutdown_ray() -> None:
@@ -740,6 +797,14 @@ def print_report(res: dict) -> None:
         print(
             f"  (b) rows in ref_raw {r['rows']:,} vs lines in the files {fl['lines']:,}: "
             f"{'OK' if r['rows_match_lines'] else 'MISMATCH'}"
+        )
+    cpu = a["warm"].get("cpu")
+    if cpu:
+        srv = cpu["server_s_per_m_lines"]
+        print(
+            "  CPU per million lines stored (warm): PostgreSQL server "
+            + ("n/a (not a local process)" if srv is None else f"{srv:.1f} s")
+            + f", ingest (driver + Ray workers) {cpu['client_s_per_m_lines']:.1f} s"
         )
     print()
     w = a["warm"]["memory"]

@@ -105,9 +105,12 @@ def test_a_row_the_database_refuses_costs_only_itself(db):
     msgs[500] = "NUL \x00 in the text"  # refused by text: stored degraded, NUL replaced
     ts = table["ts"].cast(pa.int64()).to_pylist()
     ts[900] = -(2**62)  # out of timestamptz's range: refused even degraded
-    table = table.set_column(16, "data", pa.array(data, pa.string()))
-    table = table.set_column(10, "message", pa.array(msgs, pa.string()))
-    table = table.set_column(2, "ts", pa.array(ts, pa.int64()).cast(table.schema.field("ts").type))
+    col = table.schema.get_field_index
+    table = table.set_column(col("data"), "data", pa.array(data, pa.string()))
+    table = table.set_column(col("message"), "message", pa.array(msgs, pa.string()))
+    table = table.set_column(
+        col("ts"), "ts", pa.array(ts, pa.int64()).cast(table.schema.field("ts").type)
+    )
     with psycopg.connect(db.dsn, autocommit=True) as conn:
         ensure_partition(conn, RX)
     loader = LineLoader(db.dsn)

@@ -6,6 +6,7 @@ import click
 
 from logalyzer.cli.common import CONTEXT, friendly, load_settings, open_db
 from logalyzer.settings import redact_dsn
+from logalyzer.store.db import legacy_partitions
 from logalyzer.store.db import migrate as apply_migrations
 from logalyzer.store.reports import database_info
 
@@ -25,9 +26,17 @@ def migrate() -> None:
     database = open_db(settings, migrate_schema=False)
     with database.connect() as conn:
         done = apply_migrations(conn)
+        legacy = legacy_partitions(conn)
     click.echo(
         f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ' (up to date)'}"
     )
+    if legacy:
+        click.echo(
+            f"{len(legacy):,} device table(s) from before 0017_line_key ({', '.join(legacy[:3])}"
+            f"{', ...' if len(legacy) > 3 else ''}) keep their unique index on line_md5: they"
+            " load as before, at the old speed. To give one the new shape, re-ingest it"
+            ' (README, "Upgrading").'
+        )
 
 
 @db.command(context_settings=CONTEXT)

@@ -34,6 +34,4 @@ def md5_lines(prefix: bytes, lines: pa.StringArray, compiled: bool = COMPILED) -
         digests = b"".join(
             [md5(prefix + (b or b"")).digest() for b in lines.cast(pa.binary()).to_pylist()]
         )
-    return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(16), n, [None, pa.py_buffer(digests)]
-    )
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(digests)])

@@ -21,6 +21,12 @@ Decisions the spec leaves open (also in the README):
   null), uptime in ``uptime_s``.
 - A header's time must fall in 1970-01-01 .. 2099-12-31 UTC (:data:`TS_MIN_US`,
   :data:`TS_MAX_US`); any other is an impossible date (status ``unparsed``, raw line kept).
+- ``line_key``, the line's own clock as its text writes it, in microseconds: for a wall-clock
+  header ((year as written, else 0) x 13 + month) x 32 + day, then the time of day (no zone,
+  no inferred year: the same text always gives the same key, whatever ``LOGALYZER_TZ`` or the
+  file's anchor); for an epoch header the epoch; for a kernel line its uptime; none for an
+  unparsed line. It is the ordered half of the idempotency check (``store.lines``): a line's
+  twin has the same key, so looking for it in one window of keys is enough.
 - Markers (``--------- beginning of``, ``------ ... ------``, ``== dumpstate:``, lines of
   ``=``) are counted, not stored.
 """
@@ -84,6 +90,7 @@ TS_MAX_US = 4_102_444_800 * 1_000_000
 SCHEMA = pa.schema(
     [
         ("line_md5", pa.binary(16)),
+        ("line_key", pa.int64()),
         ("line_no", pa.int64()),
         ("ts", pa.timestamp("us", tz="UTC")),
         ("ts_inferred", pa.bool_()),
@@ -284,11 +291,12 @@ class FileParser:
     ) -> pa.Table:
         n = len(lines)
         f, kind = self._match_headers(lines)
-        ts_us, wall = self._timestamps(f, n)
+        ts_us, wall, key = self._timestamps(f, n)
         parsed = kind >= 0
         kernel = kind == list(VARIANTS).index("kernel")
         bad_date = parsed & ~kernel & ~wall  # a header whose date is impossible
         parsed &= ~bad_date
+        key[kind < 0] = -1  # no header at all (a bad date keeps the key its text gives)
         ts_us, inferred = self._infer_missing(ts_us, wall)
 
         level = f["lvl"]
@@ -313,6 +321,7 @@ class FileParser:
         return pa.table(
             [
                 self._md5(lines),
+                pa.array(key, mask=key < 0),
                 line_no,
                 _timestamp_array(ts_us),
                 pa.array(inferred),
@@ -335,9 +344,13 @@ class FileParser:
         return md5_lines(self._prefix, lines)
 
     # ------------------------------------------------------------------ time
-    def _timestamps(self, f: dict[str, pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:
-        """UTC epoch microseconds (float, NaN = none) and the wall-clock mask."""
+    def _timestamps(
+        self, f: dict[str, pa.Array], n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """UTC epoch microseconds (float, NaN = none), the wall-clock mask, and each line's
+        ``line_key`` (-1 = none; the module docstring says what it is)."""
         ts = np.full(n, np.nan)
+        key = np.full(n, -1, dtype=np.int64)
         mo = _ints(f["mo"])
         dated = mo >= 0
         if dated.any():
@@ -359,13 +372,24 @@ class FileParser:
             ) * 1_000_000 + micros
             off = self._offsets_us(f["tz"].filter(pa.array(dated)), local)
             ts[np.flatnonzero(dated)] = np.where(valid, local - off, np.nan)
+            # The key reads the text alone, valid or not: the inferred year (Feb 29) or the
+            # zone must not decide whether two copies of a line get the same key.
+            given = _ints(f["yr"])[dated]  # the year as written (-1: none), not as inferred
+            clock = ((np.maximum(given, 0) * 13 + months) * 32 + days) * 86400
+            key[np.flatnonzero(dated)] = (clock + hh * 3600 + mi * 60 + ss) * 1_000_000 + micros
         ep = f["epoch"]
         if ep.null_count < n:
             has = ~pc.is_null(ep).to_numpy(zero_copy_only=False)
             ts[has] = np.round(pc.cast(ep.filter(pa.array(has)), pa.float64()).to_numpy() * 1e6)
+            key[has] = np.where((ts[has] >= TS_MIN_US) & (ts[has] < TS_MAX_US), ts[has], -1)
         with np.errstate(invalid="ignore"):  # NaN compares False: stays NaN
             ts[(ts < TS_MIN_US) | (ts >= TS_MAX_US)] = np.nan
-        return ts, ~np.isnan(ts)
+        up = f["uptime"]
+        if up.null_count < n:  # a kernel line's own clock is its uptime
+            has = ~pc.is_null(up).to_numpy(zero_copy_only=False)
+            secs = pc.cast(up.filter(pa.array(has)), pa.float64()).to_numpy()
+            key[has] = np.where(secs < 1e12, np.round(secs * 1e6), -1)
+        return ts, ~np.isnan(ts), key
 
     def _infer_years(self, months: np.ndarray, days: np.ndarray, given: np.ndarray) -> np.ndarray:
         """Years for year-less lines: anchor for the first, then the Dec→Jan rollover rule."""

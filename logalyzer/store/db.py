@@ -27,6 +27,9 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"  # beside the package, in 
 _MIGRATION_RE = re.compile(r"(\d{4})_[\w-]+\.sql")
 _LOCK_MIGRATE = 7_301_001  # advisory lock keys (arbitrary, fixed)
 _LOCK_PARTITION = 7_301_002
+#: Held by a loader while it looks for a chunk's lines and stores the new ones (store.lines):
+#: one writer per device at a time, so a line cannot be stored twice between look and write.
+LOCK_LINES = 7_301_003
 
 
 @dataclass
@@ -176,12 +179,27 @@ def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
                     sql.Identifier(name), sql.Literal(rxid)
                 )
             )
+            # Only lines without a key need a unique index (sql/0017); a partition made
+            # before 0017 has `{name}_md5` on every line instead, and keeps it.
             conn.execute(
-                sql.SQL("CREATE UNIQUE INDEX {} ON {} (line_md5)").format(
-                    sql.Identifier(f"{name}_md5"), sql.Identifier(name)
+                sql.SQL("CREATE UNIQUE INDEX {} ON {} (line_md5) WHERE line_key IS NULL").format(
+                    sql.Identifier(f"{name}_md5_nokey"), sql.Identifier(name)
                 )
             )
     return name
+
+
+def legacy_partitions(conn: psycopg.Connection) -> list[str]:
+    """Device partitions made before sql/0017: a unique index on ``line_md5`` checks every
+    line they receive (the loader keeps using it; README "Upgrading" converts them)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = to_regclass('log_lines')"
+            " AND to_regclass(quote_ident(c.relname || '_md5')) IS NOT NULL ORDER BY 1"
+        )
+    ]
 
 
 def _exists(conn: psycopg.Connection, name: str) -> bool:

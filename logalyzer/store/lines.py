@@ -3,12 +3,16 @@
 :class:`LineLoader` owns one connection and takes a parsed chunk (an Arrow table of
 :data:`LINE_COLUMNS`) at a time. Three things can go wrong, and each costs as little as it can:
 
-- **Duplicates** (a re-read file, the overlap of rotated files): COPY cannot skip them, so a
-  chunk holding a line already stored fails on the unique index, is rolled back and goes the
-  slow way: COPY into a temporary table, then ``INSERT ... ON CONFLICT DO NOTHING``. Measured on
-  600k lines: direct COPY 4.9 s, temporary table + INSERT 9.2 s. Every chunk is sorted by
-  ``line_md5``, so two loaders writing overlapping lines take the index's locks in the same
-  order (no deadlock), and the index is filled in key order (a third faster than random).
+- **Duplicates** (a re-read file, the overlap of rotated files, a line repeated in a file):
+  COPY cannot skip them, and a unique index on every line's random digest cost PostgreSQL
+  about half of the COPY's CPU (bench/README.md, "The row and its index"). So the loader finds
+  them first: a line's twin has the same ``line_key`` (its own clock as written, parser
+  docstring), so under a per-device advisory lock (:data:`~logalyzer.store.db.LOCK_LINES`) it
+  reads the digests stored in the chunk's key ranges (:func:`key_ranges`, through the
+  partition's BRIN index on ``line_key``), looks up its keyless (unparsed) lines in their
+  partial unique index, and COPYs only the new lines; then it summarises the BRIN ranges just
+  filled, so the next lookup skips them. A partition made before sql/0017 still has a unique
+  index on ``line_md5`` and is loaded as before (:meth:`LineLoader._insert_legacy`).
 - **A row PostgreSQL refuses** (SQLSTATE classes 22 data exception, 23 integrity, 54 program
   limit: a value the parser's clean-up did not foresee): the chunk is split in halves until the
   rows at fault are alone; every other row is stored. A refused row is stored again degraded
@@ -24,8 +28,10 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,11 +40,12 @@ from psycopg import sql
 from logalyzer.core.storable import storable
 from logalyzer.errors import DatabaseGone, DatabaseUnreachable, first_line
 from logalyzer.store import pgbinary
-from logalyzer.store.db import connect, partition_name
+from logalyzer.store.db import LOCK_LINES, connect, partition_name
 
 #: Columns of a parsed chunk in COPY order (= parser.SCHEMA), then the two the loader adds.
 LINE_COLUMNS = (
     "line_md5",
+    "line_key",
     "line_no",
     "ts",
     "ts_inferred",
@@ -110,6 +117,8 @@ class LineLoader:
     conn: psycopg.Connection | None = field(default=None, init=False, repr=False)
     direct: bool = field(default=True, init=False)  # False after a chunk full of duplicates
     gone: bool = field(default=False, init=False)  # the last retries ran out
+    _legacy_parts: dict = field(default_factory=dict, init=False, repr=False)
+    _key_index: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._cols = sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
@@ -161,37 +170,97 @@ class LineLoader:
         n = table.num_rows
         if n == 0:
             return ChunkResult()
-        table = table.take(pc.sort_indices(table["line_md5"]))
-        table = table.append_column("rxid", pa.repeat(rxid, n)).append_column(
-            "file_id", pa.repeat(file_id, n).cast(pa.int32())
+        part = partition_name(rxid)
+        if self._legacy(part):  # md5 order: two loaders take the unique index's locks alike
+            table = table.take(pc.sort_indices(table["line_md5"]))
+        else:  # each line once (the lookup only sees committed rows), in key order
+            table = _first_of_each(table)
+        table = table.append_column("rxid", pa.repeat(rxid, table.num_rows)).append_column(
+            "file_id", pa.repeat(file_id, table.num_rows).cast(pa.int32())
         )
-        return self._store(sql.Identifier(partition_name(rxid)), table)
+        result = self._store(rxid, part, table)
+        result.rows += n - table.num_rows  # repeated within the chunk: duplicates
+        return result
 
-    def _store(self, part: sql.Identifier, table: pa.Table) -> ChunkResult:
+    def _legacy(self, part: str) -> bool:
+        """Whether the partition was made before sql/0017: a unique index on ``line_md5``
+        alone keeps it idempotent (every row is checked by that index, as before)."""
+        if part not in self._legacy_parts:
+            self._legacy_parts[part] = bool(
+                self.run(
+                    lambda conn: conn.execute(
+                        "SELECT to_regclass(%s) IS NOT NULL", (f"{part}_md5",)
+                    ).fetchone()[0]
+                )
+            )
+        return self._legacy_parts[part]
+
+    def _store(self, rxid: str, part: str, table: pa.Table) -> ChunkResult:
         """Insert ``table``; on a refused row, halve until the refused rows are alone."""
         try:
-            inserted = self.run(lambda conn: self._insert(conn, part, table))
+            inserted = self.run(lambda conn: self._insert(conn, rxid, part, table))
             return ChunkResult(table.num_rows, inserted)
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
             if table.num_rows == 1:
-                return self._store_degraded(part, table, first_line(exc))
+                return self._store_degraded(rxid, part, table, first_line(exc))
         half = table.num_rows // 2
-        return self._store(part, table.slice(0, half)) + self._store(part, table.slice(half))
+        return self._store(rxid, part, table.slice(0, half)) + self._store(
+            rxid, part, table.slice(half)
+        )
 
-    def _store_degraded(self, part: sql.Identifier, row: pa.Table, reason: str) -> ChunkResult:
+    def _store_degraded(self, rxid: str, part: str, row: pa.Table, reason: str) -> ChunkResult:
         degraded = _degrade(row)
         try:
-            inserted = self.run(lambda conn: self._insert(conn, part, degraded))
+            inserted = self.run(lambda conn: self._insert(conn, rxid, part, degraded))
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
             return ChunkResult(1, failed=1, reason=reason)
         return ChunkResult(1, inserted, degraded=inserted, reason=reason)
 
-    def _insert(self, conn: psycopg.Connection, part: sql.Identifier, table: pa.Table) -> int:
+    def _insert(self, conn: psycopg.Connection, rxid: str, part: str, table: pa.Table) -> int:
         """One transaction: the rows of ``table`` not yet stored; return how many."""
+        if self._legacy(part):
+            return self._insert_legacy(conn, sql.Identifier(part), table)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_LINES, rxid))
+            stored = _stored_md5s(conn, sql.Identifier(part), table)
+            if stored:
+                is_new = pc.invert(pc.is_in(table["line_md5"], pa.array(stored, pa.binary(16))))
+                table = table.filter(is_new)
+            if table.num_rows:
+                self._copy(conn, sql.Identifier(part), pgbinary.encode(table, jsonb=_JSONB))
+                self._summarize(conn, part)
+        return table.num_rows
+
+    def _summarize(self, conn: psycopg.Connection, name: str) -> None:
+        """Summarise the block ranges just filled in the key index, so the next chunk's
+        lookup skips them. An optimisation, not a promise: if VACUUM holds the table, skip."""
+        if name not in self._key_index:
+            row = conn.execute(
+                "SELECT i.indexrelid::regclass::text FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+                " WHERE i.indrelid = to_regclass(%s) AND am.amname = 'brin'"
+                " AND pg_get_indexdef(i.indexrelid) LIKE '%%(line_key %%'",
+                (name,),
+            ).fetchone()
+            self._key_index[name] = row[0] if row else None
+        if self._key_index[name] is None:
+            return
+        try:
+            with conn.transaction():  # a savepoint: a lock timeout undoes only this
+                conn.execute("SET LOCAL lock_timeout = '50ms'")
+                conn.execute(
+                    "SELECT brin_summarize_new_values(%s::regclass)", (self._key_index[name],)
+                )
+        except psycopg.errors.LockNotAvailable:
+            pass
+
+    def _insert_legacy(self, conn: psycopg.Connection, part: sql.Identifier, table) -> int:
+        """The pre-0017 partition: COPY, and on a duplicate the staging table's
+        ``ON CONFLICT DO NOTHING`` (module docstring)."""
         data = pgbinary.encode(table, jsonb=_JSONB)
         if self.direct:
             try:
@@ -216,6 +285,72 @@ class LineLoader:
         stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(table, self._cols)
         with conn.cursor() as cur, cur.copy(stmt) as cp:
             cp.write(data)
+
+
+#: A gap in a chunk's keys wider than this (an hour) starts another lookup range: a chunk that
+#: holds kernel lines (uptime keys) and logcat lines (date keys), or a clock set mid-file,
+#: asks for two narrow windows instead of one that spans everything between.
+KEY_GAP_US = 3_600_000_000
+MAX_RANGES = 32
+
+
+def key_ranges(keys: pa.Array) -> list[tuple[int, int]]:
+    """The chunk's keys (nulls ignored) as at most :data:`MAX_RANGES` closed ranges."""
+    k = np.sort(pc.drop_null(keys).to_numpy())
+    if len(k) == 0:
+        return []
+    gaps = np.diff(k)
+    cut = np.flatnonzero(gaps > KEY_GAP_US)
+    if len(cut) >= MAX_RANGES:  # keep the widest gaps
+        cut = np.sort(cut[np.argsort(gaps[cut])[-(MAX_RANGES - 1) :]])
+    starts = np.concatenate(([0], cut + 1))
+    ends = np.concatenate((cut, [len(k) - 1]))
+    return [(int(k[a]), int(k[b])) for a, b in zip(starts, ends)]
+
+
+def _stored_md5s(conn: psycopg.Connection, part: sql.Identifier, table: pa.Table) -> list:
+    """The chunk's lines already in the partition, as 16-byte digests.
+
+    A line's twin has the same key (its own clock as written), so the rows stored in the
+    chunk's key ranges hold every twin of its keyed lines; lines without a key are looked up
+    by digest in the partial unique index. Read under the device's lock, so no other loader
+    adds a twin meanwhile.
+    """
+    found: list[bytes] = []
+    ranges = key_ranges(table["line_key"])
+    if ranges:
+        conn.execute("SET LOCAL enable_seqscan = off")  # a new partition has no statistics
+        where = sql.SQL(" OR ").join(
+            [sql.SQL("line_key BETWEEN {} AND {}").format(lo, hi) for lo, hi in ranges]
+        )
+        query = sql.SQL("SELECT line_md5 FROM {} WHERE {}").format(part, where)
+        found += [u.bytes for (u,) in conn.execute(query)]
+        conn.execute("RESET enable_seqscan")
+    nokey = pc.is_null(table["line_key"])
+    if pc.any(nokey).as_py():
+        md5s = [uuid.UUID(bytes=b) for b in table["line_md5"].filter(nokey).to_pylist()]
+        query = sql.SQL(
+            "SELECT line_md5 FROM {} WHERE line_key IS NULL AND line_md5 = ANY(%s)"
+        ).format(part)
+        found += [u.bytes for (u,) in conn.execute(query, (md5s,))]
+    return found
+
+
+def _first_of_each(table: pa.Table) -> pa.Table:
+    """The chunk in (key, digest) order, each digest once.
+
+    Copies of a line have the same key and digest, so in that order they are neighbours.
+    """
+    table = table.take(
+        pc.sort_indices(table, [("line_key", "ascending"), ("line_md5", "ascending")])
+    )
+    md5 = table["line_md5"].combine_chunks()
+    halves = np.frombuffer(md5.buffers()[1], np.uint64, count=2 * len(md5), offset=md5.offset * 16)
+    halves = halves.reshape(-1, 2)
+    repeat = (halves[1:] == halves[:-1]).all(axis=1)
+    if not repeat.any():
+        return table
+    return table.filter(pa.array(np.concatenate(([True], ~repeat))))
 
 
 def _degrade(row: pa.Table) -> pa.Table:
