@@ -77,7 +77,41 @@ def _embedded(home: Path) -> Database:
         raise DatabaseUnreachable(
             f"could not start the embedded PostgreSQL in {home / 'pgdata'}: {exc}",
         ) from exc
+    _tune_for_bulk_loads(server.get_uri())
     return Database(server.get_uri(), embedded=server)
+
+
+#: The embedded server's settings for loading gigabytes (its configuration is ours; README
+#: "Capacity" recommends the same for a server of your own): checkpoints far enough apart
+#: that a load is not one checkpoint after another, and full-page images compressed.
+BULK_LOAD_SETTINGS = {"max_wal_size": "4GB", "checkpoint_timeout": "15min", "wal_compression": "on"}
+_BULK_LOAD_READS = {"max_wal_size": "4096MB", "checkpoint_timeout": "900s"}
+
+
+def _tune_for_bulk_loads(dsn: str) -> None:
+    """Apply :data:`BULK_LOAD_SETTINGS` once (ALTER SYSTEM, then a reload: none of them needs
+    a restart); later starts find them set and write nothing."""
+    with connect(dsn, autocommit=True) as conn:
+        now = dict(
+            conn.execute(
+                "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+                (list(BULK_LOAD_SETTINGS),),
+            ).fetchall()
+        )
+        stale = [
+            name
+            for name, value in BULK_LOAD_SETTINGS.items()
+            if now.get(name) in (None, "off")
+            or (name in _BULK_LOAD_READS and now[name] != _BULK_LOAD_READS[name])
+        ]
+        for name in stale:
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                    sql.Identifier(name), sql.Literal(BULK_LOAD_SETTINGS[name])
+                )
+            )
+        if stale:
+            conn.execute("SELECT pg_reload_conf()")
 
 
 def describe(dsn: str) -> str:

@@ -147,6 +147,10 @@ class LineLoader:
 
     def _reconnect(self) -> None:
         self.conn = connect(self.dsn, autocommit=True)
+        # A chunk's commit need not wait for its WAL to reach the disk: if the server crashes,
+        # the last chunks are lost with the ledger row's closing, which comes after them in
+        # the WAL, so the file stays `loading` and the next run reads it again.
+        self.conn.execute("SET synchronous_commit = off")
         with self.conn.transaction():
             self.conn.execute("DROP TABLE IF EXISTS pg_temp.stage_lines")
             self.conn.execute(
