@@ -17,9 +17,10 @@ Shapes (every one also carries the BRIN index on ``ts`` that sql/0012 adds):
 - ``today_noidx``: the same row without the unique index (the floor for this row).
 - ``keyed``: the same row, idempotency on a unique btree ``(line_key, line_md5)``: the key grows
   with the line's own clock, so each chunk's index entries land next to each other.
-- ``window``: sql/0017's shape: no unique index on keyed lines, a BRIN (minmax-multi) index on
-  ``line_key``, a partial unique index for keyless lines; before each chunk's COPY the lookup
-  the loader makes (the digests in the chunk's key ranges), after it the BRIN summarisation.
+- ``window``: sql/0017's shape: no unique index on keyed lines, two partial BRIN indexes on
+  ``line_key`` (clocks, uptimes), a partial unique index for keyless lines; before each
+  chunk's COPY the loader's lookup (the digests in the chunk's key ranges), after it the BRIN
+  summarisation.
   Its columns ``lookup``, ``copy``, ``summarize`` split the wall time.
 - ``slim_window``, ``slim_keyed``: the same without the four VAR columns (they go to a side
   table for the few VAR lines; that table's load is timed too, in the same transaction).
@@ -67,12 +68,14 @@ SHAPES = {
     ],
     "window": [
         f"CREATE TABLE {{t}} (line_key bigint, {_ROW}{_VAR_COLS})",
-        "CREATE INDEX {t}_key ON {t} USING brin (line_key int8_minmax_multi_ops)",
+        "CREATE INDEX {t}_clock ON {t} USING brin (line_key) WHERE line_key >= 0",
+        "CREATE INDEX {t}_uptime ON {t} USING brin (line_key) WHERE line_key < 0",
         "CREATE UNIQUE INDEX ON {t} (line_md5) WHERE line_key IS NULL",
     ],
     "slim_window": [
         f"CREATE TABLE {{t}} (line_key bigint, {_ROW})",
-        "CREATE INDEX {t}_key ON {t} USING brin (line_key int8_minmax_multi_ops)",
+        "CREATE INDEX {t}_clock ON {t} USING brin (line_key) WHERE line_key >= 0",
+        "CREATE INDEX {t}_uptime ON {t} USING brin (line_key) WHERE line_key < 0",
         "CREATE UNIQUE INDEX ON {t} (line_md5) WHERE line_key IS NULL",
         "CREATE TABLE {t}_var (line_key bigint, line_md5 uuid NOT NULL,"
         " category text, function text, event_type text, data jsonb)",
@@ -196,8 +199,13 @@ def load_once(dsn: str, shape: str, chunks: list[list[Path]], bounds: list, n: i
             with conn.transaction():
                 if "window" in shape:  # what the loader would ask before its COPY
                     a = time.perf_counter()
-                    where = " OR ".join(f"line_key BETWEEN {lo} AND {hi}" for lo, hi in ranges)
-                    conn.execute(f"SELECT line_md5 FROM {t} WHERE {where or 'false'}").fetchall()
+                    for side in (">=", "<"):
+                        mine = [r for r in ranges if (r[0] >= 0) == (side == ">=")]
+                        if mine:
+                            where = " OR ".join(f"line_key BETWEEN {a} AND {b}" for a, b in mine)
+                            conn.execute(
+                                f"SELECT line_md5 FROM {t} WHERE line_key {side} 0 AND ({where})"
+                            ).fetchall()
                     parts["lookup"] += time.perf_counter() - a
                 a = time.perf_counter()
                 for k, p in enumerate(paths):
@@ -206,7 +214,8 @@ def load_once(dsn: str, shape: str, chunks: list[list[Path]], bounds: list, n: i
                 parts["copy"] += time.perf_counter() - a
                 a = time.perf_counter()
                 if "window" in shape:  # the next lookup must not read these pages unsummarised
-                    conn.execute(f"SELECT brin_summarize_new_values('{t}_key')")
+                    conn.execute(f"SELECT brin_summarize_new_values('{t}_clock')")
+                    conn.execute(f"SELECT brin_summarize_new_values('{t}_uptime')")
                 parts["summarize"] += time.perf_counter() - a
         wall, cpu = time.perf_counter() - t0, backend_cpu_s(pid) - cpu0
         wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)).fetchone()[0]

@@ -154,11 +154,13 @@ def test_key_ranges_split_at_gaps_and_stay_bounded():
     keys = pa.array([5, 1, 3, None, 10 * hour, 10 * hour + 7], pa.int64())
     assert key_ranges(keys) == [(1, 5), (10 * hour, 10 * hour + 7)]
     assert key_ranges(pa.array([None], pa.int64())) == []
-    many = pa.array([k * 2 * hour for k in range(100)], pa.int64())
+    many = pa.array([k * 2 * hour for k in range(-50, 50)], pa.int64())
     ranges = key_ranges(many)
     assert len(ranges) == MAX_RANGES
     covered = [k for k in many.to_pylist() if any(lo <= k <= hi for lo, hi in ranges)]
     assert len(covered) == 100
+    assert all((lo < 0) == (hi < 0) for lo, hi in ranges)  # never across the two indexes
+    assert key_ranges(pa.array([-5, -1, 0, 3], pa.int64())) == [(-5, -1), (0, 3)]
 
 
 @pytest.fixture()

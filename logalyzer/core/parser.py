@@ -24,9 +24,10 @@ Decisions the spec leaves open (also in the README):
 - ``line_key``, the line's own clock as its text writes it, in microseconds: for a wall-clock
   header ((year as written, else 0) x 13 + month) x 32 + day, then the time of day (no zone,
   no inferred year: the same text always gives the same key, whatever ``LOGALYZER_TZ`` or the
-  file's anchor); for an epoch header the epoch; for a kernel line its uptime; none for an
-  unparsed line. It is the ordered half of the idempotency check (``store.lines``): a line's
-  twin has the same key, so looking for it in one window of keys is enough.
+  file's anchor); for an epoch header the epoch; for a kernel line -1 - its uptime (negative:
+  kernel lines and logcat lines beside them in a file get an index of their own, sql/0017);
+  none for a line without a header. It is the ordered half of the idempotency check
+  (``store.lines``): a line's twin has the same key, so looking in the chunk's keys is enough.
 - Markers (``--------- beginning of``, ``------ ... ------``, ``== dumpstate:``, lines of
   ``=``) are counted, not stored.
 """
@@ -84,6 +85,8 @@ _KERNEL_LEVEL = np.array(list("FFFEWIID"))
 #: was never set says 1970; a date outside the range (a 20-digit epoch is the year 294247) is
 #: an impossible date: the line is stored unparsed, its raw text kept.
 TS_MIN_US = 0
+#: ``line_key`` of a line without one (stored as null).
+NO_KEY = np.iinfo(np.int64).min
 TS_MAX_US = 4_102_444_800 * 1_000_000
 
 #: Arrow schema of a parsed chunk, in the column order of the staging table.
@@ -296,7 +299,7 @@ class FileParser:
         kernel = kind == list(VARIANTS).index("kernel")
         bad_date = parsed & ~kernel & ~wall  # a header whose date is impossible
         parsed &= ~bad_date
-        key[kind < 0] = -1  # no header at all (a bad date keeps the key its text gives)
+        key[kind < 0] = NO_KEY  # no header at all (a bad date keeps the key its text gives)
         ts_us, inferred = self._infer_missing(ts_us, wall)
 
         level = f["lvl"]
@@ -321,7 +324,7 @@ class FileParser:
         return pa.table(
             [
                 self._md5(lines),
-                pa.array(key, mask=key < 0),
+                pa.array(key, mask=key == NO_KEY),
                 line_no,
                 _timestamp_array(ts_us),
                 pa.array(inferred),
@@ -348,9 +351,9 @@ class FileParser:
         self, f: dict[str, pa.Array], n: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """UTC epoch microseconds (float, NaN = none), the wall-clock mask, and each line's
-        ``line_key`` (-1 = none; the module docstring says what it is)."""
+        ``line_key`` (:data:`NO_KEY` = none; the module docstring says what it is)."""
         ts = np.full(n, np.nan)
-        key = np.full(n, -1, dtype=np.int64)
+        key = np.full(n, NO_KEY, dtype=np.int64)
         mo = _ints(f["mo"])
         dated = mo >= 0
         if dated.any():
@@ -381,14 +384,14 @@ class FileParser:
         if ep.null_count < n:
             has = ~pc.is_null(ep).to_numpy(zero_copy_only=False)
             ts[has] = np.round(pc.cast(ep.filter(pa.array(has)), pa.float64()).to_numpy() * 1e6)
-            key[has] = np.where((ts[has] >= TS_MIN_US) & (ts[has] < TS_MAX_US), ts[has], -1)
+            key[has] = np.where((ts[has] >= TS_MIN_US) & (ts[has] < TS_MAX_US), ts[has], NO_KEY)
         with np.errstate(invalid="ignore"):  # NaN compares False: stays NaN
             ts[(ts < TS_MIN_US) | (ts >= TS_MAX_US)] = np.nan
         up = f["uptime"]
         if up.null_count < n:  # a kernel line's own clock is its uptime
             has = ~pc.is_null(up).to_numpy(zero_copy_only=False)
             secs = pc.cast(up.filter(pa.array(has)), pa.float64()).to_numpy()
-            key[has] = np.where(secs < 1e12, np.round(secs * 1e6), -1)
+            key[has] = np.where(secs < 1e12, -1 - np.round(secs * 1e6), NO_KEY)
         return ts, ~np.isnan(ts), key
 
     def _infer_years(self, months: np.ndarray, days: np.ndarray, given: np.ndarray) -> np.ndarray:

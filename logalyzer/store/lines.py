@@ -118,7 +118,7 @@ class LineLoader:
     direct: bool = field(default=True, init=False)  # False after a chunk full of duplicates
     gone: bool = field(default=False, init=False)  # the last retries ran out
     _legacy_parts: dict = field(default_factory=dict, init=False, repr=False)
-    _key_index: dict = field(default_factory=dict, init=False, repr=False)
+    _key_indexes: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._cols = sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
@@ -240,25 +240,24 @@ class LineLoader:
         return table.num_rows
 
     def _summarize(self, conn: psycopg.Connection, name: str) -> None:
-        """Summarise the block ranges just filled in the key index, so the next chunk's
+        """Summarise the block ranges just filled in the key indexes, so the next chunk's
         lookup skips them. An optimisation, not a promise: if VACUUM holds the table, skip."""
-        if name not in self._key_index:
-            row = conn.execute(
-                "SELECT i.indexrelid::regclass::text FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
-                " WHERE i.indrelid = to_regclass(%s) AND am.amname = 'brin'"
-                " AND pg_get_indexdef(i.indexrelid) LIKE '%%(line_key %%'",
-                (name,),
-            ).fetchone()
-            self._key_index[name] = row[0] if row else None
-        if self._key_index[name] is None:
-            return
+        if name not in self._key_indexes:
+            self._key_indexes[name] = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT i.indexrelid::regclass::text FROM pg_index i"
+                    " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+                    " WHERE i.indrelid = to_regclass(%s) AND am.amname = 'brin'"
+                    " AND pg_get_indexdef(i.indexrelid) LIKE '%%(line_key)%%'",
+                    (name,),
+                )
+            ]
         try:
             with conn.transaction():  # a savepoint: a lock timeout undoes only this
                 conn.execute("SET LOCAL lock_timeout = '50ms'")
-                conn.execute(
-                    "SELECT brin_summarize_new_values(%s::regclass)", (self._key_index[name],)
-                )
+                for index in self._key_indexes[name]:
+                    conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (index,))
         except psycopg.errors.LockNotAvailable:
             pass
 
@@ -299,14 +298,17 @@ MAX_RANGES = 32
 
 
 def key_ranges(keys: pa.Array) -> list[tuple[int, int]]:
-    """The chunk's keys (nulls ignored) as at most :data:`MAX_RANGES` closed ranges."""
+    """The chunk's keys (nulls ignored) as at most :data:`MAX_RANGES` closed ranges, none of
+    which holds both negative keys (kernel uptimes) and others (clocks): each side has its
+    own index (sql/0017)."""
     k = np.sort(pc.drop_null(keys).to_numpy())
     if len(k) == 0:
         return []
-    gaps = np.diff(k)
+    gaps = np.diff(k).astype(float)
+    gaps[(k[:-1] < 0) & (k[1:] >= 0)] = np.inf  # uptimes and clocks: never one range
     cut = np.flatnonzero(gaps > KEY_GAP_US)
     if len(cut) >= MAX_RANGES:  # keep the widest gaps
-        cut = np.sort(cut[np.argsort(gaps[cut])[-(MAX_RANGES - 1) :]])
+        cut = np.sort(cut[np.argsort(gaps[cut], kind="stable")[-(MAX_RANGES - 1) :]])
     starts = np.concatenate(([0], cut + 1))
     ends = np.concatenate((cut, [len(k) - 1]))
     return [(int(k[a]), int(k[b])) for a, b in zip(starts, ends)]
@@ -324,11 +326,16 @@ def _stored_md5s(conn: psycopg.Connection, part: sql.Identifier, table: pa.Table
     ranges = key_ranges(table["line_key"])
     if ranges:
         conn.execute("SET LOCAL enable_seqscan = off")  # a new partition has no statistics
-        where = sql.SQL(" OR ").join(
-            [sql.SQL("line_key BETWEEN {} AND {}").format(lo, hi) for lo, hi in ranges]
-        )
-        query = sql.SQL("SELECT line_md5 FROM {} WHERE {}").format(part, where)
-        found += [u.bytes for (u,) in conn.execute(query)]
+        # one query per index (sql/0017): clocks (key >= 0) and uptimes (key < 0)
+        for side, kind in ((sql.SQL("line_key >= 0"), 1), (sql.SQL("line_key < 0"), -1)):
+            mine = [(lo, hi) for lo, hi in ranges if (lo >= 0) == (kind > 0)]
+            if not mine:
+                continue
+            where = sql.SQL(" OR ").join(
+                [sql.SQL("line_key BETWEEN {} AND {}").format(lo, hi) for lo, hi in mine]
+            )
+            query = sql.SQL("SELECT line_md5 FROM {} WHERE {} AND ({})").format(part, side, where)
+            found += [u.bytes for (u,) in conn.execute(query)]
         conn.execute("RESET enable_seqscan")
     nokey = pc.is_null(table["line_key"])
     if pc.any(nokey).as_py():
