@@ -18,12 +18,15 @@ same verdict whichever way it arrives.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from logalyzer.core.features import KINDS
 
 #: The detectors whose flag makes a session anomalous (module docstring says why not the LSTM).
 VERDICT_KINDS = ("ae",)
+#: ... and with an LSTM trained on a reference history (``train --reference-*``).
+REFERENCE_VERDICT_KINDS = ("ae", "lstm")
 
 if TYPE_CHECKING:  # types only: the rules need no torch, so report readers stay light
     from logalyzer.core.detectors import Detector, Verdict
@@ -49,9 +52,20 @@ def score_flat(models: dict[str, Detector], sessions: list[dict]) -> list[dict[s
     return out
 
 
-def consolidate(verdicts: dict[str, Verdict]) -> tuple[bool, list[str], dict]:
-    """The combined verdict (module docstring), the detectors that flagged (of :data:`KINDS`,
-    a second opinion included), and the reasons."""
+def verdict_kinds(models: Mapping[str, Detector]) -> tuple[str, ...]:
+    """The detectors whose flag makes a session anomalous, given the models scoring it: the
+    LSTM's too when it learnt from a reference history (its ``reference``), so the verdict
+    follows the model in use, in the batch job and the HTTP service alike."""
+    lstm = models.get("lstm")
+    return REFERENCE_VERDICT_KINDS if getattr(lstm, "reference", None) else VERDICT_KINDS
+
+
+def consolidate(
+    verdicts: dict[str, Verdict], kinds: tuple[str, ...] = VERDICT_KINDS
+) -> tuple[bool, list[str], dict]:
+    """The combined verdict (module docstring): flagged by one of ``kinds``
+    (:func:`verdict_kinds` of the models), the detectors that flagged (of :data:`KINDS`, a
+    second opinion included), and the reasons."""
     flagged = [k for k in KINDS if k in verdicts and verdicts[k].is_anomaly]
     reasons = {
         "features": verdicts["ae"].details.get("features", []) if "ae" in verdicts else [],
@@ -59,7 +73,7 @@ def consolidate(verdicts: dict[str, Verdict]) -> tuple[bool, list[str], dict]:
             verdicts["lstm"].details.get("transitions", []) if "lstm" in verdicts else []
         ),
     }
-    return any(k in flagged for k in VERDICT_KINDS), flagged, reasons
+    return any(k in flagged for k in kinds), flagged, reasons
 
 
 def ratio(v: Verdict | None) -> float | None:
