@@ -8,6 +8,10 @@ no anomalous session the autoencoder missed, and its false alarms cost the verdi
 precision where anomalies are rare (2 % of sessions: combined F1 0.88 with it, 0.95 without;
 README, "Combined verdict"). It is still trained, stored and scored: its flags and reasons stay
 beside the autoencoder's in ``anomalies`` and in the consolidated row, as a second opinion.
+**An LSTM trained on a reference history** (``train --reference-*``, its checkpoint's
+``reference``; :mod:`logalyzer.core.reference`) is another model: it learnt the order of events
+from a part of the fleet known to be clean, and finds the sequence-only faults the autoencoder
+cannot see (issue 15, README "Reference history"); its flag counts (:func:`verdict_kinds`).
 Scores are reported as multiples of their thresholds (> 1 = flagged, :func:`ratio`), so they
 compare across detectors and versions.
 
