@@ -8,8 +8,8 @@ is compared with the truth, per kind. Options choose the LSTM's scoring (``--top
 ``--min-p``), its epochs, and ``--clean-oracle``: the LSTM learns from the ordinary sessions
 *minus the labelled sequence faults*, the history a perfect cascade would give it;
 ``--reference-clean-hours H``: the fleet's first H hours hold no anomaly
-(``FleetSpec.reference_clean_hours``) and the LSTM learns only from the ordinary sessions
-starting in them, as ``train --reference-until`` does (its figures also given for the sessions
+(``FleetSpec.reference_clean_hours``) and the LSTM learns only from the sessions
+starting in them (all of them, as ``train --reference-until`` does) (its figures also given for the sessions
 after the window, ``after_reference``).
 
     PYTHONPATH=. python bench/lstm_sequence.py --seed 41 --sequence-faults 0.5 [--top-g 1]
@@ -118,8 +118,8 @@ def main() -> None:
     learn = ordinary_sessions(ae_det, sessions, ae_scores)
     if a.clean_oracle:
         learn = [s for s in learn if s["_kind"] not in SEQUENCE_FAULT_KINDS]
-    if until is not None:  # train's reference: its ordinary sessions, the reference's config
-        learn = [s for s in learn if Reference(until=until).holds(s)]
+    if until is not None:  # train's reference: all its sessions, the reference's config
+        learn = [s for s in sessions if Reference(until=until).holds(s)]
     over = {
         **(lstm.REFERENCE_CONFIG if until is not None else {}),
         **{
