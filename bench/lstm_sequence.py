@@ -9,8 +9,8 @@ is compared with the truth, per kind. Options choose the LSTM's scoring (``--top
 *minus the labelled sequence faults*, the history a perfect cascade would give it;
 ``--reference-clean-hours H``: the fleet's first H hours hold no anomaly
 (``FleetSpec.reference_clean_hours``) and the LSTM learns only from the sessions
-starting in them (all of them, as ``train --reference-until`` does) (its figures also given for the sessions
-after the window, ``after_reference``).
+starting in them, all of them, as ``train --reference-until`` does (its figures also given
+for the sessions after the window, ``after_reference``).
 
     PYTHONPATH=. python bench/lstm_sequence.py --seed 41 --sequence-faults 0.5 [--top-g 1]
 """
