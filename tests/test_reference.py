@@ -18,6 +18,9 @@ from logalyzer.core.detectors import LSTMDetector, Verdict, from_bytes, to_bytes
 from logalyzer.core.reference import BadReference, Reference
 from logalyzer.core.synth import SEQUENCE_FAULT_KINDS, FleetSpec, generate_fleet
 from logalyzer.core.verdict import consolidate, verdict_kinds
+from logalyzer.jobs.detect import detect
+from logalyzer.store.db import Database
+from logalyzer.store.registry import load, register
 
 from .helpers import query
 
@@ -112,13 +115,14 @@ MIN_P = 0.05
 def evaluated(pg_dsn, settings, ray_local, tmp_path_factory):
     """``eval synthetic`` with a clean reference, on a small fleet, through the CLI (once):
     the LSTM's steps cut to a few (min_steps 0, 3 epochs), so the run stays short, and its
-    ``min_p`` raised so that a model that short flags sessions the autoencoder does not."""
+    ``min_p`` set apart from the reference's, to see that the stored config is the reference's."""
     from tests.conftest import empty_database
 
     empty_database(pg_dsn)
     env = {"LOGALYZER_DSN": pg_dsn, "LOGALYZER_HOME": str(settings.home)}
     args = ["eval", "synthetic", "--devices", "6", "--hours", "4", "--seed", "5", "--epochs", "3"]
-    args += ["--sequence-faults", "0.5", "--reference-clean-hours", "2.5", "--workers", "1"]
+    args += ["--anomaly-rate", "0.3", "--sequence-faults", "0.5"]  # 4 sequence-only sessions
+    args += ["--reference-clean-hours", "2", "--workers", "1"]
     args += ["--out", str(tmp_path_factory.mktemp("reffleet"))]
     mp = pytest.MonkeyPatch()
     mp.setitem(lstm.REFERENCE_CONFIG, "min_steps", 0)
@@ -133,7 +137,7 @@ def evaluated(pg_dsn, settings, ray_local, tmp_path_factory):
 def test_eval_with_a_clean_reference_trains_the_lstm_on_it_and_says_so(evaluated):
     dsn, _, r = evaluated
     assert r.exit_code == 0, r.output
-    assert "the LSTM learnt from the clean reference: sessions before 2024-03-17T10:30:00Z" in (
+    assert "the LSTM learnt from the clean reference: sessions before 2024-03-17T10:00:00Z" in (
         r.output
     )
     assert "all kinds, sequence-only (P / R / F1): lstm " in r.output
@@ -141,19 +145,19 @@ def test_eval_with_a_clean_reference_trains_the_lstm_on_it_and_says_so(evaluated
     # the reference is stored with the LSTM (models row and checkpoint), not with the others
     rows = dict(query(dsn, "SELECT detector, trained_on FROM models"))
     ref = rows["lstm"]["reference"]
-    assert ref["until"] == "2024-03-17T10:30:00Z" and ref["since"] is None
-    n_ref = query(dsn, "SELECT count(*) FROM sessions WHERE start_ts < '2024-03-17T10:30:00Z'")
-    assert ref["sessions"] == n_ref[0][0] >= rows["lstm"]["learnt_from"] >= 20
+    assert ref["until"] == "2024-03-17T10:00:00Z" and ref["since"] is None
+    n_ref = query(dsn, "SELECT count(*) FROM sessions WHERE start_ts < '2024-03-17T10:00:00Z'")
+    # every session of the reference (the operator vouches for them), none after it
+    assert ref["sessions"] == n_ref[0][0] == rows["lstm"]["learnt_from"] >= 20
     assert "reference" not in rows["ae"] and "reference" not in rows["baseline"]
     blob = query(dsn, "SELECT checkpoint, config FROM models WHERE detector = 'lstm'")[0]
     det = from_bytes(bytes(blob[0]))
-    assert det.reference["until"] == "2024-03-17T10:30:00Z"
+    assert det.reference["until"] == "2024-03-17T10:00:00Z"
     assert det.cfg.top_g == 0 and det.cfg.min_p == MIN_P  # the reference's config
     assert blob[1]["top_g"] == 0
-    # ... so its flag makes a session anomalous: every session it flagged is in the verdict
+    # ... so its flag makes a session anomalous (test_detect_counts_... below for certain)
     cons = query(dsn, "SELECT is_anomaly, detectors FROM anomalies_consolidated")
-    assert any(d == ["lstm"] for _, d in cons)
-    assert all(a == bool({"lstm", "ae"} & set(d)) for a, d in cons)
+    assert cons and all(a == bool({"lstm", "ae"} & set(d)) for a, d in cons)
 
 
 def test_models_names_the_reference(evaluated):
@@ -161,7 +165,7 @@ def test_models_names_the_reference(evaluated):
     r = CliRunner().invoke(main, ["models"], env=env, catch_exceptions=False)
     lines = r.output.splitlines()
     lstm_line = [line for line in lines if line.startswith("lstm v1")][0]
-    assert "of the reference (sessions before 2024-03-17T10:30:00Z)" in lstm_line
+    assert "of the reference (sessions before 2024-03-17T10:00:00Z)" in lstm_line
     assert not any("reference" in line for line in lines if line.startswith("ae v1"))
 
 
@@ -189,3 +193,27 @@ def test_train_help_names_the_reference_options():
     assert r.exit_code == 0
     for opt in ("--reference-since", "--reference-until", "--reference-boxes"):
         assert opt in r.output
+
+
+def test_detect_counts_a_referenced_lstms_flag_and_not_an_unreferenced_ones(
+    evaluated, settings, ray_local
+):
+    """The stored LSTM again with a threshold of 0 (it flags every session): with its
+    reference every session is anomalous; the same model without one is a second opinion."""
+    dsn, _, _ = evaluated
+    db = Database(dsn)
+    n = query(dsn, "SELECT count(*) FROM sessions")[0][0]
+    det = load(db, "lstm")
+    assert det.reference is not None
+    det.threshold = 0.0
+    register(db, det, {}, {"reference": det.reference})
+    detect(settings, db, rescore=True, progress=False)
+    cons = query(dsn, "SELECT is_anomaly, detectors FROM anomalies_consolidated")
+    assert len(cons) == n and all(a and "lstm" in d for a, d in cons)
+
+    det.reference = None
+    register(db, det, {}, {})
+    detect(settings, db, rescore=True, progress=False)
+    cons = query(dsn, "SELECT is_anomaly, detectors FROM anomalies_consolidated")
+    assert len(cons) == n and all(a == ("ae" in d) for a, d in cons)
+    assert sum(a for a, _ in cons) < n / 2  # the autoencoder's few

@@ -450,8 +450,8 @@ def _lstm_history(ae_det, sessions, ae_scores, reference, ref_sessions) -> tuple
     reference, trained as :data:`logalyzer.core.lstm.REFERENCE_CONFIG` says. Why every one:
     the operator vouches for them, and the autoencoder's strict fence also drops ordinary but
     rare sessions (an HDMI unplug during playback), whose transitions the LSTM then never saw
-    and flagged wherever they occurred (seed 29: 33 false alarms through the product with the
-    fence, bench/README.md "A reference history")."""
+    and flagged wherever they occurred (seed 29 through the product: 33 false alarms with the
+    fence, 29 of them about an HDMI unplug; bench/README.md "A reference history")."""
     if reference is None:
         return (ordinary_sessions(ae_det, sessions, ae_scores) if ae_det else sessions), {}
     return ref_sessions, {
