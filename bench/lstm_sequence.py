@@ -6,7 +6,11 @@ autoencoder is fitted on its cleaned history as ``logalyzer train`` does (every 
 process), the LSTM on the sessions the autoencoder finds ordinary, and each session's verdict
 is compared with the truth, per kind. Options choose the LSTM's scoring (``--top-g``,
 ``--min-p``), its epochs, and ``--clean-oracle``: the LSTM learns from the ordinary sessions
-*minus the labelled sequence faults*, the history a perfect cascade would give it.
+*minus the labelled sequence faults*, the history a perfect cascade would give it;
+``--reference-clean-hours H``: the fleet's first H hours hold no anomaly
+(``FleetSpec.reference_clean_hours``) and the LSTM learns only from the sessions
+starting in them, all of them, as ``train --reference-until`` does (its figures also given
+for the sessions after the window, ``after_reference``).
 
     PYTHONPATH=. python bench/lstm_sequence.py --seed 41 --sequence-faults 0.5 [--top-g 1]
 """
@@ -16,14 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 
-from logalyzer.core import autoencoder
+from logalyzer.core import autoencoder, lstm
 from logalyzer.core import sessions as core
 from logalyzer.core.detectors import fit_in_process
 from logalyzer.core.features import event_keys
 from logalyzer.core.rawlines import event_from_data
+from logalyzer.core.reference import Reference
 from logalyzer.core.synth import SEQUENCE_FAULT_KINDS, FleetSpec
 from logalyzer.core.synth.fleet import _devices
 from logalyzer.core.synth.spec import _start_utc
@@ -54,6 +60,7 @@ def fleet_sessions(spec: FleetSpec) -> list[dict]:
         for s in core.cut(core.order(evs)):
             row = core.measure(s, dev.rxid)
             row["event_keys"] = event_keys(s.events)
+            row["start_ts"] = datetime.fromtimestamp(row["start_ts"] / 1000, UTC)  # as stored
             row["_kind"] = (
                 label.get(s.events[0].ts_ms) if s.events[0].etype == "ChangeContent" else None
             )
@@ -92,6 +99,7 @@ def main() -> None:
     ap.add_argument("--min-p", type=float, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--clean-oracle", action="store_true")
+    ap.add_argument("--reference-clean-hours", type=float, default=0.0)
     a = ap.parse_args()
     t0 = time.time()
     spec = FleetSpec(
@@ -101,17 +109,24 @@ def main() -> None:
         anomaly_rate=a.anomaly_rate,
         sequence_faults=a.sequence_faults,
         noise_lines_per_minute=5,
+        reference_clean_hours=a.reference_clean_hours,
     )
+    until = spec.reference_until()
     sessions = fleet_sessions(spec)
     kinds = np.array([s["_kind"] or "" for s in sessions])
     ae_det, ae_scores = fit_ae(sessions, a.train_seed)
     learn = ordinary_sessions(ae_det, sessions, ae_scores)
     if a.clean_oracle:
         learn = [s for s in learn if s["_kind"] not in SEQUENCE_FAULT_KINDS]
+    if until is not None:  # train's reference: all its sessions, the reference's config
+        learn = [s for s in sessions if Reference(until=until).holds(s)]
     over = {
-        k: v
-        for k, v in (("top_g", a.top_g), ("min_p", a.min_p), ("epochs", a.epochs))
-        if v is not None
+        **(lstm.REFERENCE_CONFIG if until is not None else {}),
+        **{
+            k: v
+            for k, v in (("top_g", a.top_g), ("min_p", a.min_p), ("epochs", a.epochs))
+            if v is not None
+        },
     }
     seed_everything(a.train_seed)
     det = new_detector("lstm", learn, over)
@@ -143,6 +158,14 @@ def main() -> None:
         out["per_kind"][kind] = {
             "sessions": int((kinds == kind).sum()),
             **{n: prf(f[keep], actual[keep]).as_dict() for n, f in flags.items()},
+        }
+    if until is not None:
+        late = np.array([Reference(since=until).holds(s) for s in sessions])
+        keep = late & (seq | ~actual)
+        out["after_reference"] = {
+            "sessions": int(late.sum()),
+            "sequence_only": {n: prf(f[keep], actual[keep]).as_dict() for n, f in flags.items()},
+            "overall": {n: prf(f[late], actual[late]).as_dict() for n, f in flags.items()},
         }
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=1, default=str))

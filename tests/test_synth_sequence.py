@@ -68,8 +68,12 @@ def test_off_keeps_every_fleet_byte_identical(tmp_path):
     assert digest(tmp_path / "b", FleetSpec(**SMALL, sequence_faults=0.0)) == BEFORE["default"]
     sys_spec = FleetSpec(**SMALL, system_faults=0.5, sequence_faults=0.0)
     assert digest(tmp_path / "c", sys_spec) == BEFORE["system_faults"]
+    # the clean reference window (tests/test_reference.py) off: the same bytes too
+    off = FleetSpec(**SMALL, system_faults=0.5, reference_clean_hours=0.0)
+    assert digest(tmp_path / "d", off) == BEFORE["system_faults"]
     truth = json.loads((tmp_path / "b" / "ground_truth.json").read_text())
     assert "sequence_faults" not in truth["spec"]
+    assert "reference_clean_hours" not in truth["spec"]
 
 
 # --------------------------------------------------------------------------- on a fleet

@@ -76,6 +76,14 @@ from logalyzer.store.reports import fleet_overview
     "playback_in_standby, tune_loop); 0 keeps the fleet as before.",
 )
 @click.option(
+    "--reference-clean-hours",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 24 * 365),
+    help="No anomalous session starts in the fleet's first H hours: a known-clean reference "
+    "for `train --reference-until` (printed below); 0 keeps the fleet as before.",
+)
+@click.option(
     "--noise",
     "noise",
     default=None,
@@ -106,6 +114,7 @@ def synth(
     anomaly_rate: float,
     system_faults: float,
     sequence_faults: float,
+    reference_clean_hours: float,
     noise: int | None,
     tz: str | None,
     firmwares_per_model: int | None,
@@ -128,6 +137,7 @@ def synth(
         regression=regression,
         system_faults=system_faults,
         sequence_faults=sequence_faults,
+        reference_clean_hours=reference_clean_hours,
     )
     if noise is not None:
         spec.noise_lines_per_minute = noise
@@ -140,6 +150,9 @@ def synth(
         f"{res.bytes_uncompressed / 1e6:,.1f} MB uncompressed, for {devices} devices into {out}"
     )
     click.echo(f"ground truth: {res.truth_path}")
+    until = spec.reference_until()
+    if until:
+        click.echo(f"clean reference: logalyzer train --reference-until {until:%Y-%m-%dT%H:%M:%SZ}")
 
 
 # --------------------------------------------------------------------------- ingest

@@ -23,6 +23,7 @@ from logalyzer.cli.common import (
     workers_option,
 )
 from logalyzer.core.features import ALL_KINDS, BASELINE, KINDS
+from logalyzer.core.reference import TIME_FORMS, Reference
 from logalyzer.errors import LogalyzerError
 from logalyzer.store.reports import model_listing
 from logalyzer.store.scores import top_anomalies
@@ -79,6 +80,26 @@ def version_options(fn):
 )
 @rxids_option("Learn only from these devices (comma-separated RxIDs).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed for the weights.")
+@click.option(
+    "--reference-since",
+    metavar="TS",
+    default=None,
+    help=f"The LSTM learns only from a known-clean reference: sessions starting at or after TS "
+    f"({TIME_FORMS}).",
+)
+@click.option(
+    "--reference-until",
+    metavar="TS",
+    default=None,
+    help="... and before TS (the same forms). With a reference the LSTM finds events in a wrong "
+    "order and takes part in the combined verdict.",
+)
+@click.option(
+    "--reference-boxes",
+    metavar="RXIDS",
+    default=None,
+    help="... and on these boxes only (comma-separated RxIDs, or @FILE: one per line).",
+)
 @progress_option
 @friendly
 def train(
@@ -88,11 +109,19 @@ def train(
     epochs: int | None,
     rxids: str | None,
     seed: int,
+    reference_since: str | None,
+    reference_until: str | None,
+    reference_boxes: str | None,
     progress: bool | None,
 ) -> None:
-    """Train the detectors on the fleet's sessions with Ray Train and register new versions."""
+    """Train the detectors on the fleet's sessions with Ray Train and register new versions.
+
+    With --reference-since/--reference-until/--reference-boxes the LSTM learns the order of
+    events only from that known-clean part of the history (the others from all of it).
+    """
     from logalyzer.jobs.train import train as run_train  # heavy (Ray Train, torch): when it runs
 
+    reference = Reference.parse(reference_since, reference_until, parse_boxes(reference_boxes))
     settings = load_settings()
     db = open_db(settings)
     results = run_train(
@@ -105,8 +134,19 @@ def train(
         epochs=epochs,
         seed=seed,
         progress=progress,
+        reference=reference,
     )
     print_train_results(results)
+
+
+def parse_boxes(text: str | None) -> set[str] | None:
+    """``R1,R2`` or ``@FILE`` (one RxID per line, ``#`` comments) → the RxIDs; None: all."""
+    if text and text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise LogalyzerError(f"no such file: {path}", hint="--reference-boxes @FILE")
+        return parse_rxids(rxids_file=path)
+    return parse_rxids(text)
 
 
 def print_train_results(results) -> None:
@@ -269,6 +309,14 @@ def evaluate() -> None:
     help="Share of the other anomalous sessions given a sequence-only fault (ordinary amounts, "
     "events in a wrong order): what only the LSTM can find.",
 )
+@click.option(
+    "--reference-clean-hours",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 24 * 365),
+    help="Keep the fleet's first H hours free of anomalies and train the LSTM on them "
+    "(train --reference-until), as an operator naming a known-clean period; 0: no reference.",
+)
 @workers_option
 @click.option(
     "--repeats",
@@ -296,6 +344,7 @@ def synthetic(
     anomaly_rate: float,
     system_faults: float,
     sequence_faults: float,
+    reference_clean_hours: float,
     workers: int,
     repeats: int,
     train_seed: int,
@@ -326,11 +375,15 @@ def synthetic(
         epochs=epochs,
         system_faults=system_faults,
         sequence_faults=sequence_faults,
+        reference_clean_hours=reference_clean_hours,
     )
     if as_json:
-        click.echo(json.dumps(res, indent=2))
+        click.echo(json.dumps(res, indent=2, default=str))
         return
     click.echo(f"{res['sessions']:,} sessions, {res['anomalous']:,} anomalous (seed {seed})")
+    if res["spec"]["reference"]:
+        ref = res["spec"]["reference"]
+        click.echo(f"the LSTM learnt from the clean reference: sessions before {ref['until']}")
     if repeats > 1:
         for r in res["runs"]:
             f1 = ", ".join(f"{n} {r[n]['f1']:.3f}" for n in (*ALL_KINDS, "combined"))
@@ -339,6 +392,7 @@ def synthetic(
         _print_spread_table(res["spread"])
         click.echo(f"the last training (seed {res['train_seed']}):")
     _print_prf_table(res)
+    _print_rules(res)
 
 
 _NAMES = (*ALL_KINDS, "combined")
@@ -356,6 +410,24 @@ def _print_prf_table(res: dict) -> None:
             f"{v[n]['precision']:>8.3f}{v[n]['recall']:>7.3f}{v[n]['f1']:>7.3f}" for n in names
         )
         click.echo(f"{name:22}{cells}")
+
+
+def _print_rules(res: dict) -> None:
+    """The verdict with and without the LSTM (overall, sequence-only kinds, and after the
+    reference window when there is one): what deciding its place rests on."""
+    parts = [("all kinds", res)]
+    if "outside_reference" in res:
+        parts.append(("after the reference", res["outside_reference"]))
+    for label, part in parts:
+        for block, name in (("overall", "all"), ("sequence_only", "sequence-only")):
+            if block not in part:
+                continue
+            v = part[block]
+            cells = ", ".join(
+                f"{rule} {v[rule]['precision']:.3f} / {v[rule]['recall']:.3f} / {v[rule]['f1']:.3f}"
+                for rule in ("lstm", "ae", "ae_or_lstm")
+            )
+            click.echo(f"{label}, {name} (P / R / F1): {cells}")
 
 
 def _print_spread_table(spread: dict) -> None:
@@ -522,9 +594,15 @@ def models() -> None:
         click.echo(
             f"{r['detector']} v{r['version']}  {r['created_at']:%Y-%m-%d %H:%M}  threshold "
             f"{r['threshold']:.4g}  "
-            f"learnt from {r['trained_on'].get('learnt_from', '?')} sessions  "
+            f"learnt from {r['trained_on'].get('learnt_from', '?')} sessions"
+            f"{_of_reference(r['trained_on'].get('reference'))}  "
             f"flags {m.get('flagged_share', 0):.1%} of its history"
         )
+
+
+def _of_reference(ref: dict | None) -> str:
+    """' of the reference (sessions before 2024-03-17T16:00:00Z)', or '' without one."""
+    return f" of the reference ({Reference.from_json(ref).describe()})" if ref else ""
 
 
 COMMANDS = (train, detect, evaluate, models)

@@ -79,9 +79,13 @@ class LSTMDetector:
         model: lstm.NextKeyLSTM,
         threshold: float = math.inf,
         version: int | None = None,
+        reference: dict | None = None,
     ):
         self.cfg, self.vocab, self.model = cfg, vocab, model.eval()
         self.threshold, self.version = threshold, version
+        # the known-clean history it learnt from (core.reference.Reference.to_json), or None:
+        # learnt from the autoencoder's ordinary sessions of the whole history (core.verdict)
+        self.reference = reference
 
     @classmethod
     def new(cls, cfg: lstm.LSTMConfig, sequences) -> LSTMDetector:
@@ -121,7 +125,7 @@ class LSTMDetector:
         return threshold_rule(scores)
 
     def payload(self) -> dict:
-        return {"vocab": self.vocab.keys}
+        return {"vocab": self.vocab.keys, "reference": self.reference}
 
 
 class AEDetector:
@@ -258,7 +262,7 @@ def from_bytes(data: bytes, version: int | None = None) -> Detector:
         vocab = lstm.Vocab(ck["vocab"])
         model = lstm.NextKeyLSTM(len(vocab), cfg)
         model.load_state_dict(ck["state_dict"])
-        return LSTMDetector(cfg, vocab, model, ck["threshold"], version)
+        return LSTMDetector(cfg, vocab, model, ck["threshold"], version, ck.get("reference"))
     if ck["kind"] == "ae":
         cfg = ae.AEConfig(**ck["config"])
         sc = ck["scaler"]

@@ -8,6 +8,10 @@ no anomalous session the autoencoder missed, and its false alarms cost the verdi
 precision where anomalies are rare (2 % of sessions: combined F1 0.88 with it, 0.95 without;
 README, "Combined verdict"). It is still trained, stored and scored: its flags and reasons stay
 beside the autoencoder's in ``anomalies`` and in the consolidated row, as a second opinion.
+**An LSTM trained on a reference history** (``train --reference-*``, its checkpoint's
+``reference``; :mod:`logalyzer.core.reference`) is another model: it learnt the order of events
+from a part of the fleet known to be clean, and finds the sequence-only faults the autoencoder
+cannot see (issue 15, README "Reference history"); its flag counts (:func:`verdict_kinds`).
 Scores are reported as multiples of their thresholds (> 1 = flagged, :func:`ratio`), so they
 compare across detectors and versions.
 
@@ -18,12 +22,15 @@ same verdict whichever way it arrives.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from logalyzer.core.features import KINDS
 
 #: The detectors whose flag makes a session anomalous (module docstring says why not the LSTM).
 VERDICT_KINDS = ("ae",)
+#: ... and with an LSTM trained on a reference history (``train --reference-*``).
+REFERENCE_VERDICT_KINDS = ("ae", "lstm")
 
 if TYPE_CHECKING:  # types only: the rules need no torch, so report readers stay light
     from logalyzer.core.detectors import Detector, Verdict
@@ -49,9 +56,20 @@ def score_flat(models: dict[str, Detector], sessions: list[dict]) -> list[dict[s
     return out
 
 
-def consolidate(verdicts: dict[str, Verdict]) -> tuple[bool, list[str], dict]:
-    """The combined verdict (module docstring), the detectors that flagged (of :data:`KINDS`,
-    a second opinion included), and the reasons."""
+def verdict_kinds(models: Mapping[str, Detector]) -> tuple[str, ...]:
+    """The detectors whose flag makes a session anomalous, given the models scoring it: the
+    LSTM's too when it learnt from a reference history (its ``reference``), so the verdict
+    follows the model in use, in the batch job and the HTTP service alike."""
+    lstm = models.get("lstm")
+    return REFERENCE_VERDICT_KINDS if getattr(lstm, "reference", None) else VERDICT_KINDS
+
+
+def consolidate(
+    verdicts: dict[str, Verdict], kinds: tuple[str, ...] = VERDICT_KINDS
+) -> tuple[bool, list[str], dict]:
+    """The combined verdict (module docstring): flagged by one of ``kinds``
+    (:func:`verdict_kinds` of the models), the detectors that flagged (of :data:`KINDS`, a
+    second opinion included), and the reasons."""
     flagged = [k for k in KINDS if k in verdicts and verdicts[k].is_anomaly]
     reasons = {
         "features": verdicts["ae"].details.get("features", []) if "ae" in verdicts else [],
@@ -59,7 +77,7 @@ def consolidate(verdicts: dict[str, Verdict]) -> tuple[bool, list[str], dict]:
             verdicts["lstm"].details.get("transitions", []) if "lstm" in verdicts else []
         ),
     }
-    return any(k in flagged for k in VERDICT_KINDS), flagged, reasons
+    return any(k in flagged for k in kinds), flagged, reasons
 
 
 def ratio(v: Verdict | None) -> float | None:

@@ -49,7 +49,7 @@ from pydantic_core import to_json
 from logalyzer.core.features import FEATURE_COLUMNS, KINDS, MEASURES, Measure
 from logalyzer.core.files import RXID_PATTERN
 from logalyzer.core.rawlines import sessions_from_lines
-from logalyzer.core.verdict import consolidate, ratio
+from logalyzer.core.verdict import consolidate, ratio, verdict_kinds
 from logalyzer.errors import Forbidden, UnknownSessions
 from logalyzer.http.auth import Admin, Caller
 from logalyzer.http.errors import error_responses
@@ -239,8 +239,9 @@ class SessionScore(BaseModel):
     start_ts: datetime | None = Field(None, description="raw lines: the session's first event")
     end_ts: datetime | None = None
     is_anomaly: bool = Field(
-        description="the combined verdict (core.verdict): the autoencoder above its threshold;"
-        " the LSTM's flag is a second opinion, in `detectors`"
+        description="the combined verdict (core.verdict): the autoencoder above its threshold,"
+        " or the LSTM when it learnt from a reference history; otherwise the LSTM's flag is a"
+        " second opinion, in `detectors`"
     )
     detectors: list[str] = Field(description="the detectors that flagged it")
     scores: dict[str, DetectorScore]
@@ -352,8 +353,9 @@ def _answer(flat: list[dict], verdicts, models, stored: int, items: int) -> Resp
     ``tests/test_score.py`` checks answers against ``ScoreResponse`` itself."""
     out = []
     versions = models.versions
+    kinds = verdict_kinds(models.detectors)  # the LSTM's flag counts if it had a reference
     for s, vs in zip(flat, verdicts):
-        is_anomaly, flagged, reasons = consolidate(vs)
+        is_anomaly, flagged, reasons = consolidate(vs, kinds)
         raw = s["_source"] == "lines"
         sid = s.get("session_id")
         out.append(

@@ -31,7 +31,8 @@ from logalyzer.core import lstm
 from logalyzer.core.detectors import LSTMDetector
 from logalyzer.core.features import ALL_KINDS
 from logalyzer.core.lstm import LSTMConfig
-from logalyzer.core.synth import FleetSpec, generate_fleet
+from logalyzer.core.reference import Reference
+from logalyzer.core.synth import SEQUENCE_FAULT_KINDS, FleetSpec, generate_fleet
 from logalyzer.errors import LogalyzerError
 from logalyzer.jobs.detect import detect
 from logalyzer.jobs.pipeline import run_pipeline
@@ -88,31 +89,68 @@ def _truth_key(rxid: str, ts) -> tuple[str, str]:
     return rxid, ts
 
 
-def score_against_truth(db: Database, truth_path: str | Path) -> dict:
-    """Compare the stored verdicts with a synthetic fleet's labels (module docstring)."""
+def score_against_truth(db: Database, truth_path: str | Path, after=None) -> dict:
+    """Compare the stored verdicts with a synthetic fleet's labels (module docstring).
+
+    Beside each detector and the stored combined verdict, two verdict rules side by side:
+    ``ae`` (the autoencoder alone, the verdict without a reference) and ``ae_or_lstm`` (what
+    the verdict is when the LSTM takes part). ``sequence_only``: the sequence-only kinds
+    together against the normal sessions, what only the LSTM can find. ``after`` (the end of
+    the fleet's clean reference window): the same figures once more for the sessions starting
+    after it, the LSTM's unseen sessions (``outside_reference``)."""
     truth = json.loads(Path(truth_path).read_text())
     labels = {_truth_key(s["rxid"], s["start_ts"]): s["anomaly_kind"] for s in truth["sessions"]}
     rows = session_flags(db, ALL_KINDS)
     found = {_truth_key(r[0], r[1]): r[2:] for r in rows}
+    starts = {_truth_key(r[0], r[1]): r[1] for r in rows}
     missing = [k for k in labels if k not in found]
-    kinds = [labels[k] for k in labels if k in found]
+    keys = [k for k in labels if k in found]
+    kinds = [labels[k] for k in keys]
     names = (*ALL_KINDS, "combined")
-    flags = np.array([found[k] for k in labels if k in found], bool).reshape(-1, len(names))
-    actual = np.array([k is not None for k in kinds])
+    flags = np.array([found[k] for k in keys], bool).reshape(-1, len(names))
+    at = {n: j for j, n in enumerate(names)}
+    rules = {
+        "ae": flags[:, at["ae"]],
+        "ae_or_lstm": flags[:, at["ae"]] | flags[:, at["lstm"]],
+    }
+    columns = {**{n: flags[:, j] for j, n in enumerate(names)}, **rules}
     out = {
         "sessions": len(kinds),
-        "anomalous": int(actual.sum()),
+        "anomalous": int(sum(k is not None for k in kinds)),
         "unmatched": len(missing),
-        "overall": {},
+        **_blocks(columns, kinds, np.ones(len(kinds), bool)),
+    }
+    if after is not None:
+        late = np.array([starts[k] >= after for k in keys], bool)
+        out["outside_reference"] = {
+            "sessions": int(late.sum()),
+            **_blocks(columns, kinds, late),
+        }
+    return out
+
+
+def _blocks(columns: dict[str, np.ndarray], kinds: list, among: np.ndarray) -> dict:
+    """P/R/F1 of every column over the sessions ``among``: overall, per kind (that kind
+    against the normal sessions) and the sequence-only kinds together (when there are any)."""
+    kinds_a = np.array([k or "" for k in kinds], dtype=object)
+    actual = kinds_a != ""
+    out = {
+        "overall": {n: prf(c[among], actual[among]).as_dict() for n, c in columns.items()},
         "per_kind": {},
     }
-    for j, name in enumerate(names):
-        out["overall"][name] = prf(flags[:, j], actual).as_dict()
-    for kind in sorted({k for k in kinds if k}):
-        keep = np.array([k is None or k == kind for k in kinds])
-        out["per_kind"][kind] = {
-            "sessions": int(sum(k == kind for k in kinds)),
-            **{name: prf(flags[keep, j], actual[keep]).as_dict() for j, name in enumerate(names)},
+    groups = {k: kinds_a == k for k in sorted(set(kinds_a[among]) - {""})}
+    seq = np.isin(kinds_a, SEQUENCE_FAULT_KINDS)
+    for name, members in groups.items():
+        keep = among & (members | ~actual)
+        out["per_kind"][name] = {
+            "sessions": int((members & among).sum()),
+            **{n: prf(c[keep], actual[keep]).as_dict() for n, c in columns.items()},
+        }
+    if (seq & among).any():
+        keep = among & (seq | ~actual)
+        out["sequence_only"] = {
+            "sessions": int((seq & among).sum()),
+            **{n: prf(c[keep], actual[keep]).as_dict() for n, c in columns.items()},
         }
     return out
 
@@ -132,13 +170,16 @@ def run_synthetic(
     epochs: int | None = None,
     system_faults: float = 0.0,
     sequence_faults: float = 0.0,
+    reference_clean_hours: float = 0.0,
 ) -> dict:
     """Generate a fleet, ingest and sessionize it once, then train and detect ``repeats`` times
     (training seeds ``train_seed``, ``train_seed + 1``, ...) and score each run's verdicts.
     The result is the last run's, with ``runs`` (every run's overall figures) and ``spread``
     (mean and standard deviation over the runs): how far a user's verdicts move when the same
     history is trained on again. The database must hold no sessions yet: the comparison covers
-    every stored session."""
+    every stored session. ``reference_clean_hours``: the fleet's first hours hold no anomaly
+    (``FleetSpec.reference_clean_hours``) and the LSTM learns from them (``train``'s
+    reference), as an operator who names a known-clean period."""
     if count_sessions(db):
         raise LogalyzerError(
             "the database already holds sessions",
@@ -152,7 +193,10 @@ def run_synthetic(
         noise_lines_per_minute=5,
         system_faults=system_faults,
         sequence_faults=sequence_faults,
+        reference_clean_hours=reference_clean_hours,
     )
+    until = spec.reference_until()
+    reference = Reference(until=until) if until else None
     fleet = generate_fleet(out_dir, spec)
     # the templates step too, as `make demo` runs it: the autoencoder reads its verdicts
     steps = ["ingest", "sessionize", "templates"]
@@ -160,10 +204,16 @@ def run_synthetic(
     runs = []
     for i in range(repeats):
         trained = train(
-            settings, db, workers=workers, epochs=epochs, seed=train_seed + i, progress=progress
+            settings,
+            db,
+            workers=workers,
+            epochs=epochs,
+            seed=train_seed + i,
+            progress=progress,
+            reference=reference,
         )
         detect(settings, db, rescore=True, progress=progress)
-        result = score_against_truth(db, fleet.truth_path)
+        result = score_against_truth(db, fleet.truth_path, after=until)
         result["train_seed"] = train_seed + i
         result["models"] = {
             t.detector: {
@@ -181,6 +231,8 @@ def run_synthetic(
         "anomaly_rate": anomaly_rate,
         "system_faults": system_faults,
         "sequence_faults": sequence_faults,
+        "reference_clean_hours": reference_clean_hours,
+        "reference": reference.to_json() if reference else None,
     }
     result["runs"] = [{"train_seed": r["train_seed"], **r["overall"]} for r in runs]
     result["spread"] = spread(runs)

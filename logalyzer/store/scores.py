@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from psycopg.types.json import Jsonb
 
 from logalyzer.core.features import FEATURE_COLUMNS, KINDS
-from logalyzer.core.verdict import consolidate, ratio
+from logalyzer.core.verdict import consolidate, ratio, verdict_kinds
 from logalyzer.store.db import Database
 from logalyzer.store.templates import unusual_templates
 
@@ -84,7 +84,8 @@ def write_scores(
     when re-scored loses its row. An anomalous session's reasons also name its system
     templates that the templates step judged unusual (``reasons.templates``)."""
     anomalies, consolidated, clear = [], [], []
-    verdicts_of = [consolidate(vs) for vs in verdicts]
+    kinds = verdict_kinds(models)
+    verdicts_of = [consolidate(vs, kinds) for vs in verdicts]
     templates = unusual_templates(
         conn,
         [

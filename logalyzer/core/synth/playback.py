@@ -2,7 +2,8 @@
 
 A mixin of :class:`.timeline._Planner` (it uses the planner's RNG, spec and `emit_items`).
 Anomalous sessions (`ANOMALY_KINDS`, the kind rotating fleet-wide so all occur) are drawn
-with probability `anomaly_rate` per session.
+with probability `anomaly_rate` per session, except in the fleet's clean reference window
+(`FleetSpec.reference_clean_hours`), where every session is ordinary.
 """
 
 from __future__ import annotations
@@ -187,12 +188,19 @@ class _Playback:
             items += self.normal_items(dur, src, ttff + 300)
         return dur, items
 
+    def in_clean_reference(self, t: int) -> bool:
+        """Whether a session starting at ``t`` is in the fleet's clean reference window
+        (``FleetSpec.reference_clean_hours``): there, every session is ordinary."""
+        until = self.spec.reference_until()
+        return until is not None and t < until.timestamp() * 1000
+
     def random_session(self, t: int) -> int:
         r = self.r
         self.session_ms = t  # for a regression that holds on some days (.regression)
         cc = self.change()
         ttff = r.randint(350, 2200)
-        anomalous = r.random() < self.spec.anomaly_rate
+        # always drawn, so a fleet without a clean reference window stays byte-identical
+        anomalous = r.random() < self.spec.anomaly_rate and not self.in_clean_reference(t)
         kind = self.system_fault() if anomalous else None
         sequence = self.sequence_fault(t) if anomalous and kind is None else None
         if kind is not None:

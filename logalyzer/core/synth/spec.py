@@ -9,7 +9,7 @@ ChangeContent a session (see :mod:`.truth`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 UTC = UTC
@@ -114,6 +114,15 @@ class FleetSpec:
     # (SYSTEM_FAULT_KINDS); 0 keeps every fleet as it was, byte for byte
     sequence_faults: float = 0.0  # share of the other anomalous sessions given a sequence-only
     # fault (SEQUENCE_FAULT_KINDS: ordinary amounts, wrong order); 0 keeps every fleet as it was
+    reference_clean_hours: float = 0.0  # no anomalous session of any kind starts in the fleet's
+    # first H hours: the known-clean reference an operator names (`train --reference-until`),
+    # so the LSTM can learn the order of events without the faults; 0 keeps every fleet as it was
+
+    def reference_until(self) -> datetime | None:
+        """The end of the clean reference window (UTC), or None when there is none."""
+        if not self.reference_clean_hours:
+            return None
+        return _start_utc(self.start) + timedelta(hours=self.reference_clean_hours)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -121,7 +130,7 @@ class FleetSpec:
             if d[opt] is None:
                 del d[opt]
         d["start"] = _start_utc(self.start).isoformat()
-        for opt in ("system_faults", "sequence_faults"):
+        for opt in ("system_faults", "sequence_faults", "reference_clean_hours"):
             if not d[opt]:
                 del d[opt]  # the truth of a default fleet stays as it was
         return d
