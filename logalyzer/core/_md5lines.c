@@ -3,8 +3,8 @@
  *
  * Why: in Python each line costs a bytes object, a concatenation and a hashlib call (about
  * 1.7 us a line, a sixth of the loader's time, bench/README.md "Where the loader's time
- * goes"); here it is the hash alone (about 0.3 us for a 120-byte line), and the COPY writer
- * thread runs meanwhile. MD5 (RFC 1321) is written out here rather than linked from OpenSSL so
+ * goes"); here it is the hash alone (0.5-0.7 us a line), and the COPY writer thread runs
+ * meanwhile. MD5 (RFC 1321) is written out here rather than linked from OpenSSL so
  * that building needs nothing but a C compiler; logalyzer.core.md5lines falls back to hashlib
  * where the module was not built, and the tests check both give the same digests.
  *
