@@ -85,9 +85,9 @@ _KERNEL_LEVEL = np.array(list("FFFEWIID"))
 #: was never set says 1970; a date outside the range (a 20-digit epoch is the year 294247) is
 #: an impossible date: the line is stored unparsed, its raw text kept.
 TS_MIN_US = 0
+TS_MAX_US = 4_102_444_800 * 1_000_000
 #: ``line_key`` of a line without one (stored as null).
 NO_KEY = np.iinfo(np.int64).min
-TS_MAX_US = 4_102_444_800 * 1_000_000
 
 #: Arrow schema of a parsed chunk, in the column order of the staging table.
 SCHEMA = pa.schema(
