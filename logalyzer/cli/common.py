@@ -34,6 +34,45 @@ workers_option = click.option(
 )
 
 
+def fleet_fault_options(reference_help: str):
+    """The generator's fault options, shared by ``synth`` and ``eval synthetic`` (the same
+    FleetSpec fields); ``reference_help`` says what the command does with the clean hours."""
+    options = [
+        click.option(
+            "--system-faults",
+            default=0.0,
+            show_default=True,
+            type=click.FloatRange(0.0, 1.0),
+            help="Share of the anomalous sessions given a system-side cause (ANR burst, OOM "
+            "kill, HDCP kernel errors) with its system lines; 0 keeps the fleet as before.",
+        ),
+        click.option(
+            "--sequence-faults",
+            default=0.0,
+            show_default=True,
+            type=click.FloatRange(0.0, 1.0),
+            help="Share of the other anomalous sessions given a sequence-only fault (ordinary "
+            "amounts, events in a wrong order: first_frame_late, freeze_end_without_start, "
+            "playback_in_standby, tune_loop): what only the LSTM can find; 0 keeps the fleet "
+            "as before.",
+        ),
+        click.option(
+            "--reference-clean-hours",
+            default=0.0,
+            show_default=True,
+            type=click.FloatRange(0.0, 24 * 365),
+            help="No anomalous session starts in the fleet's first H hours: " + reference_help,
+        ),
+    ]
+
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 def rxids_option(help: str = "Only these devices (comma-separated RxIDs)."):
     return click.option("--rxids", default=None, help=help)
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from logalyzer.cli.alerts import print_alert_rows, print_alerts_summary
 from logalyzer.cli.common import (
     CONTEXT,
+    fleet_fault_options,
     friendly,
     load_settings,
     open_db,
@@ -58,30 +59,9 @@ from logalyzer.store.reports import fleet_overview
     type=click.FloatRange(0, 1),
     help="Fraction of playback sessions made anomalous.",
 )
-@click.option(
-    "--system-faults",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
-    "kernel errors) with its system lines; 0 keeps the fleet as before.",
-)
-@click.option(
-    "--sequence-faults",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of the other anomalous sessions given a sequence-only fault (ordinary amounts, "
-    "events in a wrong order: first_frame_late, freeze_end_without_start, "
-    "playback_in_standby, tune_loop); 0 keeps the fleet as before.",
-)
-@click.option(
-    "--reference-clean-hours",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 24 * 365),
-    help="No anomalous session starts in the fleet's first H hours: a known-clean reference "
-    "for `train --reference-until` (printed below); 0 keeps the fleet as before.",
+@fleet_fault_options(
+    "a known-clean reference for `train --reference-until` (printed below); 0 keeps the "
+    "fleet as before."
 )
 @click.option(
     "--noise",

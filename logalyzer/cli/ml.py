@@ -14,6 +14,7 @@ import click
 
 from logalyzer.cli.common import (
     CONTEXT,
+    fleet_fault_options,
     friendly,
     load_settings,
     open_db,
@@ -293,29 +294,9 @@ def evaluate() -> None:
     type=click.FloatRange(0.0, 0.5),
     help="Share of the sessions made anomalous.",
 )
-@click.option(
-    "--system-faults",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0),
-    help="Share of the anomalous sessions given a system-side cause (ANR burst, OOM kill, HDCP "
-    "kernel errors) with its system lines.",
-)
-@click.option(
-    "--sequence-faults",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0),
-    help="Share of the other anomalous sessions given a sequence-only fault (ordinary amounts, "
-    "events in a wrong order): what only the LSTM can find.",
-)
-@click.option(
-    "--reference-clean-hours",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0.0, 24 * 365),
-    help="Keep the fleet's first H hours free of anomalies and train the LSTM on them "
-    "(train --reference-until), as an operator naming a known-clean period; 0: no reference.",
+@fleet_fault_options(
+    "the LSTM is trained on them (train --reference-until), as an operator naming a "
+    "known-clean period; 0: no reference."
 )
 @workers_option
 @click.option(

@@ -325,7 +325,8 @@ def _stored_md5s(conn: psycopg.Connection, part: sql.Identifier, table: pa.Table
     found: list[bytes] = []
     ranges = key_ranges(table["line_key"])
     if ranges:
-        conn.execute("SET LOCAL enable_seqscan = off")  # a new partition has no statistics
+        # a new partition has no statistics; LOCAL: until the chunk's transaction ends
+        conn.execute("SET LOCAL enable_seqscan = off")
         # one query per index (sql/0017): clocks (key >= 0) and uptimes (key < 0)
         for side, kind in ((sql.SQL("line_key >= 0"), 1), (sql.SQL("line_key < 0"), -1)):
             mine = [(lo, hi) for lo, hi in ranges if (lo >= 0) == (kind > 0)]
@@ -336,7 +337,6 @@ def _stored_md5s(conn: psycopg.Connection, part: sql.Identifier, table: pa.Table
             )
             query = sql.SQL("SELECT line_md5 FROM {} WHERE {} AND ({})").format(part, side, where)
             found += [u.bytes for (u,) in conn.execute(query)]
-        conn.execute("RESET enable_seqscan")
     nokey = pc.is_null(table["line_key"])
     if pc.any(nokey).as_py():
         md5s = [uuid.UUID(bytes=b) for b in table["line_md5"].filter(nokey).to_pylist()]
