@@ -1,7 +1,9 @@
-"""The one compiled part of LOGalyzer: the ingest's MD5 of every line (logalyzer/core/_md5lines.c).
+"""LOGalyzer's compiled parts, both on the ingest's hot path: the MD5 of every line
+(logalyzer/core/_md5lines.c) and the binary COPY encoder (logalyzer/store/_pgcopy.c).
 
-Everything else is configured in pyproject.toml. The extension is optional: where it cannot be
-built (no C compiler), installing still succeeds and logalyzer.core.md5lines uses hashlib.
+Everything else is configured in pyproject.toml. The extensions are optional: where they cannot
+be built (no C compiler), installing still succeeds and the modules that use them fall back to
+hashlib and numpy (logalyzer.core.md5lines, logalyzer.store.pgbinary).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +15,12 @@ setup(
             ["logalyzer/core/_md5lines.c"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "logalyzer.store._pgcopy",
+            ["logalyzer/store/_pgcopy.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

@@ -9,6 +9,10 @@ byte order; then a 16-bit -1 trailer.
 Supported columns (Arrow type → PostgreSQL type): string → text, or jsonb when named in
 ``jsonb``; fixed_size_binary(16) → uuid; int64 → bigint; int32 → integer; float64 → double
 precision; bool → boolean; timestamp[us, tz] → timestamptz.
+
+The rows are written by the small C extension ``_pgcopy`` (built by ``pip install``; setup.py)
+in one pass over the Arrow buffers; where it was not built (no C compiler), by the numpy path
+below, about 1.5 µs a line slower. Both give the same bytes (tested).
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+try:
+    from logalyzer.store._pgcopy import encode as _compiled
+except ImportError:  # installed without a C compiler: the numpy path below
+    _compiled = None
+
+COMPILED = _compiled is not None
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
@@ -48,22 +58,22 @@ def _fixed(col: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     return valid, vals.view(np.uint8).reshape(len(col), vals.itemsize)
 
 
-def encode(table: pa.Table, jsonb: frozenset[str] = frozenset()) -> bytes:
+def encode(
+    table: pa.Table, jsonb: frozenset[str] = frozenset(), compiled: bool = COMPILED
+) -> bytes:
     """The whole table as one binary COPY stream (header, rows, trailer).
 
-    Each column becomes a binary array holding, per row, its field (length + bytes); Arrow's
+    The compiled module writes it row by row. Without it (or with ``compiled=False``) each
+    column becomes a binary array holding, per row, its field (length + bytes); Arrow's
     ``binary_join_element_wise`` then lays the fields of each row side by side in C++, and the
     joined array's data buffer is the COPY body.
     """
     n, k = table.num_rows, table.num_columns
+    if compiled:
+        return _compiled(n, [_spec(name, col, name in jsonb) for name, col in _columns(table)])
     if n == 0:
         return HEADER + TRAILER
-    fields = [
-        _field(
-            name, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col, name in jsonb
-        )
-        for name, col in zip(table.column_names, table.columns)
-    ]
+    fields = [_field(name, col, name in jsonb) for name, col in _columns(table)]
     count = pa.scalar(k.to_bytes(2, "big"), pa.binary())
     rows = pc.binary_join_element_wise(count, *fields, pa.scalar(b"", pa.binary()))
     offsets = np.frombuffer(
@@ -71,6 +81,41 @@ def encode(table: pa.Table, jsonb: frozenset[str] = frozenset()) -> bytes:
     )
     body = rows.buffers()[2]
     return b"".join((HEADER, body[offsets[0] : offsets[-1]].to_pybytes(), TRAILER))
+
+
+def _columns(table: pa.Table):
+    for name, col in zip(table.column_names, table.columns):
+        yield name, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+#: Arrow type → the C encoder's column kind (the enum in _pgcopy.c).
+_KINDS = {
+    pa.binary(16): 2,
+    pa.int64(): 3,
+    pa.int32(): 4,
+    pa.float64(): 5,
+    pa.bool_(): 6,
+}
+_TEXT, _JSONB, _TIMESTAMP = 0, 1, 7
+
+
+def _spec(name: str, col: pa.Array, jsonb: bool) -> tuple:
+    """(kind, offset, validity, values, data): what ``_pgcopy.encode`` reads of a column."""
+    t = col.type
+    if pa.types.is_large_string(t):
+        col, t = col.cast(pa.string()), pa.string()
+    if pa.types.is_string(t):
+        kind = _JSONB if jsonb else _TEXT
+    elif pa.types.is_timestamp(t) and t.unit == "us":
+        kind = _TIMESTAMP
+    elif t in _KINDS:
+        kind = _KINDS[t]
+    else:
+        raise TypeError(f"column {name}: no binary COPY encoding for {t}")
+    bufs = col.buffers()
+    validity = bufs[0] if col.null_count else None
+    data = bufs[2] if kind in (_TEXT, _JSONB) else None
+    return kind, col.offset, validity, bufs[1], data
 
 
 def _field(name: str, col: pa.Array, jsonb: bool) -> pa.Array:
