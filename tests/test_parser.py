@@ -1,5 +1,6 @@
 """The header parser: the golden Loghub file, every variant of LOG_FORMAT.md, time rules, and
-hypothesis properties (arbitrary bytes never raise; a generated line parses back)."""
+hypothesis properties (arbitrary bytes never raise; a generated line parses back; the compiled
+header scanner and RE2 give the same rows)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from logalyzer.core.files import LineReader, is_valid_rxid, rxid_from_path
-from logalyzer.core.parser import FileParser
+from logalyzer.core.parser import HEADERS_COMPILED, FileParser
 
 from .helpers import DATA
 
@@ -24,8 +25,13 @@ ANDROID = DATA / "loghub-android"
 
 
 def parse_lines(lines, rxid="R1234567890", **kw):
-    fp = FileParser(rxid, **kw)
-    return fp.parse(pa.array(lines, pa.string())).to_pylist(), fp
+    """Rows of one chunk as RE2 reads them; the compiled header scanner must give the same."""
+    arr = pa.array(lines, pa.string())
+    fp = FileParser(rxid, compiled=False, **kw)
+    rows = fp.parse(arr)
+    if HEADERS_COMPILED:
+        assert FileParser(rxid, compiled=True, **kw).parse(arr).equals(rows), "scanner != RE2"
+    return rows.to_pylist(), fp
 
 
 def test_golden_android_2k_every_line_matches_loghub():
@@ -441,3 +447,52 @@ def test_only_ascii_digits_make_a_valid_rxid():
     assert is_valid_rxid("R1234567890")
     assert not is_valid_rxid("R\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660")
     assert not is_valid_rxid("R123456789") and not is_valid_rxid("r1234567890")
+
+
+# ------------------------------------------------------------ the compiled scanner against RE2
+
+#: Pieces of headers and of what breaks them: digits, separators, RE2's \s and what is not in
+#: it (\v), Unicode whitespace and control bytes at the end of a tag, 10-digit fractions.
+PIECES = st.sampled_from(
+    [
+        "03-17", "2024-", "12-31", "16:13:38", "99:99:99", ".811", ",5", ".123456789",
+        ".1234567890", ".", " ", "  ", "\t", "\x0b", "\x0c", "\r", "\n", "1702", "0",
+        "99999999999999", "D", "I", "X", "VAR", "Tag", ":", ": ", " : ", "\u00a0", "\u3000",
+        "\x1c", "\x1f", "é", "✓", "-", "/", "(", ")", "[", "<3>", "Z", "+0100",
+    ]
+)  # fmt: skip
+HEADERISH = st.tuples(
+    st.sampled_from(["", "2024-", "1999-"]),
+    st.lists(PIECES, max_size=12).map("".join),
+).map(lambda p: f"{p[0]}03-17 16:13:38.811  1702  2395 D {p[1]}")
+
+
+def test_the_header_scanner_is_built():
+    # `make setup` compiles it; without a compiler RE2 reads every header, slower.
+    assert HEADERS_COMPILED, "logalyzer/core/_headers.c was not built: is a C compiler missing?"
+
+
+def test_the_scanner_reads_nearly_every_real_line():
+    # What it leaves to RE2 must be rare, or it buys nothing: the Loghub sample's lines.
+    lines = pa.concat_arrays([c.lines for c in LineReader(ANDROID / "Android_2k.log")])
+    ok, fields = FileParser._scan(lines)
+    assert ok.sum() >= 0.99 * len(lines)
+    assert fields["tag"].to_pylist()[:1] == ["WindowManager"]
+
+
+@hsettings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(HEADERISH, st.lists(PIECES, max_size=20).map("".join), st.text(max_size=60)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 12),
+)
+def test_compiled_scanner_gives_the_rows_re2_gives(lines, start):
+    # parse_lines compares both ways; a slice checks the scanner reads from the array's offset.
+    parse_lines(lines)
+    arr = pa.array(lines, pa.string()).slice(min(start, len(lines)))
+    a = FileParser("R1234567890", compiled=True).parse(arr)
+    b = FileParser("R1234567890", compiled=False).parse(arr)
+    assert a.equals(b)

@@ -19,16 +19,23 @@ except ImportError:  # installed without a C compiler: the pure-Python path belo
 COMPILED = _compiled is not None
 
 
+def string_buffers(lines: pa.Array) -> tuple[int, pa.Buffer, pa.Buffer | bytes]:
+    """(first element, int32 offsets, data) of a text array, as the C extensions read it:
+    large strings cast down, null slots made empty (their bytes are unspecified)."""
+    if lines.type != pa.string():
+        lines = lines.cast(pa.string())
+    if lines.null_count:
+        lines = lines.fill_null("")
+    offsets, data = lines.buffers()[1], lines.buffers()[2]
+    return lines.offset, offsets, data if data is not None else b""
+
+
 def md5_lines(prefix: bytes, lines: pa.StringArray, compiled: bool = COMPILED) -> pa.Array:
     """``fixed_size_binary(16)`` array: MD5(prefix + line) of each line (a null as empty)."""
     n = len(lines)
     if compiled and n:
-        if lines.type != pa.string():
-            lines = lines.cast(pa.string())
-        if lines.null_count:  # a null slot's bytes are unspecified: make it empty
-            lines = lines.fill_null("")
-        offsets, data = lines.buffers()[1], lines.buffers()[2]
-        digests = _compiled(prefix, offsets, data if data is not None else b"", lines.offset, n)
+        first, offsets, data = string_buffers(lines)
+        digests = _compiled(prefix, offsets, data, first, n)
     else:
         md5 = hashlib.md5
         digests = b"".join(

@@ -1,0 +1,195 @@
+/* The common logcat header, `[YYYY-]MM-DD HH:MM:SS[.frac] pid tid L tag: message`, read in one
+ * pass in compiled code.
+ *
+ * Why: RE2 with a dozen capture groups costs about 3.3 us a line (the loader's largest step,
+ * bench/README.md "Where the loader's time goes"), and nearly every line of a real box has this
+ * header (LOG_FORMAT.md section 2, variants 1-3). This scanner accepts exactly the lines that
+ * logalyzer.core.parser's "threadtime" and "year" regular expressions accept *and* whose
+ * "tag: message" split is plain; any other line is left to the regular expressions, so
+ * leaving a line out is always safe (the property tests compare both ways on any text).
+ *
+ * scan(offsets: buffer of int32, data: buffer, first: int, n: int) -> (ok, fields)
+ *   offsets and data are an Arrow string array's buffers (line i is
+ *   data[offsets[first + i] : offsets[first + i + 1]]). ok is n bytes, 1 where the line was
+ *   read here. fields is a list of NFIELDS tuples (offsets, data, validity, null_count): Arrow
+ *   string arrays over the lines read here, in order, in the order of FIELD_NAMES in
+ *   parser.py (yr, mo, dd, hms, frac, pid, tid, lvl, tag, msg); validity is None without nulls.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { YR, MO, DD, HMS, FRAC, PID, TID, LVL, TAG, MSG, NFIELDS };
+
+typedef struct {
+    int32_t start[NFIELDS], len[NFIELDS]; /* len -1: the group took no part (null) */
+} spans;
+
+static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+/* RE2's \s: [\t\n\f\r ] (no \v). */
+static inline int is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'; }
+
+static inline int all_digits(const uint8_t *p, int32_t at, int32_t count) {
+    for (int32_t k = 0; k < count; k++)
+        if (!is_digit(p[at + k])) return 0;
+    return 1;
+}
+
+/* The tag's end after Arrow's utf8_rtrim_whitespace, or -1 where a byte this scanner does not
+ * decide (a control byte, a non-ASCII byte: Unicode whitespace) ends it: left to Arrow. */
+static int32_t tag_end(const uint8_t *p, int32_t start, int32_t end) {
+    while (end > start && p[end - 1] == ' ') end--;
+    if (end > start && (p[end - 1] < 0x21 || p[end - 1] > 0x7e)) return -1;
+    return end;
+}
+
+/* Reads line p[0:len]; fills s (positions relative to p) and returns 1, or returns 0. */
+static int read_line(const uint8_t *p, int32_t len, spans *s) {
+    int32_t i = 0;
+    for (int f = 0; f < NFIELDS; f++) s->start[f] = 0, s->len[f] = -1;
+    if (len >= 5 && all_digits(p, 0, 4) && p[4] == '-') {
+        s->start[YR] = 0, s->len[YR] = 4, i = 5;
+    }
+    /* MM-DD HH:MM:SS: 14 bytes */
+    if (len - i < 14 || !all_digits(p, i, 2) || p[i + 2] != '-' || !all_digits(p, i + 3, 2) ||
+        p[i + 5] != ' ' || !all_digits(p, i + 6, 2) || p[i + 8] != ':' || !all_digits(p, i + 9, 2) ||
+        p[i + 11] != ':' || !all_digits(p, i + 12, 2))
+        return 0;
+    s->start[MO] = i, s->len[MO] = 2;
+    s->start[DD] = i + 3, s->len[DD] = 2;
+    s->start[HMS] = i + 6, s->len[HMS] = 8;
+    i += 14;
+    if (i < len && (p[i] == '.' || p[i] == ',')) { /* [.,]\d{1,9}, then \s must follow */
+        int32_t j = i + 1;
+        while (j < len && is_digit(p[j]) && j - i <= 9) j++; /* at most 9 digits */
+        if (j == i + 1 || j >= len || !is_space(p[j])) return 0;
+        s->start[FRAC] = i + 1, s->len[FRAC] = j - i - 1;
+        i = j;
+    }
+    for (int f = PID; f <= TID; f++) { /* \s+(\d+) twice */
+        if (i >= len || !is_space(p[i])) return 0;
+        while (i < len && is_space(p[i])) i++;
+        int32_t j = i;
+        while (j < len && is_digit(p[j])) j++;
+        if (j == i) return 0;
+        s->start[f] = i, s->len[f] = j - i;
+        i = j;
+    }
+    if (i >= len || !is_space(p[i])) return 0;
+    while (i < len && is_space(p[i])) i++;
+    if (i >= len || p[i] == 0 || !strchr("VDIWEFAS", p[i])) return 0;
+    s->start[LVL] = i, s->len[LVL] = 1;
+    i++;
+    if (i >= len || !is_space(p[i])) return 0; /* \s+(?P<rest>.*)$ */
+    while (i < len && is_space(p[i])) i++;
+    const uint8_t *rest = p + i;
+    int32_t rest_len = len - i;
+    if (memchr(rest, '\n', (size_t)rest_len)) return 0; /* '.' stops at a newline */
+    const uint8_t *colon = NULL;
+    for (const uint8_t *q = rest; (q = memchr(q, ':', (size_t)(p + len - q))) != NULL; q++)
+        if (q + 1 < p + len && q[1] == ' ') {
+            colon = q;
+            break;
+        }
+    int32_t end;
+    if (colon != NULL) { /* tag: message, split on the first ": " */
+        end = tag_end(p, i, (int32_t)(colon - p));
+        s->start[MSG] = (int32_t)(colon - p) + 2, s->len[MSG] = len - s->start[MSG];
+    } else if (rest_len > 0 && p[len - 1] == ':') { /* "tag:" with an empty message */
+        end = tag_end(p, i, len - 1);
+        s->start[MSG] = len, s->len[MSG] = 0;
+    } else {
+        return 0; /* no tag: not a logcat line after all (the parser's slow path says so) */
+    }
+    if (end < 0) return 0;
+    s->start[TAG] = i, s->len[TAG] = end - i;
+    return 1;
+}
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    Py_buffer offsets, data;
+    Py_ssize_t first, n;
+    if (!PyArg_ParseTuple(args, "y*y*nn", &offsets, &data, &first, &n)) return NULL;
+    PyObject *result = NULL, *ok = NULL, *fields = NULL;
+    spans *sp = NULL;
+    if (first < 0 || n < 0 || (size_t)offsets.len < (size_t)(first + n + 1) * sizeof(int32_t)) {
+        PyErr_SetString(PyExc_ValueError, "offsets buffer too short for first + n lines");
+        goto done;
+    }
+    const int32_t *off = (const int32_t *)offsets.buf + first;
+    for (Py_ssize_t i = 0; i <= n; i++) { /* checked before the GIL is released */
+        if (off[i] < 0 || off[i] > data.len || (i && off[i] < off[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of order or outside the data");
+            goto done;
+        }
+    }
+    ok = PyBytes_FromStringAndSize(NULL, n);
+    sp = PyMem_Malloc((n ? n : 1) * sizeof(spans));
+    if (ok == NULL || sp == NULL) {
+        if (sp == NULL) PyErr_NoMemory();
+        goto done;
+    }
+    uint8_t *okp = (uint8_t *)PyBytes_AS_STRING(ok);
+    const uint8_t *bytes = (const uint8_t *)data.buf;
+    Py_ssize_t m = 0, total[NFIELDS] = {0}, nulls[NFIELDS] = {0};
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        okp[i] = (uint8_t)read_line(bytes + off[i], off[i + 1] - off[i], &sp[m]);
+        if (!okp[i]) continue;
+        for (int f = 0; f < NFIELDS; f++) {
+            if (sp[m].len[f] < 0) nulls[f]++;
+            else total[f] += sp[m].len[f];
+        }
+        for (int f = 0; f < NFIELDS; f++) sp[m].start[f] += off[i]; /* into the data */
+        m++;
+    }
+    Py_END_ALLOW_THREADS
+    fields = PyList_New(NFIELDS);
+    if (fields == NULL) goto done;
+    for (int f = 0; f < NFIELDS; f++) {
+        PyObject *o = PyBytes_FromStringAndSize(NULL, (m + 1) * sizeof(int32_t));
+        PyObject *d = PyBytes_FromStringAndSize(NULL, total[f]);
+        PyObject *v = nulls[f] ? PyBytes_FromStringAndSize(NULL, (m + 7) / 8) : Py_NewRef(Py_None);
+        if (o == NULL || d == NULL || v == NULL) {
+            Py_XDECREF(o), Py_XDECREF(d), Py_XDECREF(v);
+            goto done;
+        }
+        int32_t *op = (int32_t *)PyBytes_AS_STRING(o);
+        uint8_t *dp = (uint8_t *)PyBytes_AS_STRING(d);
+        uint8_t *vp = v != Py_None ? (uint8_t *)PyBytes_AS_STRING(v) : NULL;
+        Py_BEGIN_ALLOW_THREADS
+        if (vp) memset(vp, 0, (size_t)(m + 7) / 8);
+        int32_t at = 0;
+        for (Py_ssize_t k = 0; k < m; k++) {
+            op[k] = at;
+            int32_t len = sp[k].len[f];
+            if (len < 0) continue;
+            if (vp) vp[k >> 3] |= (uint8_t)(1u << (k & 7));
+            memcpy(dp + at, bytes + sp[k].start[f], (size_t)len);
+            at += len;
+        }
+        op[m] = at;
+        Py_END_ALLOW_THREADS
+        PyList_SET_ITEM(fields, f, Py_BuildValue("NNNn", o, d, v, nulls[f]));
+        if (PyList_GET_ITEM(fields, f) == NULL) goto done;
+    }
+    result = Py_BuildValue("OO", ok, fields);
+done:
+    Py_XDECREF(ok);
+    Py_XDECREF(fields);
+    PyMem_Free(sp);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS, "The common logcat header of each line, read where plain."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_headers", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__headers(void) { return PyModule_Create(&module); }
