@@ -449,6 +449,27 @@ def test_only_ascii_digits_make_a_valid_rxid():
     assert not is_valid_rxid("R123456789") and not is_valid_rxid("r1234567890")
 
 
+@hsettings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.lists(
+        st.sampled_from([b"a", b"\xc3\xa9", b"\xed\xa0\x80", b"\xff", b"\x00", b"\r", b"\n", b" "]),
+        max_size=60,
+    ).map(b"".join)
+)
+def test_lines_are_read_as_pythons_decoder_reads_them(tmp_path, data):
+    # Valid UTF-8 is checked by Arrow, invalid by Python's decoder: the same lines either way
+    # (U+FFFD for each bad byte, NUL dropped, trailing CRs trimmed).
+    path = tmp_path / "R1234567890.log.gz"
+    path.write_bytes(gzip.compress(data))
+    got = [s for c in LineReader(path) for s in c.lines.to_pylist()]
+    raw = data.split(b"\n")
+    if raw[-1] == b"":
+        raw.pop()
+    assert got == [r.replace(b"\x00", b"").decode("utf-8", "replace").rstrip("\r") for r in raw]
+
+
 # ------------------------------------------------------------ the compiled scanner against RE2
 
 #: Pieces of headers and of what breaks them: digits, separators, RE2's \s and what is not in
@@ -458,13 +479,15 @@ PIECES = st.sampled_from(
         "03-17", "2024-", "12-31", "16:13:38", "99:99:99", ".811", ",5", ".123456789",
         ".1234567890", ".", " ", "  ", "\t", "\x0b", "\x0c", "\r", "\n", "1702", "0",
         "99999999999999", "D", "I", "X", "VAR", "Tag", ":", ": ", " : ", "\u00a0", "\u3000",
-        "\x1c", "\x1f", "é", "✓", "-", "/", "(", ")", "[", "<3>", "Z", "+0100",
+        "\x1c", "\x1f", "é", "✓", "-", "/", "(", ")", "[", "<3>", "Z", "+0100", "UTC",
+        "GMT", "media", "u0_a12", "a.b", "_x", "10128", "I/",
     ]
 )  # fmt: skip
 HEADERISH = st.tuples(
     st.sampled_from(["", "2024-", "1999-"]),
+    st.sampled_from(["", " media", " 10128", " UTC", " Z", " u0_a1.x", " a-b", " 1a"]),
     st.lists(PIECES, max_size=12).map("".join),
-).map(lambda p: f"{p[0]}03-17 16:13:38.811  1702  2395 D {p[1]}")
+).map(lambda p: f"{p[0]}03-17 16:13:38.811{p[1]}  1702  2395 D {p[2]}")
 
 
 def test_the_header_scanner_is_built():
@@ -478,6 +501,14 @@ def test_the_scanner_reads_nearly_every_real_line():
     ok, fields = FileParser._scan(lines)
     assert ok.sum() >= 0.99 * len(lines)
     assert fields["tag"].to_pylist()[:1] == ["WindowManager"]
+    # and the uid column (variant 5), which the synthetic fleets write
+    uid = [
+        "03-17 16:13:38.811  media  1702  2395 W AudioTrack: x",
+        "03-17 16:13:38.811 UTC 1 2 I t: m",
+    ]
+    ok, fields = FileParser._scan(pa.array(uid))
+    assert ok.tolist() == [True, False]  # a uid spelt like a zone is left to RE2
+    assert fields["uid"].to_pylist() == ["media"]
 
 
 @hsettings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

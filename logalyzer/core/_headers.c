@@ -1,19 +1,22 @@
-/* The common logcat header, `[YYYY-]MM-DD HH:MM:SS[.frac] pid tid L tag: message`, read in one
- * pass in compiled code.
+/* The common logcat headers, `[YYYY-]MM-DD HH:MM:SS[.frac] [uid] pid tid L tag: message`, read
+ * in one pass in compiled code.
  *
  * Why: RE2 with a dozen capture groups costs about 3.3 us a line (the loader's largest step,
  * bench/README.md "Where the loader's time goes"), and nearly every line of a real box has this
- * header (LOG_FORMAT.md section 2, variants 1-3). This scanner accepts exactly the lines that
- * logalyzer.core.parser's "threadtime" and "year" regular expressions accept *and* whose
- * "tag: message" split is plain; any other line is left to the regular expressions, so
- * leaving a line out is always safe (the property tests compare both ways on any text).
+ * header (LOG_FORMAT.md section 2, variants 1-3 and 5). This scanner accepts exactly the lines
+ * that logalyzer.core.parser's "threadtime", "year" and "uid" regular expressions accept *and*
+ * whose "tag: message" split is plain; any other line is left to the regular expressions, so
+ * leaving a line out is always safe (the property tests compare both ways on any text). The
+ * variants cannot both match one line (the level letter is the third or the fourth column),
+ * except a uid spelt like a zone (Z, UTC, GMT), which is left to them too.
  *
  * scan(offsets: buffer of int32, data: buffer, first: int, n: int) -> (ok, fields)
  *   offsets and data are an Arrow string array's buffers (line i is
  *   data[offsets[first + i] : offsets[first + i + 1]]). ok is n bytes, 1 where the line was
  *   read here. fields is a list of NFIELDS tuples (offsets, data, validity, null_count): Arrow
  *   string arrays over the lines read here, in order, in the order of FIELD_NAMES in
- *   parser.py (yr, mo, dd, hms, frac, pid, tid, lvl, tag, msg); validity is None without nulls.
+ *   parser.py (yr, mo, dd, hms, frac, uid, pid, tid, lvl, tag, msg); validity is None without
+ *   nulls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,13 +24,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { YR, MO, DD, HMS, FRAC, PID, TID, LVL, TAG, MSG, NFIELDS };
+enum { YR, MO, DD, HMS, FRAC, UID, PID, TID, LVL, TAG, MSG, NFIELDS };
 
 typedef struct {
     int32_t start[NFIELDS], len[NFIELDS]; /* len -1: the group took no part (null) */
 } spans;
 
 static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+static inline int is_alpha_(uint8_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z' ? 1 : c == '_'; }
 /* RE2's \s: [\t\n\f\r ] (no \v). */
 static inline int is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'; }
 
@@ -43,6 +47,35 @@ static int32_t tag_end(const uint8_t *p, int32_t start, int32_t end) {
     while (end > start && p[end - 1] == ' ') end--;
     if (end > start && (p[end - 1] < 0x21 || p[end - 1] > 0x7e)) return -1;
     return end;
+}
+
+/* The columns after the time: \s+[uid\s+]pid\s+tid\s+L\s+ from p[i]; returns where the rest
+ * starts, or -1. A uid is [A-Za-z_][\w.]* or \d+, and not Z, UTC or GMT (a zone: left to RE2). */
+static int32_t read_ids(const uint8_t *p, int32_t i, int32_t len, spans *s, int uid) {
+    s->len[UID] = -1;
+    for (int f = uid ? UID : PID; f <= TID; f++) {
+        if (i >= len || !is_space(p[i])) return -1;
+        while (i < len && is_space(p[i])) i++;
+        int32_t j = i;
+        if (f == UID && i < len && is_alpha_(p[i]))
+            while (j < len && (is_alpha_(p[j]) || is_digit(p[j]) || p[j] == '.')) j++;
+        else
+            while (j < len && is_digit(p[j])) j++;
+        if (j == i) return -1;
+        if (f == UID && ((j - i == 1 && p[i] == 'Z') ||
+                         (j - i == 3 && (!memcmp(p + i, "UTC", 3) || !memcmp(p + i, "GMT", 3)))))
+            return -1;
+        s->start[f] = i, s->len[f] = j - i;
+        i = j;
+    }
+    if (i >= len || !is_space(p[i])) return -1;
+    while (i < len && is_space(p[i])) i++;
+    if (i >= len || p[i] == 0 || !strchr("VDIWEFAS", p[i])) return -1;
+    s->start[LVL] = i, s->len[LVL] = 1;
+    i++;
+    if (i >= len || !is_space(p[i])) return -1; /* \s+(?P<rest>.*)$ */
+    while (i < len && is_space(p[i])) i++;
+    return i;
 }
 
 /* Reads line p[0:len]; fills s (positions relative to p) and returns 1, or returns 0. */
@@ -68,22 +101,10 @@ static int read_line(const uint8_t *p, int32_t len, spans *s) {
         s->start[FRAC] = i + 1, s->len[FRAC] = j - i - 1;
         i = j;
     }
-    for (int f = PID; f <= TID; f++) { /* \s+(\d+) twice */
-        if (i >= len || !is_space(p[i])) return 0;
-        while (i < len && is_space(p[i])) i++;
-        int32_t j = i;
-        while (j < len && is_digit(p[j])) j++;
-        if (j == i) return 0;
-        s->start[f] = i, s->len[f] = j - i;
-        i = j;
-    }
-    if (i >= len || !is_space(p[i])) return 0;
-    while (i < len && is_space(p[i])) i++;
-    if (i >= len || p[i] == 0 || !strchr("VDIWEFAS", p[i])) return 0;
-    s->start[LVL] = i, s->len[LVL] = 1;
-    i++;
-    if (i >= len || !is_space(p[i])) return 0; /* \s+(?P<rest>.*)$ */
-    while (i < len && is_space(p[i])) i++;
+    int32_t after_time = i;
+    i = read_ids(p, after_time, len, s, 0); /* pid tid L, else uid pid tid L */
+    if (i < 0) i = read_ids(p, after_time, len, s, 1);
+    if (i < 0) return 0;
     const uint8_t *rest = p + i;
     int32_t rest_len = len - i;
     if (memchr(rest, '\n', (size_t)rest_len)) return 0; /* '.' stops at a newline */

@@ -347,8 +347,13 @@ class LineReader:
 
         ``cut``: the blob is the head of one over-long line whose tail is being skipped.
         """
-        text = blob.replace(b"\x00", b"").decode("utf-8", "replace")
-        arr = pc.split_pattern(pa.array([text], pa.string()), "\n").flatten()
+        if b"\x00" in blob:
+            blob = blob.replace(b"\x00", b"")
+        try:  # Arrow checks UTF-8 in C++ without making a Python str (the common case)
+            whole = pa.array([blob], pa.binary()).cast(pa.string())
+        except pa.ArrowInvalid:  # invalid bytes: Python's decoder puts U+FFFD in their place
+            whole = pa.array([blob.decode("utf-8", "replace")], pa.string())
+        arr = pc.split_pattern(whole, "\n").flatten()
         truncated = None
         if cut:
             truncated = np.ones(len(arr), dtype=bool)
@@ -356,7 +361,8 @@ class LineReader:
             raw = [s.encode("utf-8") for s in arr.to_pylist()]
             truncated = np.array([len(b) > MAX_LINE_BYTES for b in raw])
             arr = pa.array([b[:MAX_LINE_BYTES].decode("utf-8", "ignore") for b in raw], pa.string())
-        arr = pc.utf8_rtrim(arr, "\r")
+        if b"\r" in blob:
+            arr = pc.utf8_rtrim(arr, "\r")
         if truncated is not None:
             self.report.truncated_lines += int(truncated.sum())
         self.report.lines += len(arr)

@@ -4,7 +4,7 @@ A :class:`FileParser` parses the lines of one file, in order, chunk by chunk (it
 that crosses chunks: the year, the last wall-clock time, the dumpstate anchor). Each chunk goes
 through the header variants of LOG_FORMAT.md section 2 as RE2 regular expressions over whole
 Arrow arrays; only the lines a variant did not match are tried against the next one, so the
-common case costs one pass. Before them, the common header (variants 1-3) is read by a small
+common case costs one pass. Before them, the common headers (variants 1-3, 5) are read by a small
 C extension (``_headers.c``, built by ``make setup``), about ten times cheaper than RE2; it
 takes only lines it reads exactly as the regular expressions would and leaves every other
 line to them (without the extension, they read every line). Python loops run only over VAR
@@ -90,8 +90,10 @@ VARIANTS: dict[str, str] = {
 }
 _REGEXES = list(VARIANTS.values())
 #: The groups the compiled scanner fills, in its order; the others stay null for its lines.
-_SCANNED = ("yr", "mo", "dd", "hms", "frac", "pid", "tid", "lvl", "tag", "msg")
-_THREADTIME, _WITH_YEAR = list(VARIANTS).index("threadtime"), list(VARIANTS).index("year")
+_SCANNED = ("yr", "mo", "dd", "hms", "frac", "uid", "pid", "tid", "lvl", "tag", "msg")
+_THREADTIME, _WITH_YEAR, _WITH_UID = (
+    list(VARIANTS).index(v) for v in ("threadtime", "year", "uid")
+)
 _MARKER = r"^(?:-{9} (?:beginning of|switch to) |-{6,} .*-{6,}\s*$|={2,}\s*$|== dumpstate: )"
 _DUMPSTATE = r"^== dumpstate: (?P<d>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)"
 _KERNEL_LEVEL = np.array(list("FFFEWIID"))
@@ -231,7 +233,11 @@ class FileParser:
             ok, scanned = self._scan(lines)
             if ok.any():
                 hit = remaining[ok]
-                kind[hit] = np.where(scanned["yr"].is_valid(), _WITH_YEAR, _THREADTIME)
+                kind[hit] = np.where(
+                    scanned["uid"].is_valid(),
+                    _WITH_UID,
+                    np.where(scanned["yr"].is_valid(), _WITH_YEAR, _THREADTIME),
+                )
                 idx_parts.append(hit)
                 for f in FIELDS:
                     cols[f].append(scanned.get(f) or pa.nulls(len(hit), pa.string()))
