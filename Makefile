@@ -11,7 +11,7 @@ DEMO   ?= out/demo-fleet
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml setup.py logalyzer/core/_headers.c logalyzer/core/_md5lines.c logalyzer/store/_pgcopy.c
+$(STAMP): pyproject.toml setup.py logalyzer/core/_arrow_text.h logalyzer/core/_headers.c logalyzer/core/_md5lines.c logalyzer/store/_pgcopy.c
 	@command -v $(PYTHON) >/dev/null || { echo "Error: $(PYTHON) not found (LOGalyzer needs Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

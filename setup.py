@@ -15,12 +15,14 @@ setup(
         Extension(
             "logalyzer.core._headers",
             ["logalyzer/core/_headers.c"],
+            depends=["logalyzer/core/_arrow_text.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),
         Extension(
             "logalyzer.core._md5lines",
             ["logalyzer/core/_md5lines.c"],
+            depends=["logalyzer/core/_arrow_text.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

@@ -20,6 +20,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_arrow_text.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,17 +137,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*nn", &offsets, &data, &first, &n)) return NULL;
     PyObject *result = NULL, *ok = NULL, *fields = NULL;
     spans *sp = NULL;
-    if (first < 0 || n < 0 || (size_t)offsets.len < (size_t)(first + n + 1) * sizeof(int32_t)) {
-        PyErr_SetString(PyExc_ValueError, "offsets buffer too short for first + n lines");
-        goto done;
-    }
-    const int32_t *off = (const int32_t *)offsets.buf + first;
-    for (Py_ssize_t i = 0; i <= n; i++) { /* checked before the GIL is released */
-        if (off[i] < 0 || off[i] > data.len || (i && off[i] < off[i - 1])) {
-            PyErr_SetString(PyExc_ValueError, "offsets out of order or outside the data");
-            goto done;
-        }
-    }
+    const int32_t *off = line_offsets(&offsets, &data, first, n);
+    if (off == NULL) goto done;
     ok = PyBytes_FromStringAndSize(NULL, n);
     sp = PyMem_Malloc((n ? n : 1) * sizeof(spans));
     if (ok == NULL || sp == NULL) {

@@ -14,6 +14,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_arrow_text.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -110,17 +112,8 @@ static PyObject *md5_lines(PyObject *self, PyObject *args) {
     Py_ssize_t first, n;
     if (!PyArg_ParseTuple(args, "y*y*y*nn", &prefix, &offsets, &data, &first, &n)) return NULL;
     PyObject *result = NULL;
-    if (first < 0 || n < 0 || (size_t)offsets.len < (size_t)(first + n + 1) * sizeof(int32_t)) {
-        PyErr_SetString(PyExc_ValueError, "offsets buffer too short for first + n lines");
-        goto done;
-    }
-    const int32_t *off = (const int32_t *)offsets.buf + first;
-    for (Py_ssize_t i = 0; i <= n; i++) { /* checked before the GIL is released */
-        if (off[i] < 0 || off[i] > data.len || (i && off[i] < off[i - 1])) {
-            PyErr_SetString(PyExc_ValueError, "offsets out of order or outside the data");
-            goto done;
-        }
-    }
+    const int32_t *off = line_offsets(&offsets, &data, first, n);
+    if (off == NULL) goto done;
     result = PyBytes_FromStringAndSize(NULL, 16 * n);
     if (result == NULL) goto done;
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
