@@ -623,20 +623,27 @@ def run_logalyzer(dsn: str, fleet: Fleet, cold_run: bool) -> dict:
 def server_cpu_s(dsn: str) -> float | None:
     """CPU seconds the PostgreSQL server has spent so far: the postmaster, its live processes
     and the ones it has reaped (backends of closed connections). None where the server is not
-    a process of this machine (or not ours to read)."""
+    a process of this machine (or not ours to read).
+
+    The postmaster is found as the parent of this session's backend while the session is
+    open: once it closes, the backend exits and the lookup races with its exit."""
     import psutil
+    import psycopg
 
     try:
-        post = psutil.Process(execute(dsn, "SELECT pg_backend_pid()")[0][0]).parent()
-        total = sum(post.cpu_times()[:4])  # user, system, reaped children's user and system
-        for child in post.children():
-            try:
-                t = child.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:  # exited between the listing and the reading
-                pass
+        with psycopg.connect(dsn, autocommit=True) as c:
+            post = psutil.Process(c.execute("SELECT pg_backend_pid()").fetchone()[0]).parent()
+            if post is None:
+                return None
+            total = sum(post.cpu_times()[:4])  # user, system, reaped children's user, system
+            for child in post.children():
+                try:
+                    t = child.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:  # exited between the listing and the reading
+                    pass
         return total
-    except (psutil.Error, IndexError):
+    except psutil.Error:
         return None
 
 
