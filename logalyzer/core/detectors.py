@@ -14,7 +14,8 @@ Quartiles, unlike a mean and standard deviation, barely move when a tenth of the
 anomalous, so the fence follows the normal sessions. The LSTM uses it; the autoencoder uses
 :func:`sqrt_fence` (the same fence on square-rooted scores, without the P90 floor, which had
 tuned it to fleets with a tenth of their sessions anomalous) over the sessions it kept as
-ordinary. The baseline has its own rule
+ordinary, to choose them; its threshold is a fixed distance (``AEConfig.threshold_rmse``).
+The baseline has its own rule
 (:meth:`BaselineDetector.threshold_for`).
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -52,8 +53,8 @@ def sqrt_fence(scores: Sequence[float], k: float) -> float:
     heavy-tailed (a fence on the raw errors flagged 12-13 % of the histories), and the P90
     floor of :func:`threshold_rule` flags at least a tenth of any history: precision <= 0.2 on
     fleets with 2 % anomalies, recall <= 0.67 with 15 %. The autoencoder applies it to the
-    sessions it kept as ordinary (:mod:`logalyzer.core.autoencoder`, ``fence_k``), and with a
-    stricter ``k`` to choose them (``clean_k``); ``+ 1e-4``: equal scores flag nothing."""
+    sessions it kept as ordinary to choose them (:mod:`logalyzer.core.autoencoder`,
+    ``clean_k``); ``+ 1e-4``: equal scores flag nothing."""
     r = np.sqrt(np.maximum(np.asarray(scores, dtype=float), 0.0))
     if r.size == 0:
         return math.inf
@@ -175,8 +176,9 @@ class AEDetector:
         ]
 
     def threshold_for(self, scores: Sequence[float]) -> float:
-        """From the scores of the sessions it learnt from (the kept ones)."""
-        return sqrt_fence(scores, self.cfg.fence_k)
+        """A fixed distance, whatever the scores (:mod:`logalyzer.core.autoencoder`: a fence
+        over them moved from one training to the next); the scores are the protocol's."""
+        return self.cfg.threshold_rmse**2
 
     def ordinary_fence(self, kept: Sequence[float]) -> float:
         """The strict fence over the kept sessions' scores: under it a session is ordinary."""
@@ -254,24 +256,32 @@ def to_bytes(det: Detector, extra: dict | None = None) -> bytes:
     return buf.getvalue()
 
 
+def _config(cls, saved: dict):
+    """A config dataclass from a checkpoint's dict, leaving out fields since retired (a
+    checkpoint from before ``AEConfig.threshold_rmse`` holds ``fence_k``): its threshold is
+    saved beside it, so it scores as it did."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in saved.items() if k in known})
+
+
 def from_bytes(data: bytes, version: int | None = None) -> Detector:
     """Load a checkpoint made by :func:`to_bytes` (plain types only: ``weights_only``)."""
     ck = torch.load(io.BytesIO(data), weights_only=True)
     if ck["kind"] == "lstm":
-        cfg = lstm.LSTMConfig(**ck["config"])
+        cfg = _config(lstm.LSTMConfig, ck["config"])
         vocab = lstm.Vocab(ck["vocab"])
         model = lstm.NextKeyLSTM(len(vocab), cfg)
         model.load_state_dict(ck["state_dict"])
         return LSTMDetector(cfg, vocab, model, ck["threshold"], version, ck.get("reference"))
     if ck["kind"] == "ae":
-        cfg = ae.AEConfig(**ck["config"])
+        cfg = _config(ae.AEConfig, ck["config"])
         sc = ck["scaler"]
         model = ae.SessionAE(len(sc["names"]), cfg)
         model.load_state_dict(ck["state_dict"])
         scaler = ae.Scaler(sc["names"], sc["mean"], sc["scale"])
         return AEDetector(cfg, scaler, model, ck["threshold"], version, ck.get("ordinary_below"))
     if ck["kind"] == "baseline":
-        cfg = bl.BaselineConfig(**ck["config"])
+        cfg = _config(bl.BaselineConfig, ck["config"])
         return BaselineDetector(cfg, ck["mean"], ck["scale"], ck["threshold"], version)
     raise ValueError(f"unknown detector kind in checkpoint: {ck['kind']!r}")
 

@@ -326,6 +326,16 @@ def feature_matrix(rows: Sequence[Mapping], names: Sequence[str] = FEATURE_NAMES
     return out
 
 
+def failed_sessions(rows: Sequence[Mapping]) -> np.ndarray:
+    """(N,) bool: the sessions that failed as the viewer saw them: the video never started or
+    playback ended on a fatal error. The autoencoder never learns them as ordinary (issue 15):
+    a history can hold many alike (a broken stream retried by every box), and a fit that learnt
+    them rebuilt them well enough to keep them, then missed the whole kind (one training in
+    five on the tuning fleets). They are still scored like any session."""
+    cols = Columns(rows)
+    return (cols["video_start_failure"] != 0) | (cols["fatal_error"] != 0)
+
+
 def session_features(row: Mapping) -> list[float]:
     """The feature vector (in :data:`FEATURE_NAMES` order) of one ``sessions`` row."""
     return feature_matrix([row])[0].tolist()

@@ -67,7 +67,7 @@ from logalyzer.core.detectors import (
     to_bytes,
     train_epoch,
 )
-from logalyzer.core.features import ALL_KINDS
+from logalyzer.core.features import ALL_KINDS, failed_sessions
 from logalyzer.core.reference import BadReference, Reference
 from logalyzer.errors import LogalyzerError
 from logalyzer.jobs.rayutil import ensure_ray
@@ -404,14 +404,17 @@ def train(
 
 def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_process=False):
     """The autoencoder on a cleaned history (:mod:`logalyzer.core.autoencoder`): fitted on
-    every session, then again, scaler included, on those it scored under its strict fence
-    (``clean_rounds`` fits choose them, in this process), the last fit with Ray Train (here too
-    with ``in_process``: experiments in bench/); its threshold is the fence over the kept
-    sessions' scores.
+    every session but the failed ones, then again, scaler included, on those it scored under
+    its strict fence (``clean_rounds`` fits choose them, in this process), the last fit with
+    Ray Train (here too with ``in_process``: experiments in bench/); its threshold is
+    ``AEConfig.threshold_rmse``.
     Returns (detector, training array, metrics, the sessions it learnt from, every session's
     score)."""
     cfg = replace(autoencoder.AEConfig(), **(overrides or {}))
-    keep, rounds = np.ones(len(sessions), bool), cfg.clean_rounds
+    failed = failed_sessions(sessions)  # never ordinary (the autoencoder module's docstring)
+    keep, rounds = ~failed, cfg.clean_rounds
+    if keep.sum() < MIN_SESSIONS:  # a history of little but failures: learn from all of it
+        keep, failed = np.ones(len(sessions), bool), np.zeros(len(sessions), bool)
     for round_ in range(rounds):  # choosing the sessions: in this process (a Ray Train run
         # costs ~30 s of start-up on a small machine, these fits a few seconds each)
         learn = [s for s, k in zip(sessions, keep) if k]
@@ -419,7 +422,7 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_proc
         det = new_detector("ae", learn, overrides)
         fit_in_process(det, training_array(det, learn), seed=seed)
         scores = session_scores(det, sessions)
-        ordinary = scores <= det.ordinary_fence(scores[keep])
+        ordinary = (scores <= det.ordinary_fence(scores[keep])) & ~failed
         if ordinary.sum() < MIN_SESSIONS:
             break
         keep = ordinary
