@@ -4,6 +4,7 @@ Ray Data scoring into the tables — and the CLI around it."""
 
 from __future__ import annotations
 
+import io
 import math
 import random
 import re
@@ -33,6 +34,7 @@ from logalyzer.core.features import (
     READINGS,
     event_key,
     event_keys,
+    failed_sessions,
     feature_matrix,
     reading,
     session_features,
@@ -45,7 +47,7 @@ from logalyzer.jobs.detect import detect
 from logalyzer.jobs.evaluate import load_hdfs, prf
 from logalyzer.jobs.ingest import ingest
 from logalyzer.jobs.sessionize import sessionize
-from logalyzer.jobs.train import train
+from logalyzer.jobs.train import _fit_ae, train
 
 from .helpers import DATA, query
 
@@ -311,6 +313,36 @@ def test_the_autoencoder_rule_follows_the_anomaly_rate_it_is_given():
     assert (s > threshold_rule(s)).mean() == pytest.approx(0.10, abs=0.005)
     assert (np.array([0.3] * 50) > sqrt_fence([0.3] * 50, 5.0)).sum() == 0
     assert math.isinf(sqrt_fence([], 5.0))
+
+
+def test_failed_sessions_are_never_learnt_as_ordinary_and_are_flagged():
+    """A history where 10 % of the sessions are the same video-start failure: the autoencoder
+    learns from none of them (without that rule it learnt all 60 as ordinary and flagged
+    none), flags every one, and its threshold is the fixed distance, not a fence."""
+    r = random.Random(5)
+    normal = [normal_row(r) for _ in range(540)]
+    failure = dict(
+        normal_row(r), ttff_ms=None, video_start_failure=True, fatal_error=True, error_count=1
+    )
+    rows = normal + [dict(failure, duration_s=20 + i % 5) for i in range(60)]
+    det, _, _, learnt, scores = _fit_ae(None, rows, {}, 1, False, 0, False, in_process=True)
+    assert not failed_sessions(learnt).any() and len(learnt) > 450
+    assert failed_sessions(rows).sum() == 60
+    assert (scores[540:] > det.threshold).all()
+    assert (scores[:540] > det.threshold).mean() < 0.02
+    assert det.threshold == pytest.approx(AEConfig().threshold_rmse ** 2)
+
+
+def test_a_checkpoint_with_a_retired_config_field_loads_with_its_threshold(ae):
+    """Models trained before ``threshold_rmse`` saved ``fence_k``: they load and score as
+    they did, with the threshold stored beside the config."""
+    ck = torch.load(io.BytesIO(to_bytes(ae)), weights_only=True)
+    ck["config"] = {**ck["config"], "fence_k": 11.0}
+    ck["threshold"] = 0.123
+    buf = io.BytesIO()
+    torch.save(ck, buf)
+    again = from_bytes(buf.getvalue())
+    assert again.threshold == 0.123 and again.cfg == ae.cfg
 
 
 def test_combined_verdict_is_the_autoencoders_and_carries_both_reasons():
