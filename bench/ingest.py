@@ -633,16 +633,7 @@ def server_cpu_s(dsn: str) -> float | None:
     try:
         with psycopg.connect(dsn, autocommit=True) as c:
             post = psutil.Process(c.execute("SELECT pg_backend_pid()").fetchone()[0]).parent()
-            if post is None:
-                return None
-            total = sum(post.cpu_times()[:4])  # user, system, reaped children's user, system
-            for child in post.children():
-                try:
-                    t = child.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:  # exited between the listing and the reading
-                    pass
-        return total
+            return None if post is None else _tree_cpu_s(post, post.children())
     except psutil.Error:
         return None
 
@@ -652,8 +643,16 @@ def client_cpu_s() -> float:
     import psutil
 
     me = psutil.Process()
-    total = sum(me.cpu_times()[:4])
-    for child in me.children(recursive=True):
+    return _tree_cpu_s(me, me.children(recursive=True))
+
+
+def _tree_cpu_s(root, children) -> float:
+    """``root``'s CPU seconds with those of the children it has reaped, plus each live one's
+    in ``children`` (one that exits between the listing and the reading counts nothing)."""
+    import psutil
+
+    total = sum(root.cpu_times()[:4])  # user, system, reaped children's user, system
+    for child in children:
         try:
             t = child.cpu_times()
             total += t.user + t.system
