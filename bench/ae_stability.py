@@ -37,6 +37,7 @@ from template_features import fleet_sessions  # noqa: E402
 
 from logalyzer.core.detectors import sqrt_fence  # noqa: E402
 from logalyzer.core.synth import FleetSpec  # noqa: E402
+from logalyzer.jobs.evaluate import prf  # noqa: E402
 from logalyzer.jobs.train import _fit_ae  # noqa: E402
 from logalyzer.settings import Settings  # noqa: E402
 
@@ -57,13 +58,9 @@ def cached_sessions(seed: int, rate: float, devices: int, hours: float) -> tuple
     return got
 
 
-def f1(flagged: np.ndarray, actual: np.ndarray) -> float:
-    tp, fp, fn = (flagged & actual).sum(), (flagged & ~actual).sum(), (~flagged & actual).sum()
-    return 2 * tp / max(1, 2 * tp + fp + fn)
-
-
 def best_f1(scores: np.ndarray, actual: np.ndarray) -> float:
-    return max(f1(scores > t, actual) for t in np.unique(scores))
+    """F1 at the best threshold the labels allow (each distinct score tried)."""
+    return max(prf(scores > t, actual).f1 for t in np.unique(scores))
 
 
 def main() -> None:
@@ -86,11 +83,11 @@ def main() -> None:
             det, _, _, learnt, scores = _fit_ae(
                 None, sessions, overrides, 1, False, seed, False, in_process=True
             )
-            ids = {id(s) for s in learnt}
-            kept = scores[[id(s) in ids for s in sessions]]
+            learnt_ids = set(map(id, learnt))  # _fit_ae returns the very rows it learnt from
+            kept = scores[[id(s) in learnt_ids for s in sessions]]
             flagged = scores > det.threshold
-            got["fixed"].append(f1(flagged, actual))
-            got["fence"].append(f1(scores > sqrt_fence(kept, OLD_FENCE_K), actual))
+            got["fixed"].append(prf(flagged, actual).f1)
+            got["fence"].append(prf(scores > sqrt_fence(kept, OLD_FENCE_K), actual).f1)
             got["best"].append(best_f1(scores, actual))
             for kind in set(labels) - {""}:
                 recall = flagged[labels == kind].mean()
