@@ -302,9 +302,10 @@ def test_threshold_rule_follows_the_normal_sessions_not_the_anomalies():
     assert math.isinf(threshold_rule([]))
 
 
-def test_the_autoencoder_rule_follows_the_anomaly_rate_it_is_given():
-    """sqrt_fence flags the far-out sessions whatever their share; threshold_rule's P90 floor
-    caps a history with 15 % anomalies at 10 % flagged."""
+def test_the_cleaning_fence_follows_the_anomaly_rate_it_is_given():
+    """sqrt_fence (how the autoencoder chooses the sessions it learns from) puts the far-out
+    sessions outside whatever their share; threshold_rule's P90 floor caps a history with
+    15 % anomalies at 10 % flagged."""
     rng = np.random.default_rng(0)
     for rate in (0.0, 0.02, 0.15):
         n = int(5000 * rate)  # heavy-tailed normal errors, anomalies far out
