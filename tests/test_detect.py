@@ -498,6 +498,7 @@ def test_eval_synthetic_repeats_prints_mean_and_spread_beside_the_baseline(
     env = {"LOGALYZER_DSN": db.dsn, "LOGALYZER_HOME": str(settings.home)}
     args = ["eval", "synthetic", "--devices", "4", "--hours", "4", "--seed", "5"]
     args += ["--out", str(tmp_path / "fleet"), "--repeats", "2", "--epochs", "2"]
+    args += ["--cohorts", "drops:0.5,long:0.5"]  # boxes 1 drops and long, 0 and 3 long, 2 none
     r = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     out = r.output.splitlines()
@@ -507,6 +508,8 @@ def test_eval_synthetic_repeats_prints_mean_and_spread_beside_the_baseline(
     head = [line for line in out if "(F1 mean ± std)" in line][0].split()
     assert head[:4] == ["lstm", "ae", "baseline", "combined"]
     assert any(line.startswith("all kinds") and line.count("±") == 4 for line in out)
+    for cohort in ("drops", "long", "none"):  # each cohort's boxes apart
+        assert any(line.startswith(f"cohort {cohort} ") and line.count("±") == 4 for line in out)
     # two trainings of each detector in the registry, every session scored by the last ones
     models = query(db.dsn, "SELECT detector, max(version) FROM models GROUP BY 1 ORDER BY 1")
     assert models == [("ae", 2), ("baseline", 2), ("lstm", 2)]

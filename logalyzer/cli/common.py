@@ -14,6 +14,7 @@ import click
 import psycopg
 
 from logalyzer.core.files import is_valid_rxid
+from logalyzer.core.synth.cohorts import parse_cohorts
 from logalyzer.errors import DatabaseGone, InvalidIdentifier, LogalyzerError, first_line
 from logalyzer.jobs import rayutil
 from logalyzer.settings import Settings
@@ -32,6 +33,14 @@ workers_option = click.option(
     type=click.IntRange(1, 1024),
     help="Ray Train data-parallel workers.",
 )
+
+
+def _check_cohorts(ctx, param, value):
+    try:
+        parse_cohorts(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def fleet_fault_options(reference_help: str):
@@ -62,6 +71,15 @@ def fleet_fault_options(reference_help: str):
             show_default=True,
             type=click.FloatRange(0.0, 24 * 365),
             help="No anomalous session starts in the fleet's first H hours: " + reference_help,
+        ),
+        click.option(
+            "--cohorts",
+            default=None,
+            metavar="NAME:SHARE,...",
+            callback=_check_cohorts,
+            help="Boxes whose ordinary playback differs, each box in each cohort with the "
+            "given probability: drops (10x display drops), noisy (4x every incident), long "
+            "(sessions 3x as long), short (a quarter as long); e.g. drops:0.25,noisy:0.1.",
         ),
     ]
 

@@ -95,6 +95,7 @@ def synth(
     system_faults: float,
     sequence_faults: float,
     reference_clean_hours: float,
+    cohorts: str | None,
     noise: int | None,
     tz: str | None,
     firmwares_per_model: int | None,
@@ -118,6 +119,7 @@ def synth(
         system_faults=system_faults,
         sequence_faults=sequence_faults,
         reference_clean_hours=reference_clean_hours,
+        cohorts=cohorts,
     )
     if noise is not None:
         spec.noise_lines_per_minute = noise

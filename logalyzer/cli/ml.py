@@ -326,6 +326,7 @@ def synthetic(
     system_faults: float,
     sequence_faults: float,
     reference_clean_hours: float,
+    cohorts: str | None,
     workers: int,
     repeats: int,
     train_seed: int,
@@ -357,6 +358,7 @@ def synthetic(
         system_faults=system_faults,
         sequence_faults=sequence_faults,
         reference_clean_hours=reference_clean_hours,
+        cohorts=cohorts,
     )
     if as_json:
         click.echo(json.dumps(res, indent=2, default=str))

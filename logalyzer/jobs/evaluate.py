@@ -120,11 +120,35 @@ def score_against_truth(db: Database, truth_path: str | Path, after=None) -> dic
         "unmatched": len(missing),
         **_blocks(columns, kinds, np.ones(len(kinds), bool)),
     }
+    cohort_of = {d["rxid"]: d.get("cohorts", []) for d in truth["devices"]}
+    if any(cohort_of.values()):
+        out["per_cohort"] = _per_cohort(columns, kinds, [cohort_of[k[0]] for k in keys])
     if after is not None:
         late = np.array([starts[k] >= after for k in keys], bool)
         out["outside_reference"] = {
             "sessions": int(late.sum()),
             **_blocks(columns, kinds, late),
+        }
+    return out
+
+
+def _per_cohort(columns: dict[str, np.ndarray], kinds: list, cohorts: list[list[str]]) -> dict:
+    """Per cohort of boxes (``FleetSpec.cohorts``; "none": boxes in no cohort) the sessions of
+    its boxes: P/R/F1 of every column and the share of their *normal* sessions each flagged
+    (the false alarms a cohort's own normal costs)."""
+    actual = np.array([k is not None for k in kinds], bool)
+    out = {}
+    for name in sorted({c for cs in cohorts for c in cs}) + ["none"]:
+        among = np.array([name in cs if name != "none" else not cs for cs in cohorts], bool)
+        normal = among & ~actual
+        out[name] = {
+            "sessions": int(among.sum()),
+            "anomalous": int((among & actual).sum()),
+            **{n: prf(c[among], actual[among]).as_dict() for n, c in columns.items()},
+            "normal_flagged": {
+                n: round(float(c[normal].mean()), 4) if normal.any() else 0.0
+                for n, c in columns.items()
+            },
         }
     return out
 
@@ -171,6 +195,7 @@ def run_synthetic(
     system_faults: float = 0.0,
     sequence_faults: float = 0.0,
     reference_clean_hours: float = 0.0,
+    cohorts: str | None = None,
 ) -> dict:
     """Generate a fleet, ingest and sessionize it once, then train and detect ``repeats`` times
     (training seeds ``train_seed``, ``train_seed + 1``, ...) and score each run's verdicts.
@@ -194,6 +219,7 @@ def run_synthetic(
         system_faults=system_faults,
         sequence_faults=sequence_faults,
         reference_clean_hours=reference_clean_hours,
+        cohorts=cohorts,
     )
     until = spec.reference_until()
     reference = Reference(until=until) if until else None
@@ -232,6 +258,7 @@ def run_synthetic(
         "system_faults": system_faults,
         "sequence_faults": sequence_faults,
         "reference_clean_hours": reference_clean_hours,
+        "cohorts": cohorts,
         "reference": reference.to_json() if reference else None,
     }
     result["runs"] = [{"train_seed": r["train_seed"], **r["overall"]} for r in runs]
@@ -241,7 +268,8 @@ def run_synthetic(
 
 def spread(runs: list[dict]) -> dict:
     """Mean and (population) standard deviation of precision, recall and F1 over runs, per
-    detector, overall and per anomaly kind: {"overall"|kind: {detector: {"f1": [mean, std]}}}."""
+    detector, overall, per anomaly kind and per cohort of boxes ("cohort NAME"):
+    {"overall"|kind|"cohort NAME": {detector: {"f1": [mean, std]}}}."""
 
     def ms(values) -> list[float]:
         return [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
@@ -255,6 +283,8 @@ def spread(runs: list[dict]) -> dict:
     out = {"overall": block([r["overall"] for r in runs])}
     for kind in runs[0]["per_kind"]:
         out[kind] = block([r["per_kind"][kind] for r in runs])
+    for cohort in runs[0].get("per_cohort", {}):
+        out[f"cohort {cohort}"] = block([r["per_cohort"][cohort] for r in runs])
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from .cohorts import cohort_duration, cohort_rate
 from .noise import _APPS
 from .regression import _regressed
 from .spec import _MIN, ANOMALY_KINDS
@@ -164,7 +165,7 @@ class _Playback:
         for name, rate in _NORMAL_RATES.items():
             if name == "trick" and src == "live":
                 continue
-            rate *= _regressed(self, name)
+            rate *= _regressed(self, name) * cohort_rate(self, name)
             incs += [self.incident(name) for _ in range(_poisson(self.r, rate * hours))]
         return self.place(lo, dur - 500, incs) + self.abr(lo, dur)
 
@@ -180,6 +181,8 @@ class _Playback:
                 r.randint(15 * _MIN, 55 * _MIN),
             )
         )
+        if dur > 12000:  # zaps stay zaps; viewing lasts as the box's cohorts say (.cohorts)
+            dur = int(dur * cohort_duration(self))
         items = []
         if dur > ttff + 150 or r.random() < 0.2:
             ttff = min(ttff, dur - 100)

@@ -45,12 +45,14 @@ sessions do.
 
 from __future__ import annotations
 
+from .cohorts import cohort_duration
 from .spec import _MIN, PLAYBACK_TYPES, SEQUENCE_FAULT_KINDS
 
 #: Ordinary draws tried before giving up on a session with what the kind rewrites (the rarest,
 #: a freeze, is in about one ordinary session of fifteen).
 _TRIES = 2000
-#: Longer than any ordinary session (`_Playback.ordinary_items`: at most 55 minutes).
+#: Longer than any ordinary session (`_Playback.ordinary_items`: at most 55 minutes, times
+#: the box's duration factor of :mod:`.cohorts`).
 _LONGEST = 56 * _MIN
 
 
@@ -62,7 +64,11 @@ class _SequenceFaults:
         when off). Only where the longest ordinary session fits before the log's end: a fault
         cut off by the end of the log would be labelled and not be there."""
         p = getattr(self.spec, "sequence_faults", 0.0) or 0.0
-        if p <= 0 or self.r.random() >= p or self.end_ms - t <= _LONGEST:
+        if (
+            p <= 0
+            or self.r.random() >= p
+            or self.end_ms - t <= _LONGEST * max(1.0, cohort_duration(self))
+        ):
             return None
         n = getattr(self, "_sequence_n", 0)
         self._sequence_n = n + 1

@@ -117,6 +117,8 @@ class FleetSpec:
     reference_clean_hours: float = 0.0  # no anomalous session of any kind starts in the fleet's
     # first H hours: the known-clean reference an operator names (`train --reference-until`),
     # so the LSTM can learn the order of events without the faults; 0 keeps every fleet as it was
+    cohorts: str | None = None  # "drops:0.25,noisy:0.1": boxes whose ordinary playback differs
+    # (:mod:`.cohorts`: drops, noisy, long, short); None keeps every fleet as it was
 
     def reference_until(self) -> datetime | None:
         """The end of the clean reference window (UTC), or None when there is none."""
@@ -130,7 +132,7 @@ class FleetSpec:
             if d[opt] is None:
                 del d[opt]
         d["start"] = _start_utc(self.start).isoformat()
-        for opt in ("system_faults", "sequence_faults", "reference_clean_hours"):
+        for opt in ("system_faults", "sequence_faults", "reference_clean_hours", "cohorts"):
             if not d[opt]:
                 del d[opt]  # the truth of a default fleet stays as it was
         return d

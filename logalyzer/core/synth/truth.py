@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cohorts import device_cohorts
 from .spec import PLAYBACK_TYPES, VarEvent, iso_ms
 
 if TYPE_CHECKING:
@@ -252,7 +253,7 @@ def _device_row(out: Path, dev: _Device, plan: _Planner, writer: _DeviceWriter) 
         "dumpstate": dev.dumpstate,
         "boots": len(plan.boots),
         "var_events": written,
-    }
+    } | ({"cohorts": sorted(device_cohorts(plan.spec, dev.index))} if plan.spec.cohorts else {})
 
 
 def _write_truth(
