@@ -510,6 +510,7 @@ def test_eval_synthetic_repeats_prints_mean_and_spread_beside_the_baseline(
     assert any(line.startswith("all kinds") and line.count("±") == 4 for line in out)
     for cohort in ("drops", "long", "none"):  # each cohort's boxes apart
         assert any(line.startswith(f"cohort {cohort} ") and line.count("±") == 4 for line in out)
+        assert any(line.startswith(f"cohort {cohort} (") for line in out)  # the last training
     # two trainings of each detector in the registry, every session scored by the last ones
     models = query(db.dsn, "SELECT detector, max(version) FROM models GROUP BY 1 ORDER BY 1")
     assert models == [("ae", 2), ("baseline", 2), ("lstm", 2)]

@@ -388,6 +388,7 @@ def _print_prf_table(res: dict) -> None:
     rows = [("all kinds", res["overall"])] + [
         (f"{k} ({v['sessions']})", v) for k, v in res["per_kind"].items()
     ]
+    rows += [(f"cohort {k} ({v['sessions']})", v) for k, v in res.get("per_cohort", {}).items()]
     for name, v in rows:
         cells = "".join(
             f"{v[n]['precision']:>8.3f}{v[n]['recall']:>7.3f}{v[n]['f1']:>7.3f}" for n in names
