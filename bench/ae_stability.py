@@ -5,7 +5,8 @@ For each fleet (one seed, several anomaly rates) this runs ingest, sessionize an
 once into a fresh database (the sessions are cached in ``bench/out/ae-stability``), then fits
 the autoencoder *in process* as ``train`` does (``jobs.train._fit_ae``: failed sessions left
 out, cleaned history) once per training seed, and prints the verdicts' F1 as mean ± std with
-three thresholds on the same fits:
+three thresholds on the same fits (and, per cohort of boxes with ``--cohorts``, the share of
+their normal sessions flagged and learnt from):
 
 - ``fixed``: the product's, ``AEConfig.threshold_rmse``;
 - ``fence``: the rule before it, ``Q3 + 11·IQR`` of the root scores of the kept sessions;
@@ -37,6 +38,8 @@ from template_features import fleet_sessions  # noqa: E402
 
 from logalyzer.core.detectors import sqrt_fence  # noqa: E402
 from logalyzer.core.synth import FleetSpec  # noqa: E402
+from logalyzer.core.synth.cohorts import device_cohorts  # noqa: E402
+from logalyzer.core.synth.fleet import _devices  # noqa: E402
 from logalyzer.jobs.evaluate import prf  # noqa: E402
 from logalyzer.jobs.train import _fit_ae  # noqa: E402
 from logalyzer.settings import Settings  # noqa: E402
@@ -44,18 +47,33 @@ from logalyzer.settings import Settings  # noqa: E402
 OLD_FENCE_K = 11.0  # the threshold before AEConfig.threshold_rmse
 
 
-def cached_sessions(seed: int, rate: float, devices: int, hours: float) -> tuple[list, list]:
+def cached_sessions(
+    seed: int, rate: float, devices: int, hours: float, cohorts: str | None = None
+) -> tuple[list, list]:
     """The fleet's sessions and labels, generated and processed once per shape."""
-    path = HERE / "out" / "ae-stability" / f"s{seed}-r{rate}-d{devices}-h{hours:g}.pkl"
+    tail = f"-c{cohorts.replace(':', '').replace(',', '_')}" if cohorts else ""
+    path = HERE / "out" / "ae-stability" / f"s{seed}-r{rate}-d{devices}-h{hours:g}{tail}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     spec = FleetSpec(
-        devices=devices, hours=hours, seed=seed, anomaly_rate=rate, noise_lines_per_minute=5
+        devices=devices,
+        hours=hours,
+        seed=seed,
+        anomaly_rate=rate,
+        noise_lines_per_minute=5,
+        cohorts=cohorts,
     )
     got = fleet_sessions(Settings(), spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(got))
     return got
+
+
+def box_cohorts(args) -> dict[str, set[str]]:
+    """Each box's cohorts ("none" for a box in none), as the generator drew them (the boxes
+    and their cohorts do not depend on the anomaly rate)."""
+    spec = FleetSpec(devices=args.devices, seed=args.seed, cohorts=args.cohorts)
+    return {d.rxid: set(device_cohorts(spec, d.index)) or {"none"} for d in _devices(spec, 0)}
 
 
 def best_f1(scores: np.ndarray, actual: np.ndarray) -> float:
@@ -71,9 +89,15 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=40)
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--epochs", type=int, help="AEConfig.epochs (default: the product's)")
+    ap.add_argument("--cohorts", help="FleetSpec.cohorts (e.g. noisy:0.1): also per cohort")
     args = ap.parse_args()
     for rate in (float(r) for r in args.rates.split(",")):
-        sessions, kinds = cached_sessions(args.seed, rate, args.devices, args.hours)
+        sessions, kinds = cached_sessions(args.seed, rate, args.devices, args.hours, args.cohorts)
+        cohort = box_cohorts(args)
+        names = sorted(set().union(*cohort.values()))
+        member = {c: np.array([c in cohort[s["rxid"]] for s in sessions]) for c in names}
+        false_alarms: dict[str, list[float]] = {c: [] for c in member}
+        learnt_share: dict[str, list[float]] = {c: [] for c in member}
         actual = np.array([k is not None for k in kinds])
         labels = np.array([k or "" for k in kinds])
         got: dict[str, list[float]] = {"fixed": [], "fence": [], "best": []}
@@ -84,11 +108,15 @@ def main() -> None:
                 None, sessions, overrides, 1, False, seed, False, in_process=True
             )
             learnt_ids = set(map(id, learnt))  # _fit_ae returns the very rows it learnt from
-            kept = scores[[id(s) in learnt_ids for s in sessions]]
+            kept_mask = np.array([id(s) in learnt_ids for s in sessions])
+            kept = scores[kept_mask]
             flagged = scores > det.threshold
             got["fixed"].append(prf(flagged, actual).f1)
             got["fence"].append(prf(scores > sqrt_fence(kept, OLD_FENCE_K), actual).f1)
             got["best"].append(best_f1(scores, actual))
+            for c, m in member.items():
+                false_alarms[c].append(flagged[m & ~actual].mean())
+                learnt_share[c].append(kept_mask[m & ~actual].mean())
             for kind in set(labels) - {""}:
                 recall = flagged[labels == kind].mean()
                 worst[kind] = min(worst.get(kind, 1.0), recall)
@@ -101,6 +129,12 @@ def main() -> None:
             + f"; worst kind {low} (recall {worst[low]:.2f})",
             flush=True,
         )
+        for c, fa in false_alarms.items():
+            print(
+                f"  cohort {c}: {member[c].sum():,} sessions, normal ones flagged "
+                f"{np.mean(fa):.3f} ± {np.std(fa):.3f}, learnt from {np.mean(learnt_share[c]):.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
