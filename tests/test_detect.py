@@ -47,7 +47,7 @@ from logalyzer.jobs.detect import detect
 from logalyzer.jobs.evaluate import load_hdfs, prf
 from logalyzer.jobs.ingest import ingest
 from logalyzer.jobs.sessionize import sessionize
-from logalyzer.jobs.train import _fit_ae, train
+from logalyzer.jobs.train import _fit_ae, fit, new_detector, train, training_array, worker_rows
 
 from .helpers import DATA, query
 
@@ -388,6 +388,20 @@ def fleet(tmp_path_factory):
 
 
 EPOCHS = 20  # enough for the autoencoder to tell storms from ordinary sessions (3 was not)
+
+
+@pytest.mark.timeout(300)
+def test_two_workers_finish_when_the_rows_do_not_split_evenly(settings, ray_local):
+    """129 rows on two workers, 64 a batch each: with rows[rank::2] worker 0 had 65 rows (two
+    batches) and worker 1 had 64 (one), and the training hung at worker 0's second batch."""
+    r = random.Random(3)
+    rows = [normal_row(r) for _ in range(129)]
+    det = new_detector("ae", rows, {"batch_size": 128, "epochs": 3, "min_steps": 0})
+    data = training_array(det, rows)
+    assert [len(worker_rows(data, r, 2)) for r in (0, 1)] == [64, 64]
+    assert [len(worker_rows(data[:1], r, 2)) for r in (0, 1)] == [1, 1]
+    det, metrics = fit(settings, det, data, len(rows), workers=2)
+    assert len(metrics["losses"]) == 3
 
 
 def test_train_and_detect_end_to_end_into_the_tables(fleet, db, settings, ray_local, capsys):

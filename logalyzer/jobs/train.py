@@ -140,7 +140,7 @@ def train_loop_per_worker(config: dict) -> None:
     # same rows in the same order every run. (A Ray Data shard is not: which blocks reach
     # which worker varies between runs, and so did the trained weights.) The rows are small
     # (10 M events are ~0.9 GB of int64 windows over all workers) and read once.
-    data = torch.from_numpy(np.ascontiguousarray(ray.get(config["data"])[rank::world]))
+    data = torch.from_numpy(np.ascontiguousarray(worker_rows(ray.get(config["data"]), rank, world)))
     # The config's batch size is the global one: each of n workers takes 1/n of it, so the
     # optimisation (and its result) does not change with the number of workers.
     batch_size = max(1, config["batch_size"] // world)
@@ -171,6 +171,18 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.save(weights, os.path.join(tmp, "weights.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(reported, checkpoint=checkpoint)
+
+
+def worker_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Worker ``rank``'s rows: ``rank``, ``rank + world``, ..., the same number for every
+    worker. Why the same: data-parallel training averages the gradients of all workers at
+    every batch, so a worker with one batch more than the others waits for them forever. With
+    rows[rank::world] that happened whenever the rows were 2·64·k + 1 (64 rows a batch on each
+    of two workers): `eval synthetic` hung in training. Up to ``world - 1`` rows are left out;
+    with fewer rows than workers, every worker takes them all."""
+    if len(rows) < world:
+        return rows
+    return rows[rank : len(rows) // world * world : world]
 
 
 def _tell(queue, item) -> None:
