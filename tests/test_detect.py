@@ -334,6 +334,44 @@ def test_failed_sessions_are_never_learnt_as_ordinary_and_are_flagged():
     assert det.threshold == pytest.approx(AEConfig().threshold_rmse ** 2)
 
 
+def busy_row(r: random.Random) -> dict:
+    """A sessions row of a box whose ordinary playback is busier: drops, rebuffers, the odd
+    freeze and black screen, every session."""
+    row = normal_row(r, display_drop_count=r.randint(2, 10), dropped_frames=r.randint(10, 60))
+    row.update(buffering_count=r.randint(1, 4), rebuffer_ratio=r.uniform(0.01, 0.05))
+    row.update(black_screen_count=r.randint(0, 2), video_freeze_count=r.randint(0, 2))
+    row["black_screen_ms"] = row["black_screen_count"] * r.randint(200, 2000)
+    row["video_freeze_ms"] = row["video_freeze_count"] * r.randint(200, 2000)
+    return row
+
+
+def test_a_busy_box_is_learnt_under_its_own_fence_and_its_storms_still_flagged():
+    """20 boxes x 40 sessions, 3 boxes busier than the rest, one session in 20 a freeze
+    storm: under the fleet's fence alone the busy boxes' ordinary sessions were mostly left
+    out (69 % learnt); each box's own fence learns them, and no storm is learnt or missed."""
+    r = random.Random(7)
+    rows, busy, storm = [], [], []
+    for box in range(20):
+        for i in range(40):
+            row = busy_row(r) if box < 3 else normal_row(r)
+            if i % 20 == 7:
+                row.update(video_freeze_count=r.randint(12, 25), video_freeze_ms=50_000)
+            rows.append({**row, "rxid": "R%010d" % box})
+            busy.append(box < 3)
+            storm.append(i % 20 == 7)
+    busy, storm = np.array(busy), np.array(storm)
+    learnt_share = {}
+    for box_fence_min in (AEConfig().box_fence_min, 0):
+        det, _, _, learnt, scores = _fit_ae(
+            None, rows, {"box_fence_min": box_fence_min}, 1, False, 0, False, in_process=True
+        )
+        ids = set(map(id, learnt))  # the very rows it learnt from
+        kept = np.array([id(x) in ids for x in rows])
+        assert (scores[storm] > det.threshold).all() and not kept[storm].any()
+        learnt_share[box_fence_min] = kept[busy & ~storm].mean()
+    assert learnt_share[30] > 0.9 and learnt_share[0] < 0.8, learnt_share
+
+
 def test_a_checkpoint_with_a_retired_config_field_loads_with_its_threshold(ae):
     """Models trained before ``threshold_rmse`` saved ``fence_k``: they load and score as
     they did, with the threshold stored beside the config."""

@@ -27,6 +27,8 @@ A third makes it hold whatever the share of anomalies in the history (issue 15: 
   outlier (precision 0.50). Sessions that failed as the viewer saw them (no video start, a
   fatal error: :func:`logalyzer.core.features.failed_sessions`) are never kept: one fit in
   five still learnt a history's video-start failures (all alike) as ordinary and kept them.
+  A session under its own box's fence is kept too (``box_fence_min``), so that a box whose
+  ordinary playback is busier than the fleet's is learnt (``jobs.train._ordinary_for_their_box``).
 
 And one makes it the same model from one training to the next (issue 15, stability):
 
@@ -65,6 +67,7 @@ class AEConfig:
     bound: float = 2.5  # rebuilt values are squashed into ±bound standard units
     clean_rounds: int = 2  # refits on the sessions it finds ordinary (module docstring)
     clean_k: float = 3.0  # "ordinary": under this fence over the kept sessions' scores
+    box_fence_min: int = 30  # a box with this many kept sessions: also its own fence (0: off)
     threshold_rmse: float = 0.65  # anomalous above this root mean squared error (docstring)
     min_steps: int = 1000  # optimiser steps at least, however small the history (epochs_for)
 
