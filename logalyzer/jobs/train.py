@@ -478,11 +478,11 @@ def _ordinary_for_their_box(det, sessions, scores, keep) -> np.ndarray:
     if n <= 0:
         return out
     boxes = np.array([str(s.get("rxid")) for s in sessions])  # rows without one: one box
+    threshold = det.threshold_for(scores)
     for box in np.unique(boxes[keep]):
         mine = boxes == box
         if (mine & keep).sum() >= n:
-            fence = min(det.ordinary_fence(scores[mine & keep]), det.threshold_for(scores))
-            out |= mine & (scores <= fence)
+            out |= mine & (scores <= min(det.ordinary_fence(scores[mine & keep]), threshold))
     return out
 
 
