@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from logalyzer.core import storable
 from logalyzer.core.parser import FileParser
 from logalyzer.errors import DatabaseGone
-from logalyzer.jobs.ingest import ingest
+from logalyzer.jobs.ingest import FileLoader, ingest
 from logalyzer.store.db import ensure_partition
 from logalyzer.store.lines import LineLoader
 
@@ -283,3 +283,16 @@ def test_gzip_inside_gzip_is_refused_with_a_reason_not_stored_as_junk(
     assert f.status == "failed" and "gzip file inside a gzip file" in f.error
     assert f.lines_loaded == 0
     assert query(db.dsn, "SELECT count(*) FROM log_lines") == [(0,)]
+
+
+def test_a_loader_starting_after_the_server_went_away_leaves_its_files_for_later(tmp_path):
+    """An ingest actor that starts while the database is down (its neighbours were loading)
+    must not die: Ray would report the pipeline broken (exit 1) instead of the database gone
+    (exit 4). Each file it is given is left, unfinished, for the next run."""
+    path = write_gz(tmp_path / RX / "late.log.gz", [f"{HEAD.format(1)}PLAYER|play|x|y=1"])
+    nobody = "postgresql://postgres@127.0.0.1:1/none"  # nothing listens on port 1
+    loader = FileLoader(nobody, "UTC", backoff=(0.01, 0.01))
+    task = {"path": str(path), "rxid": RX, "size": 1, "mtime": 0.0, "file_id": 1}
+    res = loader(task)
+    assert res["database_gone"] and res["status"] == "failed"
+    assert "went away" in res["error"] and "127.0.0.1" in res["error"]

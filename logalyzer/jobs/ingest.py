@@ -48,7 +48,7 @@ from logalyzer.jobs.rayutil import count, ensure_ray
 from logalyzer.settings import Settings
 from logalyzer.store import ledger
 from logalyzer.store.db import Database, ensure_partition
-from logalyzer.store.lines import ChunkResult, LineLoader
+from logalyzer.store.lines import BACKOFF_S, ChunkResult, LineLoader
 
 
 @dataclass
@@ -290,8 +290,16 @@ def _partial_or_failed(res: FileResult) -> str:
 class FileLoader:
     """A Ray Data actor: one database connection and staging table, many files."""
 
-    def __init__(self, dsn: str, tz: str):
-        self.loader = LineLoader(dsn)
+    def __init__(self, dsn: str, tz: str, backoff: tuple[float, ...] = BACKOFF_S):
+        try:
+            self.loader = LineLoader(dsn, backoff)
+        except DatabaseGone:
+            # The server went away while this actor was starting (the others may be loading
+            # already). Raising here would kill the actor and Ray would report the pipeline
+            # broken; instead each file this actor is given tries once and is left, like its
+            # neighbours, for the next run (exit status 4, not 1).
+            self.loader = LineLoader(dsn, backoff, connect_now=False)
+            self.loader.gone = True
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy")
         self.tz = tz
         self.lines = metrics.Counter("logalyzer_ingest_lines", "log lines read")

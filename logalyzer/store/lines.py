@@ -114,6 +114,7 @@ class LineLoader:
 
     dsn: str
     backoff: tuple[float, ...] = BACKOFF_S
+    connect_now: bool = True  # False: the first load connects (and may find the server gone)
     conn: psycopg.Connection | None = field(default=None, init=False, repr=False)
     direct: bool = field(default=True, init=False)  # False after a chunk full of duplicates
     gone: bool = field(default=False, init=False)  # the last retries ran out
@@ -122,7 +123,8 @@ class LineLoader:
 
     def __post_init__(self) -> None:
         self._cols = sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
-        self.run(lambda conn: None)  # connect now: a bad DSN shows at once
+        if self.connect_now:
+            self.run(lambda conn: None)  # a bad DSN shows at once
 
     # ------------------------------------------------------------------ connection
     def run(self, fn):
