@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from template_features import fleet_sessions  # noqa: E402
 
+from logalyzer.core.autoencoder import AEConfig  # noqa: E402
 from logalyzer.core.detectors import sqrt_fence  # noqa: E402
 from logalyzer.core.synth import FleetSpec  # noqa: E402
 from logalyzer.core.synth.cohorts import device_cohorts  # noqa: E402
@@ -89,6 +90,9 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=40)
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--epochs", type=int, help="AEConfig.epochs (default: the product's)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="an AEConfig field"
+    )
     ap.add_argument("--cohorts", help="FleetSpec.cohorts (e.g. noisy:0.1): also per cohort")
     args = ap.parse_args()
     for rate in (float(r) for r in args.rates.split(",")):
@@ -103,6 +107,9 @@ def main() -> None:
         got: dict[str, list[float]] = {"fixed": [], "fence": [], "best": []}
         worst: dict[str, float] = {}
         overrides = {"epochs": args.epochs} if args.epochs else {}
+        for item in args.set:
+            field, value = item.split("=", 1)
+            overrides[field] = type(getattr(AEConfig(), field))(value)
         for seed in range(args.trainings):
             det, _, _, learnt, scores = _fit_ae(
                 None, sessions, overrides, 1, False, seed, False, in_process=True
