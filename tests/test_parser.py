@@ -490,6 +490,64 @@ HEADERISH = st.tuples(
 ).map(lambda p: f"{p[0]}03-17 16:13:38.811{p[1]}  1702  2395 D {p[2]}")
 
 
+#: What follows a header: plain "tag: message" splits half the time, any pieces otherwise.
+TAIL = st.one_of(
+    st.sampled_from(["Tag: msg", "t:", "A B : c: d", "x:y", "Tag\t: m"]),
+    st.lists(PIECES, max_size=12).map("".join),
+)
+#: Near misses of the zone, iso and epoch headers: separators, zones and fractions that RE2
+#: takes or refuses, and a uid spelt like a zone.
+ZONEISH = st.tuples(
+    st.sampled_from(["", "2024-", "1999-"]),
+    st.sampled_from([" ", "T", "T ", "  ", "\t", "T\t", "\n"]),
+    st.sampled_from([".811", "", ",5", ".123456789", ".1234567890", "."]),
+    st.sampled_from(
+        ["", "Z", "UTC", " UTC", " Z", "+0100", " +01:00", "-01:0", "+01001", "GMT", " -0530",
+         "+01:00Z", " +01:0012", "U", "\t+0100"]
+    ),
+    st.sampled_from(["", " media", " 10128", " UTC", " Z", " u0_a1.x", " a-b", " 1a", " Zed"]),
+    TAIL,
+).map(lambda p: f"{p[0]}03-17{p[1]}16:13:38{p[2]}{p[3]}{p[4]}  1702  2395 D {p[5]}")  # fmt: skip
+EPOCHISH = st.tuples(
+    st.sampled_from(["", " ", "   ", "\t", "\x0b"]),
+    st.sampled_from(
+        ["1710662539", "123456789", "12345678", "1710662539.097", "1710662539.", "1" * 20,
+         "1710662539.5x"]
+    ),
+    st.sampled_from(["", " media", " 10128", " UTC", " Z"]),
+    TAIL,
+).map(lambda p: f"{p[0]}{p[1]}{p[2]}  282   282 D {p[3]}")  # fmt: skip
+#: Near misses of Android Studio's export and of `logcat -v time`.
+STUDIOISH = st.tuples(
+    st.sampled_from(["", "2024-"]),
+    st.sampled_from([" ", "  ", "\t", "T"]),
+    st.sampled_from([".811", "", ".1234567890", "."]),
+    st.sampled_from([" 798-979/system_process ", "  798-979/ ", " 798-/x ", " 798-979/a\x0bb "]),
+    st.sampled_from(["I/", "I /", "X/", "I"]),
+    TAIL,
+).map(lambda p: f"{p[0]}03-17{p[1]}08:02:09{p[2]}{p[3]}{p[4]}{p[5]}")  # fmt: skip
+TIMEISH = st.tuples(
+    st.sampled_from(["", "2024-"]),
+    st.sampled_from([" ", "  ", "\t"]),
+    st.sampled_from([".242", "", ",5", "."]),
+    st.sampled_from(["", " +0100", " -01:00", " Z", " +01:0", "+0100"]),
+    st.sampled_from([" D/", "  I/", " D /", " X/", "D/"]),
+    st.lists(st.sampled_from(["Tag", " ", "(", ")", "(1)", "x", "\t", "é", ":", "\n"]), max_size=5)
+    .map("".join),
+    st.sampled_from(["(  302)", "( 302 )", "(302)", "()", "(3a)", " (7)"]),
+    st.sampled_from([": msg", ":", ": ", ":x", " : m", ": a (1): b", ":\n", ": m\nn"]),
+).map(lambda p: f"{p[0]}03-17{p[1]}08:01:34{''.join(p[2:])}")  # fmt: skip
+#: Header atoms in any order: what neither reader should take, and what both must read alike.
+ATOMS = st.lists(
+    st.sampled_from(
+        ["2024-", "03-17", "T", " ", "  ", "\t", "16:13:38", ".811", ".1234567890", "Z", "UTC",
+         "+0100", "+01:00", "-01:0", " media", " 1702", " 2395", " D ", "tag: m", "1710662539",
+         ".097", ":", "U", "798-979/", "D/", "(302)", "( 3 )"]
+    ),
+    max_size=14,
+).map("".join)  # fmt: skip
+
+
 def test_the_header_scanner_is_built():
     # `make setup` compiles it; without a compiler RE2 reads every header, slower.
     assert HEADERS_COMPILED, "logalyzer/core/_headers.c was not built: is a C compiler missing?"
@@ -511,10 +569,51 @@ def test_the_scanner_reads_nearly_every_real_line():
     assert fields["uid"].to_pylist() == ["media"]
 
 
+def test_the_scanner_reads_every_header_variant_but_the_kernels():
+    # Variants 4 and 6-9 (LOG_FORMAT.md section 2), as the synthetic fleets write them: RE2
+    # cost a third of the loader's time on a fleet with such boxes (bench/README.md).
+    lines = [
+        "03-17 08:02:17.744 +0000   276   291 D Amlogic: decode frame",
+        "2024-03-17T08:01:52.789Z 704 1050 D PowerManagerService: acquire",
+        "2024-03-17T08:01:52.789-05:30 u0_a1 704 1050 I iso: with a uid",
+        "2024-03-17T08:01:52.789 704 1050 W iso: without a zone",
+        "        1710662539.097   282   282 D Amlogic: decode frame",
+        "2024-03-17 08:02:09.913 798-979/system_process I/chatty: uid=1000(system) expire",
+        "03-17 08:01:34.242 +0100 D/Amlogic (1) x(  302): decode frame",
+        "2024-03-17 08:01:52 UTC 704 1050 D t: a zone word after a space is also a uid",
+        "2024-03-17T 08:01:52.789 704 1050 W no zone: iso wants the time right after the T",
+        "03-17 08:01:34.242 +0100D/Tag(302): the level right after the zone",
+    ]
+    ok, fields = FileParser._scan(pa.array(lines))
+    assert ok.tolist() == [True] * 7 + [False] * 3
+    assert fields["tz"].to_pylist() == ["+0000", "Z", "-05:30", None, None, None, "+0100"]
+    assert fields["epoch"].to_pylist() == [None] * 4 + ["1710662539.097", None, None]
+    assert fields["uid"].to_pylist() == [None, None, "u0_a1"] + [None] * 4
+    assert fields["pid"].to_pylist()[-2:] == ["798", "302"]
+    assert fields["tid"].to_pylist()[-2:] == ["979", None]
+    assert fields["tag"].to_pylist()[-2:] == ["chatty", "Amlogic (1) x"]
+    rows, _ = parse_lines(lines, anchor=datetime(2024, 3, 17))  # and equal RE2's rows
+    assert [r["status"] for r in rows[7:]] == ["ok", "unparsed", "unparsed"]
+    assert [r["ts"].isoformat() for r in rows[:3]] == [
+        "2024-03-17T08:02:17.744000+00:00",
+        "2024-03-17T08:01:52.789000+00:00",
+        "2024-03-17T13:31:52.789000+00:00",
+    ]
+
+
 @hsettings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        st.one_of(HEADERISH, st.lists(PIECES, max_size=20).map("".join), st.text(max_size=60)),
+        st.one_of(
+            HEADERISH,
+            ZONEISH,
+            EPOCHISH,
+            STUDIOISH,
+            TIMEISH,
+            ATOMS,
+            st.lists(PIECES, max_size=20).map("".join),
+            st.text(max_size=60),
+        ),
         min_size=1,
         max_size=12,
     ),

@@ -90,9 +90,11 @@ VARIANTS: dict[str, str] = {
 }
 _REGEXES = list(VARIANTS.values())
 #: The groups the compiled scanner fills, in its order; the others stay null for its lines.
-_SCANNED = ("yr", "mo", "dd", "hms", "frac", "uid", "pid", "tid", "lvl", "tag", "msg")
-_THREADTIME, _WITH_YEAR, _WITH_UID = (
-    list(VARIANTS).index(v) for v in ("threadtime", "year", "uid")
+_SCANNED = (
+    "yr", "mo", "dd", "hms", "frac", "tz", "epoch", "uid", "pid", "tid", "lvl", "tag", "msg"
+)  # fmt: skip
+_THREADTIME, _WITH_YEAR, _WITH_UID, _ZONE, _EPOCH = (
+    list(VARIANTS).index(v) for v in ("threadtime", "year", "uid", "zone", "epoch")
 )
 _MARKER = r"^(?:-{9} (?:beginning of|switch to) |-{6,} .*-{6,}\s*$|={2,}\s*$|== dumpstate: )"
 _DUMPSTATE = r"^== dumpstate: (?P<d>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)"
@@ -233,10 +235,10 @@ class FileParser:
             ok, scanned = self._scan(lines)
             if ok.any():
                 hit = remaining[ok]
-                kind[hit] = np.where(
-                    scanned["uid"].is_valid(),
-                    _WITH_UID,
-                    np.where(scanned["yr"].is_valid(), _WITH_YEAR, _THREADTIME),
+                kind[hit] = np.select(  # which variant: only "parsed" and "kernel" matter
+                    [scanned[g].is_valid() for g in ("epoch", "tz", "uid", "yr")],
+                    [_EPOCH, _ZONE, _WITH_UID, _WITH_YEAR],
+                    _THREADTIME,
                 )
                 idx_parts.append(hit)
                 for f in FIELDS:
