@@ -182,7 +182,7 @@ class AEDetector:
 
     def ordinary_fence(self, kept: Sequence[float]) -> float:
         """The strict fence over the kept sessions' scores: under it a session is ordinary."""
-        return sqrt_fence(kept, self.cfg.clean_k)
+        return max(sqrt_fence(kept, self.cfg.clean_k), self.cfg.clean_floor_rmse**2)
 
     def payload(self) -> dict:
         return {"scaler": self.scaler.to_dict(), "ordinary_below": self.ordinary_below}
