@@ -214,13 +214,26 @@ static int read_zoned(const uint8_t *p, int32_t len, spans *s, int32_t md) {
     return read_tail(p, after, len, s);
 }
 
+/* date\s+time\s+ (studio, time): returns where what follows begins, or -1. */
+static int32_t spaced_time(const uint8_t *p, int32_t len, spans *s, int32_t md) {
+    int32_t sep = begin(p, md, s);
+    if (!is_space(p[sep])) return -1;
+    int32_t i = read_time(p, skip_space(p, sep, len), len, s);
+    if (i < 0 || i >= len || !is_space(p[i])) return -1;
+    return skip_space(p, i, len);
+}
+
+/* "L/" at p[i] (studio, time): fills LVL; returns 1, or 0. */
+static int level_slash(const uint8_t *p, int32_t i, int32_t len, spans *s) {
+    if (len - i < 2 || p[i] == 0 || !strchr("VDIWEFAS", p[i]) || p[i + 1] != '/') return 0;
+    s->start[LVL] = i, s->len[LVL] = 1;
+    return 1;
+}
+
 /* studio (Android Studio's export): date\s+time\s+pid-tid/package\s+L/rest. */
 static int read_studio(const uint8_t *p, int32_t len, spans *s, int32_t md) {
-    int32_t sep = begin(p, md, s);
-    if (!is_space(p[sep])) return 0;
-    int32_t i = read_time(p, skip_space(p, sep, len), len, s);
-    if (i < 0 || i >= len || !is_space(p[i])) return 0;
-    i = skip_space(p, i, len);
+    int32_t i = spaced_time(p, len, s, md);
+    if (i < 0) return 0;
     for (int f = PID; f <= TID; f++) {
         int32_t j = i;
         while (j < len && is_digit(p[j])) j++;
@@ -231,26 +244,20 @@ static int read_studio(const uint8_t *p, int32_t len, spans *s, int32_t md) {
     while (i < len && !is_space(p[i])) i++; /* \S*: the package */
     if (i >= len) return 0;
     i = skip_space(p, i, len);
-    if (len - i < 2 || p[i] == 0 || !strchr("VDIWEFAS", p[i]) || p[i + 1] != '/') return 0;
-    s->start[LVL] = i, s->len[LVL] = 1;
-    return read_rest(p, i + 2, len, s);
+    return level_slash(p, i, len, s) && read_rest(p, i + 2, len, s);
 }
 
 /* time (logcat -v time): date\s+time[\s+zone]\s+L/tag\s*(\s*pid): message, the tag the
  * shortest text before a "(pid)" that a ": message" (or ":" at the end) follows. */
 static int read_time_variant(const uint8_t *p, int32_t len, spans *s, int32_t md) {
-    int32_t sep = begin(p, md, s);
-    if (!is_space(p[sep])) return 0;
-    int32_t i = read_time(p, skip_space(p, sep, len), len, s);
-    if (i < 0 || i >= len || !is_space(p[i])) return 0;
-    i = skip_space(p, i, len);
+    int32_t i = spaced_time(p, len, s, md);
+    if (i < 0) return 0;
     int32_t z = read_zone(p, i, len, s, 0);
     if (z >= 0) {
         if (z >= len || !is_space(p[z])) return 0;
         i = skip_space(p, z, len);
     }
-    if (len - i < 2 || p[i] == 0 || !strchr("VDIWEFAS", p[i]) || p[i + 1] != '/') return 0;
-    s->start[LVL] = i, s->len[LVL] = 1;
+    if (!level_slash(p, i, len, s)) return 0;
     int32_t tag = i + 2;
     if (memchr(p + tag, '\n', (size_t)(len - tag))) return 0; /* '.' stops at a newline */
     for (int32_t k = tag; k < len; k++) {
