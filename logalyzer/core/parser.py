@@ -4,8 +4,8 @@ A :class:`FileParser` parses the lines of one file, in order, chunk by chunk (it
 that crosses chunks: the year, the last wall-clock time, the dumpstate anchor). Each chunk goes
 through the header variants of LOG_FORMAT.md section 2 as RE2 regular expressions over whole
 Arrow arrays; only the lines a variant did not match are tried against the next one, so the
-common case costs one pass. Before them, the common headers (variants 1-3, 5) are read by a small
-C extension (``_headers.c``, built by ``make setup``), about ten times cheaper than RE2; it
+common case costs one pass. Before them, every header but the kernel's (variants 1-9) is read by
+a small C extension (``_headers.c``, built by ``make setup``), about ten times cheaper than RE2; it
 takes only lines it reads exactly as the regular expressions would and leaves every other
 line to them (without the extension, they read every line). Python loops run only over VAR
 messages.
