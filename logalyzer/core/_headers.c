@@ -1,4 +1,4 @@
-/* The common logcat headers read in one pass in compiled code:
+/* The logcat headers (all but the kernel's) read in one pass in compiled code:
  *
  *   [YYYY-]MM-DD HH:MM:SS[.frac] [uid] pid tid L tag: message          (threadtime, year, uid)
  *   [YYYY-]MM-DD[T ]HH:MM:SS[.frac] zone [uid] pid tid L tag: message  (zone, iso)
@@ -11,9 +11,9 @@
  * of these headers (LOG_FORMAT.md section 2, variants 1-9). This scanner accepts exactly the
  * lines that logalyzer.core.parser's regular expressions (all but "kernel") accept *and*
  * whose "tag: message" split is plain; any other line is left to the regular expressions, so
- * leaving a line out is always safe (the property tests compare both ways on any text). No two variants read one line differently, except a uid
- * spelt like a zone (Z, UTC, GMT) after whitespace, which is left to them too; "zone" and
- * "iso" read the lines both accept alike.
+ * leaving a line out is always safe (the property tests compare both ways on any text). No
+ * two variants read one line differently, except a uid spelt like a zone (Z, UTC, GMT) after
+ * whitespace, which is left to them too; "zone" and "iso" read the lines both accept alike.
  *
  * scan(offsets: buffer of int32, data: buffer, first: int, n: int) -> (ok, fields)
  *   offsets and data are an Arrow string array's buffers (line i is
