@@ -56,6 +56,14 @@ static int32_t tag_end(const uint8_t *p, int32_t start, int32_t end) {
     return end;
 }
 
+/* The length of the zone word (Z, UTC, GMT) at p[i], or 0: a uid spelt like one is also a
+ * zone, so the lines where it could be either are left to the regular expressions. */
+static int32_t zone_word(const uint8_t *p, int32_t i, int32_t len) {
+    if (i < len && p[i] == 'Z') return 1;
+    if (len - i >= 3 && (!memcmp(p + i, "UTC", 3) || !memcmp(p + i, "GMT", 3))) return 3;
+    return 0;
+}
+
 /* The columns after the time: \s+[uid\s+]pid\s+tid\s+L\s+ from p[i]; returns where the rest
  * starts, or -1. A uid is [A-Za-z_][\w.]* or \d+, and not Z, UTC or GMT (a zone: left to RE2). */
 static int32_t read_ids(const uint8_t *p, int32_t i, int32_t len, spans *s, int uid) {
@@ -69,9 +77,7 @@ static int32_t read_ids(const uint8_t *p, int32_t i, int32_t len, spans *s, int 
         else
             while (j < len && is_digit(p[j])) j++;
         if (j == i) return -1;
-        if (f == UID && ((j - i == 1 && p[i] == 'Z') ||
-                         (j - i == 3 && (!memcmp(p + i, "UTC", 3) || !memcmp(p + i, "GMT", 3)))))
-            return -1;
+        if (f == UID && zone_word(p, i, len) == j - i) return -1;
         s->start[f] = i, s->len[f] = j - i;
         i = j;
     }
@@ -107,12 +113,8 @@ static int32_t read_time(const uint8_t *p, int32_t i, int32_t len, spans *s) {
 /* Z|UTC|GMT|[+-]\d\d:?\d\d at p[i] (without the words if !words): fills TZ; returns where
  * it ends, or -1. */
 static int32_t read_zone(const uint8_t *p, int32_t i, int32_t len, spans *s, int words) {
-    int32_t n = 0;
-    if (words && i < len && p[i] == 'Z')
-        n = 1;
-    else if (words && len - i >= 3 && (!memcmp(p + i, "UTC", 3) || !memcmp(p + i, "GMT", 3)))
-        n = 3;
-    else if (len - i >= 5 && (p[i] == '+' || p[i] == '-') && all_digits(p, i + 1, 2)) {
+    int32_t n = words ? zone_word(p, i, len) : 0;
+    if (n == 0 && len - i >= 5 && (p[i] == '+' || p[i] == '-') && all_digits(p, i + 1, 2)) {
         int32_t j = i + 3 + (p[i + 3] == ':');
         if (j + 2 <= len && all_digits(p, j, 2)) n = j + 2 - i;
     }
@@ -163,6 +165,7 @@ static void clear(spans *s) {
 /* \s*\d{9,}(\.\d+)? then the tail: the "epoch" variant. */
 static int read_epoch(const uint8_t *p, int32_t len, spans *s) {
     int32_t i = 0;
+    clear(s);
     while (i < len && is_space(p[i])) i++;
     int32_t j = i;
     while (j < len && is_digit(p[j])) j++;
@@ -204,8 +207,7 @@ static int read_zoned(const uint8_t *p, int32_t len, spans *s, int32_t md) {
     int32_t at = skip_space(p, sep + 1, len), t = read_time(p, at, len, s);
     if (t < 0) return 0;
     int32_t z = skip_space(p, t, len);
-    if (z > t && z < len && (p[z] == 'Z' || p[z] == 'U' || p[z] == 'G'))
-        return 0; /* a zone word after whitespace is also a uid: left to the expressions */
+    if (z > t && zone_word(p, z, len)) return 0; /* also a uid after whitespace */
     int32_t after = read_zone(p, z, len, s, 1);
     if (after < 0) { /* no zone: iso alone, "T" right before the time and a year */
         if (!(p[sep] == 'T' && at == sep + 1 && md)) return 0;
@@ -283,7 +285,6 @@ static int read_time_variant(const uint8_t *p, int32_t len, spans *s, int32_t md
 
 /* Reads line p[0:len]; fills s (positions relative to p) and returns 1, or returns 0. */
 static int read_line(const uint8_t *p, int32_t len, spans *s) {
-    clear(s);
     if (len >= 1 && (is_space(p[0]) || (len >= 9 && all_digits(p, 0, 9))))
         return read_epoch(p, len, s);
     int32_t md = len >= 5 && all_digits(p, 0, 4) && p[4] == '-' ? 5 : 0;
