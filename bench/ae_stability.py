@@ -82,6 +82,22 @@ def best_f1(scores: np.ndarray, actual: np.ndarray) -> float:
     return max(prf(scores > t, actual).f1 for t in np.unique(scores))
 
 
+def config_overrides(ap: argparse.ArgumentParser, args) -> dict:
+    """--epochs and each --set FIELD=VALUE as AEConfig overrides, typed as the field's
+    default; an unknown field or a bad value is a usage error."""
+    defaults = AEConfig()
+    out = {"epochs": args.epochs} if args.epochs else {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        if not hasattr(defaults, field):
+            ap.error(f"--set {item}: AEConfig has no field {field!r}")
+        try:
+            out[field] = type(getattr(defaults, field))(value)
+        except ValueError:
+            ap.error(f"--set {item}: {value!r} is not a {type(getattr(defaults, field)).__name__}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=29, help="fleet seed (29: tuning, 41: held out)")
@@ -95,6 +111,7 @@ def main() -> None:
     )
     ap.add_argument("--cohorts", help="FleetSpec.cohorts (e.g. noisy:0.1): also per cohort")
     args = ap.parse_args()
+    overrides = config_overrides(ap, args)
     for rate in (float(r) for r in args.rates.split(",")):
         sessions, kinds = cached_sessions(args.seed, rate, args.devices, args.hours, args.cohorts)
         cohort = box_cohorts(args)
@@ -106,10 +123,6 @@ def main() -> None:
         labels = np.array([k or "" for k in kinds])
         got: dict[str, list[float]] = {"fixed": [], "fence": [], "best": []}
         worst: dict[str, float] = {}
-        overrides = {"epochs": args.epochs} if args.epochs else {}
-        for item in args.set:
-            field, value = item.split("=", 1)
-            overrides[field] = type(getattr(AEConfig(), field))(value)
         for seed in range(args.trainings):
             det, _, _, learnt, scores = _fit_ae(
                 None, sessions, overrides, 1, False, seed, False, in_process=True
