@@ -123,6 +123,7 @@ def main() -> None:
         labels = np.array([k or "" for k in kinds])
         got: dict[str, list[float]] = {"fixed": [], "fence": [], "best": []}
         worst: dict[str, float] = {}
+        recalls: dict[str, list[float]] = {}
         for seed in range(args.trainings):
             det, _, _, learnt, scores = _fit_ae(
                 None, sessions, overrides, 1, False, seed, False, in_process=True
@@ -140,6 +141,7 @@ def main() -> None:
             for kind in set(labels) - {""}:
                 recall = flagged[labels == kind].mean()
                 worst[kind] = min(worst.get(kind, 1.0), recall)
+                recalls.setdefault(kind, []).append(recall)
         low = min(worst, key=worst.get)
         print(
             f"seed {args.seed}, {rate:.0%} anomalous ({len(sessions):,} sessions, "
@@ -147,6 +149,11 @@ def main() -> None:
             + ", ".join(f"{k} {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in got.items())
             + f"; per training (fixed) {' '.join(f'{x:.3f}' for x in got['fixed'])}"
             + f"; worst kind {low} (recall {worst[low]:.2f})",
+            flush=True,
+        )
+        print(
+            "  recall per kind: "
+            + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in sorted(recalls.items())),
             flush=True,
         )
         for c, fa in false_alarms.items():

@@ -432,7 +432,8 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_proc
         learn = [s for s, k in zip(sessions, keep) if k]
         seed_everything(seed)  # every fit starts from the same weights: one seed, one model
         det = new_detector("ae", learn, overrides)
-        fit_in_process(det, training_array(det, learn), seed=seed)
+        data = training_array(det, learn)  # the first fit learns from every session as is
+        fit_in_process(det, balanced(det, data) if round_ else data, seed=seed)
         scores = session_scores(det, sessions)
         ordinary = (scores <= det.ordinary_fence(scores[keep])) & ~failed
         ordinary |= _ordinary_for_their_box(det, sessions, scores, keep) & ~failed
@@ -448,7 +449,7 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_proc
     learn = [s for s, k in zip(sessions, keep) if k]  # the model itself: with Ray Train
     seed_everything(seed)
     det = new_detector("ae", learn, overrides)
-    data = training_array(det, learn)
+    data = balanced(det, training_array(det, learn))
     if in_process:
         metrics = {"losses": fit_in_process(det, data, seed=seed)}
     else:
@@ -458,6 +459,12 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_proc
     det.ordinary_below = det.ordinary_fence(scores[keep])
     metrics["clean_rounds"], metrics["kept"] = rounds, int(keep.sum())
     return det, data, metrics, learn, scores
+
+
+def balanced(det, data: np.ndarray) -> np.ndarray:
+    """The training rows, rare ordinary ones repeated (``autoencoder.balance_copies``)."""
+    copies = autoencoder.balance_copies(data, det.cfg.rare_share, det.cfg.rare_copies)
+    return data if (copies == 1).all() else np.repeat(data, copies, axis=0)
 
 
 def _ordinary_for_their_box(det, sessions, scores, keep) -> np.ndarray:
