@@ -420,8 +420,9 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_proc
     its strict fence (``clean_rounds`` fits choose them, in this process), the last fit with
     Ray Train (here too with ``in_process``: experiments in bench/); its threshold is
     ``AEConfig.threshold_rmse``.
-    Returns (detector, training array, metrics, the sessions it learnt from, every session's
-    score)."""
+    Every fit after the first shows rare ordinary sessions more often (:func:`balanced`).
+    Returns (detector, training array with those repeats, metrics, the sessions it learnt
+    from, every session's score)."""
     cfg = replace(autoencoder.AEConfig(), **(overrides or {}))
     failed = failed_sessions(sessions)  # never ordinary (the autoencoder module's docstring)
     keep, rounds = ~failed, cfg.clean_rounds
