@@ -122,8 +122,7 @@ def main() -> None:
         actual = np.array([k is not None for k in kinds])
         labels = np.array([k or "" for k in kinds])
         got: dict[str, list[float]] = {"fixed": [], "fence": [], "best": []}
-        worst: dict[str, float] = {}
-        recalls: dict[str, list[float]] = {}
+        recalls: dict[str, list[float]] = {}  # per anomaly kind, one a training
         for seed in range(args.trainings):
             det, _, _, learnt, scores = _fit_ae(
                 None, sessions, overrides, 1, False, seed, False, in_process=True
@@ -139,9 +138,8 @@ def main() -> None:
                 false_alarms[c].append(flagged[m & ~actual].mean())
                 learnt_share[c].append(kept_mask[m & ~actual].mean())
             for kind in set(labels) - {""}:
-                recall = flagged[labels == kind].mean()
-                worst[kind] = min(worst.get(kind, 1.0), recall)
-                recalls.setdefault(kind, []).append(recall)
+                recalls.setdefault(kind, []).append(flagged[labels == kind].mean())
+        worst = {kind: min(r) for kind, r in recalls.items()}
         low = min(worst, key=worst.get)
         print(
             f"seed {args.seed}, {rate:.0%} anomalous ({len(sessions):,} sessions, "

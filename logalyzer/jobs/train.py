@@ -465,7 +465,7 @@ def _fit_ae(settings, sessions, overrides, workers, use_gpu, seed, show, in_proc
 def balanced(det, data: np.ndarray) -> np.ndarray:
     """The training rows, rare ordinary ones repeated (``autoencoder.balance_copies``)."""
     copies = autoencoder.balance_copies(data, det.cfg.rare_share, det.cfg.rare_copies)
-    return data if (copies == 1).all() else np.repeat(data, copies, axis=0)
+    return np.repeat(data, copies, axis=0)
 
 
 def _ordinary_for_their_box(det, sessions, scores, keep) -> np.ndarray:
