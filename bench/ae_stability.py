@@ -91,8 +91,11 @@ def config_overrides(ap: argparse.ArgumentParser, args) -> dict:
         field, _, value = item.partition("=")
         if not hasattr(defaults, field):
             ap.error(f"--set {item}: AEConfig has no field {field!r}")
+        kind = type(getattr(defaults, field))
+        if kind is bool and value.lower() not in ("true", "false"):
+            ap.error(f"--set {item}: {value!r} is not true or false")
         try:
-            out[field] = type(getattr(defaults, field))(value)
+            out[field] = value.lower() == "true" if kind is bool else kind(value)
         except ValueError:
             ap.error(f"--set {item}: {value!r} is not a {type(getattr(defaults, field)).__name__}")
     return out

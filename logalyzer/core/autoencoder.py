@@ -88,6 +88,8 @@ class AEConfig:
     rare_share: float = 0.01  # rarer unusual values are shown this often (balance_copies; 0: off)
     rare_copies: int = 8  # most copies of one session in an epoch (balance_copies)
     box_fence_min: int = 30  # a box with this many kept sessions: also its own fence (0: off)
+    box_relative: bool = True  # counts against the box's usual (features.VS_BOX; False: fleet)
+    box_normal_min: int = 10  # training sessions a box needs for a usual of its own (BoxNormals)
     threshold_rmse: float = 0.65  # anomalous above this root mean squared error (docstring)
     min_steps: int = 1000  # optimiser steps at least, however small the history (epochs_for)
 

@@ -32,7 +32,14 @@ import torch
 from logalyzer.core import autoencoder as ae
 from logalyzer.core import baseline as bl
 from logalyzer.core import lstm
-from logalyzer.core.features import FEATURE_NAMES, KINDS, SCALE_FLOORS, feature_matrix  # noqa: F401 (KINDS re-exported)
+from logalyzer.core.features import (  # noqa: F401 (KINDS re-exported)
+    FEATURE_NAMES,
+    FLEET_FEATURE_NAMES,
+    KINDS,
+    SCALE_FLOORS,
+    BoxNormals,
+    feature_matrix,
+)
 
 FENCE_K = 3.0
 MIN_MARGIN = 0.05
@@ -140,25 +147,37 @@ class AEDetector:
         threshold: float = math.inf,
         version: int | None = None,
         ordinary_below: float | None = None,
+        normals: BoxNormals | None = None,
     ):
         self.cfg, self.scaler, self.model = cfg, scaler, model.eval()
         self.threshold, self.version = threshold, version
         # the score under which a session counts as ordinary (what the LSTM learns from);
         # checkpoints from before the cleaned history lack it: half the threshold, as then
         self.ordinary_below = ordinary_below if ordinary_below is not None else threshold / 2
+        # each training box's usual counts (features.BoxNormals); None for a model without
+        # box-relative features (box_relative=False, checkpoints from before them)
+        self.normals = normals
 
     @classmethod
     def new(cls, cfg: ae.AEConfig, rows: Sequence[Mapping]) -> AEDetector:
-        scaler = ae.Scaler.fit(list(FEATURE_NAMES), feature_matrix(rows), SCALE_FLOORS)
-        return cls(cfg, scaler, ae.SessionAE(len(FEATURE_NAMES), cfg))
+        """Untrained, its scaler and box normals fitted on ``rows`` (the sessions it learns)."""
+        names = list(FEATURE_NAMES if cfg.box_relative else FLEET_FEATURE_NAMES)
+        normals = BoxNormals.fit(rows, cfg.box_normal_min) if cfg.box_relative else None
+        x = feature_matrix(rows, names, normals)
+        scaler = ae.Scaler.fit(names, x, SCALE_FLOORS)
+        return cls(cfg, scaler, ae.SessionAE(len(names), cfg), normals=normals)
 
     @staticmethod
     def inputs(sessions: Sequence[Mapping]) -> Sequence[Mapping]:
         """What this detector reads of ``sessions`` rows: the rows themselves (their measures)."""
         return sessions
 
+    def features(self, rows: Sequence[Mapping]) -> np.ndarray:
+        """(N, F) the features its scaler names, counts against each row's box's usual."""
+        return feature_matrix(rows, self.scaler.names, self.normals)
+
     def training_data(self, rows: Sequence[Mapping]) -> np.ndarray:
-        return self.scaler.transform(feature_matrix(rows, self.scaler.names))
+        return self.scaler.transform(self.features(rows))
 
     def scores(self, rows: Sequence[Mapping]) -> np.ndarray:
         return ae.errors(self.model, self.training_data(rows))[0] if len(rows) else np.zeros(0)
@@ -166,7 +185,7 @@ class AEDetector:
     def score(self, rows: Sequence[Mapping]) -> list[Verdict]:
         if not len(rows):
             return []
-        raw = feature_matrix(rows, self.scaler.names)
+        raw = self.features(rows)
         z = self.scaler.transform(raw)
         err, rebuilt = ae.errors(self.model, z)
         why = ae.explain(self.scaler, raw, z, rebuilt, self.cfg.top_features)
@@ -185,7 +204,12 @@ class AEDetector:
         return max(sqrt_fence(kept, self.cfg.clean_k), self.cfg.clean_floor_rmse**2)
 
     def payload(self) -> dict:
-        return {"scaler": self.scaler.to_dict(), "ordinary_below": self.ordinary_below}
+        normals = self.normals.to_dict() if self.normals is not None else None
+        return {
+            "scaler": self.scaler.to_dict(),
+            "ordinary_below": self.ordinary_below,
+            "normals": normals,
+        }
 
 
 class BaselineDetector:
@@ -279,7 +303,10 @@ def from_bytes(data: bytes, version: int | None = None) -> Detector:
         model = ae.SessionAE(len(sc["names"]), cfg)
         model.load_state_dict(ck["state_dict"])
         scaler = ae.Scaler(sc["names"], sc["mean"], sc["scale"])
-        return AEDetector(cfg, scaler, model, ck["threshold"], version, ck.get("ordinary_below"))
+        normals = BoxNormals.from_dict(ck.get("normals"))
+        return AEDetector(
+            cfg, scaler, model, ck["threshold"], version, ck.get("ordinary_below"), normals
+        )
     if ck["kind"] == "baseline":
         cfg = _config(bl.BaselineConfig, ck["config"])
         return BaselineDetector(cfg, ck["mean"], ck["scale"], ck["threshold"], version)

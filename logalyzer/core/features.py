@@ -131,7 +131,37 @@ FEATURES: dict[str, callable] = {
     "log_events": lambda c: _log(c["event_count"]),
     "system_lines": lambda c: _log(c["system_unusual_lines"]),
 }
-FEATURE_NAMES = tuple(FEATURES)
+#: The features as they were before box-relative counts (the autoencoder's ``box_relative=False``).
+FLEET_FEATURE_NAMES = tuple(FEATURES)
+
+# Box-relative counts (issue 15, "features relative to the box's own normal"): a count read
+# against what the session's box usually has, ``log1p(n) - log1p(usual)``, where ``usual`` is
+# the median of the box's training sessions (:class:`BoxNormals`). Why: a firmware that drops
+# frames in every session made a box's ordinary sessions look like another box's drop storm,
+# and the fleet-wide count could not tell the two (seed-29 tuning fleet with a quarter of the
+# boxes on such a firmware: drop storms recall 0.35). The rates per viewing hour stay
+# fleet-wide, so a box that is broken all the time is still unusual for the fleet.
+#: Raw count feature → (its box-relative stand-in, the ``sessions`` column it counts).
+VS_BOX = {
+    "black_screens": ("black_screens_vs_box", "black_screen_count"),
+    "freezes": ("freezes_vs_box", "video_freeze_count"),
+    "display_drops": ("display_drops_vs_box", "display_drop_count"),
+    "log_dropped_frames": ("dropped_frames_vs_box", "dropped_frames"),
+    "rebuffers": ("rebuffers_vs_box", "buffering_count"),
+    "hdmi_events": ("hdmi_events_vs_box", "hdmi_event_count"),
+    "errors": ("errors_vs_box", "error_count"),
+}
+#: The ``sessions`` columns whose usual value per box :class:`BoxNormals` keeps.
+USUAL_COLUMNS = tuple(col for _, col in VS_BOX.values())
+
+
+def _vs_box(col: str):
+    return lambda c: _log(c[col]) - _log(c.usual(col))
+
+
+FEATURES.update({name: _vs_box(col) for name, col in VS_BOX.values()})
+#: The autoencoder's features: the fleet-wide ones with the counts read against the box's usual.
+FEATURE_NAMES = tuple(VS_BOX[n][0] if n in VS_BOX else n for n in FLEET_FEATURE_NAMES)
 #: Smallest spread a feature may be given when it is standardised (the default is
 #: ``autoencoder.MIN_SCALE``). Lost lines are a logging artefact (logcat's ring buffer drops
 #: lines under load), so one or two of them must not make a session look anomalous.
@@ -211,6 +241,14 @@ def _percent(noun: str):
     return say
 
 
+def _vs_usual(noun: str):
+    # (1 + n) / (1 + usual): the feature is log1p(n) - log1p(usual)
+    def say(v: float, e: float) -> str:
+        return f"{noun} {_num(math.exp(v))}x this box's usual (usually {_num(math.exp(e))}x)"
+
+    return say
+
+
 def _yes_no(yes: str, no: str):
     def say(v: float, e: float) -> str:
         state, usual = (yes if v >= 0.5 else no), (yes if e >= 0.5 else no)
@@ -271,6 +309,13 @@ READINGS: dict[str, callable] = {
     "log_seq_gaps": _count("lost log lines"),
     "log_events": _count("playback events"),
     "system_lines": _count("unusual system lines"),
+    "black_screens_vs_box": _vs_usual("black screens"),
+    "freezes_vs_box": _vs_usual("freezes"),
+    "display_drops_vs_box": _vs_usual("display drops"),
+    "dropped_frames_vs_box": _vs_usual("dropped frames"),
+    "rebuffers_vs_box": _vs_usual("rebuffers"),
+    "hdmi_events_vs_box": _vs_usual("HDMI events"),
+    "errors_vs_box": _vs_usual("playback errors"),
 }
 
 
@@ -291,9 +336,10 @@ class Columns:
     be measured); any other column may be absent or None, which reads 0, as the ``sessions``
     table's defaults do."""
 
-    def __init__(self, rows: Sequence[Mapping]):
-        self.rows = rows
+    def __init__(self, rows: Sequence[Mapping], normals: BoxNormals | None = None):
+        self.rows, self.normals = rows, normals
         self._cols: dict[str, np.ndarray] = {}
+        self._usual: np.ndarray | None = None
 
     def raw(self, name: str) -> np.ndarray:
         """The column with None (or absent) as NaN."""
@@ -312,12 +358,79 @@ class Columns:
     def __getitem__(self, name: str) -> np.ndarray:
         return np.nan_to_num(self.raw(name), nan=0.0, posinf=np.inf, neginf=-np.inf)
 
+    def usual(self, name: str) -> np.ndarray:
+        """What each row's box usually has of the column ``name`` (one of
+        :data:`USUAL_COLUMNS`); 0 without :class:`BoxNormals`, so a box-relative count then
+        reads as the plain count."""
+        if self.normals is None:
+            return np.zeros(len(self.rows))
+        if self._usual is None:
+            self._usual = self.normals.of(self.rows)
+        return self._usual[:, USUAL_COLUMNS.index(name)]
 
-def feature_matrix(rows: Sequence[Mapping], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
-    """(N, F) feature vectors of N ``sessions`` rows: the features ``names`` (default all, in
-    :data:`FEATURE_NAMES` order; a checkpoint trained before a feature existed asks for its own
-    list)."""
-    cols = Columns(rows)
+
+class BoxNormals:
+    """What each box usually has in a session: the median of :data:`USUAL_COLUMNS` over its
+    training sessions, and the fleet's median for a box with fewer than ``min_sessions`` of
+    them, one never seen in training, or a row without an ``rxid`` (an HTTP caller that does
+    not say which box). A median, not a mean: a box's few storms do not move it.
+
+    The autoencoder keeps them in its checkpoint, so a session scores against the normal its
+    box had when the model was trained, in the batch jobs and in the HTTP service alike."""
+
+    def __init__(self, boxes: Mapping[str, Sequence[float]], fleet: Sequence[float]):
+        self.boxes = {rxid: np.asarray(v, dtype=np.float64) for rxid, v in boxes.items()}
+        self.fleet = np.asarray(fleet, dtype=np.float64)  # (K,)
+
+    @classmethod
+    def fit(cls, rows: Sequence[Mapping], min_sessions: int) -> BoxNormals:
+        cols = Columns(rows)
+        x = np.stack([cols[c] for c in USUAL_COLUMNS], axis=1) if len(rows) else None  # (N, K)
+        if x is None:
+            return cls({}, np.zeros(len(USUAL_COLUMNS)))
+        box = np.array([str(r.get("rxid") or "") for r in rows])
+        names, at, n = np.unique(box, return_inverse=True, return_counts=True)
+        order = np.argsort(at, kind="stable")
+        groups = np.split(x[order], np.cumsum(n)[:-1])  # one (n_box, K) block per box
+        boxes = {
+            rxid: np.median(g, axis=0)
+            for rxid, g in zip(names.tolist(), groups)
+            if rxid and len(g) >= min_sessions
+        }
+        return cls(boxes, np.median(x, axis=0))
+
+    def of(self, rows: Sequence[Mapping]) -> np.ndarray:
+        """(N, K): each row's box's usual values (the fleet's where the box has none)."""
+        out = np.empty((len(rows), len(self.fleet)))
+        for i, r in enumerate(rows):
+            out[i] = self.boxes.get(r.get("rxid"), self.fleet)
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "columns": list(USUAL_COLUMNS),
+            "fleet": self.fleet.tolist(),
+            "boxes": {rxid: v.tolist() for rxid, v in self.boxes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> BoxNormals | None:
+        if d is None:
+            return None
+        if tuple(d["columns"]) != USUAL_COLUMNS:
+            raise ValueError(f"box normals of other columns: {d['columns']}")
+        return cls(d["boxes"], d["fleet"])
+
+
+def feature_matrix(
+    rows: Sequence[Mapping],
+    names: Sequence[str] = FEATURE_NAMES,
+    normals: BoxNormals | None = None,
+) -> np.ndarray:
+    """(N, F) feature vectors of N ``sessions`` rows: the features ``names`` (default the
+    autoencoder's, in :data:`FEATURE_NAMES` order; a checkpoint trained before a feature existed
+    asks for its own list), box-relative counts read against ``normals`` (:class:`BoxNormals`)."""
+    cols = Columns(rows, normals)
     out = np.empty((len(rows), len(names)), dtype=np.float64)
     if len(rows):
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -5,7 +5,10 @@ A request holds 1 to :data:`MAX_SESSIONS` items; each is either a session's **me
 plus optional ``event_keys`` for the LSTM) or the **raw log lines** of a box
 (``{"lines": [...]}`` or one text), which are parsed, cut into sessions and measured by the
 batch jobs' own code (:mod:`logalyzer.core.rawlines`); raw lines holding several sessions give a
-result per session. Without ``event_keys`` only the autoencoder scores a session.
+result per session. Without ``event_keys`` only the autoencoder scores a session. With
+``rxid`` the autoencoder reads the session's counts against what that box usually has
+(:class:`logalyzer.core.features.BoxNormals`, kept in its checkpoint); without it, or for a
+box it was not trained on, against the fleet's usual.
 
 Who may call (a product decision, documented in the README):
 
@@ -82,6 +85,12 @@ def _measure_field(m: Measure) -> tuple:
     return kind, Field(m.default, ge=0, le=m.high)
 
 
+#: What ``rxid`` does in a scoring request (both kinds of item).
+BOX_DOC = (
+    "the box: the autoencoder reads the counts against its usual (the fleet's when absent or"
+    " not trained on); needed to store the scores"
+)
+
 #: A session as the ``sessions`` table measures it (columns of LOG_FORMAT.md section 4): built
 #: from :data:`logalyzer.core.features.MEASURES`, so the request accepts exactly what the
 #: detectors read.
@@ -109,7 +118,7 @@ MeasuresIn = create_model(
         },
     ),
     __doc__="A session as the ``sessions`` table measures it (columns of LOG_FORMAT.md section 4).",
-    rxid=(RxID | None, None),
+    rxid=(RxID | None, Field(None, description=BOX_DOC)),
     session_id=(UUID | None, None),
     **{name: _measure_field(m) for name, m in MEASURES.items()},
     event_keys=(
@@ -143,9 +152,7 @@ class LinesIn(BaseModel):
         },
     )
 
-    rxid: RxID | None = Field(
-        None, description="the box; needed to store the scores (session ids derive from it)"
-    )
+    rxid: RxID | None = Field(None, description=BOX_DOC + "; session ids derive from it")
     lines: list[Line] | Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] = Field(
         description=f"logcat lines: a list (at most {MAX_LINES}) or one text with newlines"
     )
