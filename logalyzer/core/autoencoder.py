@@ -47,6 +47,19 @@ A third makes it hold whatever the share of anomalies in the history (issue 15: 
   0.020 -> 0.985 +- 0.007, no tuning fleet worse, every spread within 0.007; held out,
   short sessions 0.444 -> 0.954, the other shapes within 0.011 of before.
 
+One more makes it judge each box by its own normal (issue 15, cohorts of boxes):
+
+- **Counts are read against the box's usual** (``box_relative``; ``features.VS_BOX``): the
+  seven incident counts enter as ``log1p(n) - log1p(usual)``, where ``usual`` is the median of
+  the box's training sessions (``features.BoxNormals``, saved in the checkpoint; the fleet's
+  median for a box with fewer than ``box_normal_min`` of them or one not seen in training). On
+  a fleet where a quarter of the boxes run a firmware that drops frames in every session, a
+  drop storm on an ordinary box looked like that firmware's ordinary sessions (recall 0.35);
+  against its own box's usual it stands out. The rates per viewing hour stay fleet-wide, so a
+  box that is in trouble all the time is still unusual for the fleet. Where a box's usual is
+  0, as on most boxes of an ordinary fleet, the feature is the plain count: those fleets
+  score exactly as before (bench/README.md, "Counts against the box's usual").
+
 And one makes it the same model from one training to the next (issue 15, stability):
 
 - **Its threshold is a fixed distance** (``threshold_rmse``): a session is anomalous when
@@ -163,16 +176,26 @@ def errors(model: nn.Module, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def explain(
-    scaler: Scaler, raw: np.ndarray, z: np.ndarray, rebuilt: np.ndarray, limit: int
+    scaler: Scaler,
+    raw: np.ndarray,
+    z: np.ndarray,
+    rebuilt: np.ndarray,
+    limit: int,
+    shift: np.ndarray | None = None,
 ) -> list[list[dict]]:
     """Each session's top features: name, the same in the session's units ("10 HDMI
-    disconnects (usually 1)", :func:`logalyzer.core.features.reading`), value and what the model
-    expected (in model units), and the feature's share of the error.
+    disconnects (usually 1)", :func:`logalyzer.core.features.reading`, after adding ``shift``,
+    :func:`logalyzer.core.features.offsets`, to the value and to what the model expected), value
+    and what the model expected (in model units), and the feature's share of the error.
 
     (N, F) arrays in, one list per session out; the arithmetic runs once for the whole batch
     (per session it cost as much as the model itself on large scoring batches)."""
     sq = (rebuilt.astype(float) - z) ** 2  # (N, F), in float64 like the answers
-    expected = scaler.inverse(rebuilt).round(4).tolist()  # (N, F)
+    expected = scaler.inverse(rebuilt)  # (N, F)
+    shift = np.zeros_like(expected) if shift is None else shift
+    said_v = (np.asarray(raw, dtype=float) + shift).round(4).tolist()  # in counts' terms
+    said_e = (expected + shift).round(4).tolist()
+    expected = expected.round(4).tolist()
     total = sq.sum(axis=1, keepdims=True)
     share = sq / np.where(total > 0, total, 1.0)
     share = share.round(3).tolist()
@@ -183,7 +206,7 @@ def explain(
         [
             {
                 "feature": names[i],
-                "text": reading(names[i], values[n][i], expected[n][i]),
+                "text": reading(names[i], said_v[n][i], said_e[n][i]),
                 "value": values[n][i],
                 "expected": expected[n][i],
                 "share": share[n][i],

@@ -39,6 +39,7 @@ from logalyzer.core.features import (  # noqa: F401 (KINDS re-exported)
     SCALE_FLOORS,
     BoxNormals,
     feature_matrix,
+    offsets,
 )
 
 FENCE_K = 3.0
@@ -188,7 +189,8 @@ class AEDetector:
         raw = self.features(rows)
         z = self.scaler.transform(raw)
         err, rebuilt = ae.errors(self.model, z)
-        why = ae.explain(self.scaler, raw, z, rebuilt, self.cfg.top_features)
+        shift = offsets(rows, self.scaler.names, self.normals)
+        why = ae.explain(self.scaler, raw, z, rebuilt, self.cfg.top_features, shift)
         return [
             Verdict(float(e), self.threshold, bool(e > self.threshold), {"features": features})
             for e, features in zip(err.tolist(), why)

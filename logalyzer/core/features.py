@@ -7,7 +7,8 @@ Two views of one session, one per detector:
   ``BlackScreen:start``. Content ids, times, durations and positions are left out on purpose:
   they differ in every session and would make every sequence look new.
 - **features** (the autoencoder's input): the ``sessions`` table's measures as a fixed vector,
-  counts on a log scale (a storm of 40 drops is not 40 times as strange as one) and rates per
+  counts on a log scale (a storm of 40 drops is not 40 times as strange as one) read against
+  what the session's box usually has (:data:`VS_BOX`, :class:`BoxNormals`), and rates per
   viewing hour, with the hour floored at ten minutes so a two-second zap with one drop does
   not read as 1,800 drops an hour. Whether a session had a content id is left out: a session
   before the box's first ChangeContent is a logging artefact, not a playback problem.
@@ -241,14 +242,6 @@ def _percent(noun: str):
     return say
 
 
-def _vs_usual(noun: str):
-    # (1 + n) / (1 + usual): the feature is log1p(n) - log1p(usual)
-    def say(v: float, e: float) -> str:
-        return f"{noun} {_num(math.exp(v))}x this box's usual (usually {_num(math.exp(e))}x)"
-
-    return say
-
-
 def _yes_no(yes: str, no: str):
     def say(v: float, e: float) -> str:
         state, usual = (yes if v >= 0.5 else no), (yes if e >= 0.5 else no)
@@ -309,14 +302,10 @@ READINGS: dict[str, callable] = {
     "log_seq_gaps": _count("lost log lines"),
     "log_events": _count("playback events"),
     "system_lines": _count("unusual system lines"),
-    "black_screens_vs_box": _vs_usual("black screens"),
-    "freezes_vs_box": _vs_usual("freezes"),
-    "display_drops_vs_box": _vs_usual("display drops"),
-    "dropped_frames_vs_box": _vs_usual("dropped frames"),
-    "rebuffers_vs_box": _vs_usual("rebuffers"),
-    "hdmi_events_vs_box": _vs_usual("HDMI events"),
-    "errors_vs_box": _vs_usual("playback errors"),
 }
+# A box-relative count reads as the count itself: the explanation adds the box's usual back to
+# the value and to what the model rebuilt (:func:`offsets`), "20 display drops (usually 1)".
+READINGS.update({rel: READINGS[raw] for raw, (rel, _) in VS_BOX.items()})
 
 
 def reading(feature: str, value: float, expected: float) -> str:
@@ -420,6 +409,22 @@ class BoxNormals:
         if tuple(d["columns"]) != USUAL_COLUMNS:
             raise ValueError(f"box normals of other columns: {d['columns']}")
         return cls(d["boxes"], d["fleet"])
+
+
+def offsets(
+    rows: Sequence[Mapping], names: Sequence[str], normals: BoxNormals | None
+) -> np.ndarray:
+    """(N, F) what each feature was shifted by, in model units: ``log1p(usual)`` for a
+    box-relative count (:data:`VS_BOX`), 0 for the others. Added back to a value and to what
+    the model rebuilt, it turns them into the session's own counts for :func:`reading`."""
+    out = np.zeros((len(rows), len(names)))
+    if normals is None or not len(rows):
+        return out
+    cols, column = Columns(rows, normals), dict(VS_BOX.values())
+    for j, name in enumerate(names):
+        if name in column:
+            out[:, j] = _log(cols.usual(column[name]))
+    return out
 
 
 def feature_matrix(
