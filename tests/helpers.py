@@ -101,14 +101,23 @@ def fit(det, data: np.ndarray, epochs: int, batch: int = 256, seed: int = 0):
     return det
 
 
-def train_models(db, seed: int = 0) -> dict:
-    """A tiny AE and LSTM from 120 ordinary sessions, registered; returns them by kind."""
+def train_models(db, seed: int = 0, busy: str | None = None) -> dict:
+    """A tiny AE and LSTM from 120 ordinary sessions, registered; returns them by kind.
+    ``busy``: also 30 sessions of that box, each with 15-25 display drops (its firmware's
+    ordinary playback)."""
     sessions = []
     for b in range(4):
         rx = f"R{9_100_000_000 + b:010d}"
         sessions += [
             {**m, "event_keys": k} for m, k in sessions_from_lines(box_lines(rx, 30, seed + b), rx)
         ]
+    if busy:
+        r = random.Random(seed)
+        for m, k in sessions_from_lines(box_lines(busy, 30, seed + 9), busy):
+            n = r.randint(15, 25)
+            sessions.append(
+                {**m, "display_drop_count": n, "dropped_frames": 10 * n, "event_keys": k}
+            )
     ae = AEDetector.new(replace(autoencoder.AEConfig(), epochs=40), sessions)
     fit(ae, ae.training_data(sessions), 40, batch=32, seed=seed)
     ae.threshold = threshold_rule(ae.scores(sessions))

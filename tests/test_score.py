@@ -322,6 +322,28 @@ def test_scores_from_measures_and_from_raw_lines_agree(client, tok, models):
     assert list(r["sessions"][0]["scores"]) == ["ae"] and r["sessions"][0]["is_anomaly"]
 
 
+def test_the_box_named_sets_what_is_usual(db, tok):
+    """With ``rxid`` the autoencoder reads a session's counts against that box's usual (its
+    training sessions' median, in the checkpoint); without it, or for a box the model was not
+    trained on, against the fleet's: 20 display drops are ordinary on a box whose firmware
+    drops frames in every session, and anomalous anywhere else."""
+    train_models(db, busy=RX2)
+    c, _ = make_client(db.dsn)
+    session = {**measures_of(box_lines(RX, 1, seed=3))[0], "rxid": None, "session_id": None}
+    session.update(display_drop_count=20, dropped_frames=200, event_keys=None)
+    items = [{**session, "rxid": rx} for rx in (RX2, None, "R9999999999")]
+    with c:
+        wait_ready(c)
+        r = c.post("/v1/score", json={"sessions": items}, headers=H(tok["admin"]))
+    assert r.status_code == 200, r.text
+    got = r.json()["sessions"]
+    assert [s["is_anomaly"] for s in got] == [False, True, True]
+    assert got[0]["scores"]["ae"]["score"] < got[1]["scores"]["ae"]["score"] / 3
+    assert got[1]["scores"]["ae"]["score"] == got[2]["scores"]["ae"]["score"]
+    reasons = [f["text"] for f in got[1]["reasons"]["features"]]
+    assert any(t.startswith(("20 display drops (", "200 dropped frames (")) for t in reasons)
+
+
 def test_a_batch_of_a_thousand_sessions(client, tok):
     many = measures_of(box_lines(RX, 250, seed=5)) * 4
     r = client.post("/v1/score", json={"sessions": many}, headers=H(tok["admin"]))
