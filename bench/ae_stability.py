@@ -18,7 +18,8 @@ a whole kind as ordinary, which no threshold repairs.
     LOGALYZER_DSN=postgresql://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python bench/ae_stability.py --seed 29 --rates 0.02,0.1,0.15 --trainings 5
 
-Tuning fleets are seed 29; seed 41 is held out (README, "Across anomaly rates").
+Tuning fleets are seed 29; seed 41 is held out (README, "Across anomaly rates"). ``--set``
+takes any AEConfig field, e.g. ``--set box_relative=false`` for the fleet-wide counts.
 """
 
 from __future__ import annotations
