@@ -98,7 +98,7 @@ def config_overrides(ap: argparse.ArgumentParser, args) -> dict:
         try:
             out[field] = value.lower() == "true" if kind is bool else kind(value)
         except ValueError:
-            ap.error(f"--set {item}: {value!r} is not a {type(getattr(defaults, field)).__name__}")
+            ap.error(f"--set {item}: {value!r} is not a {kind.__name__}")
     return out
 
 

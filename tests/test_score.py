@@ -329,7 +329,7 @@ def test_the_box_named_sets_what_is_usual(db, tok):
     drops frames in every session, and anomalous anywhere else."""
     train_models(db, busy=RX2)
     c, _ = make_client(db.dsn)
-    session = {**measures_of(box_lines(RX, 1, seed=3))[0], "rxid": None, "session_id": None}
+    session = {**measures_of(box_lines(RX, 1, seed=3))[0], "session_id": None}
     session.update(display_drop_count=20, dropped_frames=200, event_keys=None)
     items = [{**session, "rxid": rx} for rx in (RX2, None, "R9999999999")]
     with c:

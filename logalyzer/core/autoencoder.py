@@ -185,8 +185,8 @@ def explain(
 ) -> list[list[dict]]:
     """Each session's top features: name, the same in the session's units ("10 HDMI
     disconnects (usually 1)", :func:`logalyzer.core.features.reading`, after adding ``shift``,
-    :func:`logalyzer.core.features.offsets`, to the value and to what the model expected), value
-    and what the model expected (in model units), and the feature's share of the error.
+    ``features.Columns.offsets``, to the value and to what the model expected), value and what
+    the model expected (in model units), and the feature's share of the error.
 
     (N, F) arrays in, one list per session out; the arithmetic runs once for the whole batch
     (per session it cost as much as the model itself on large scoring batches)."""

@@ -38,8 +38,8 @@ from logalyzer.core.features import (  # noqa: F401 (KINDS re-exported)
     KINDS,
     SCALE_FLOORS,
     BoxNormals,
+    Columns,
     feature_matrix,
-    offsets,
 )
 
 FENCE_K = 3.0
@@ -186,10 +186,11 @@ class AEDetector:
     def score(self, rows: Sequence[Mapping]) -> list[Verdict]:
         if not len(rows):
             return []
-        raw = self.features(rows)
+        cols = Columns(rows, self.normals)  # one box lookup for the features and the reasons
+        raw = cols.matrix(self.scaler.names)
         z = self.scaler.transform(raw)
         err, rebuilt = ae.errors(self.model, z)
-        shift = offsets(rows, self.scaler.names, self.normals)
+        shift = cols.offsets(self.scaler.names)
         why = ae.explain(self.scaler, raw, z, rebuilt, self.cfg.top_features, shift)
         return [
             Verdict(float(e), self.threshold, bool(e > self.threshold), {"features": features})

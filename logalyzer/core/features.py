@@ -132,7 +132,8 @@ FEATURES: dict[str, callable] = {
     "log_events": lambda c: _log(c["event_count"]),
     "system_lines": lambda c: _log(c["system_unusual_lines"]),
 }
-#: The features as they were before box-relative counts (the autoencoder's ``box_relative=False``).
+#: The features as they were before box-relative counts (the autoencoder's ``box_relative=False``),
+#: taken before those join :data:`FEATURES` below.
 FLEET_FEATURE_NAMES = tuple(FEATURES)
 
 # Box-relative counts (issue 15, "features relative to the box's own normal"): a count read
@@ -304,7 +305,7 @@ READINGS: dict[str, callable] = {
     "system_lines": _count("unusual system lines"),
 }
 # A box-relative count reads as the count itself: the explanation adds the box's usual back to
-# the value and to what the model rebuilt (:func:`offsets`), "20 display drops (usually 1)".
+# the value and to what the model rebuilt (:meth:`Columns.offsets`), "20 display drops (usually 1)".
 READINGS.update({rel: READINGS[raw] for raw, (rel, _) in VS_BOX.items()})
 
 
@@ -357,6 +358,28 @@ class Columns:
             self._usual = self.normals.of(self.rows)
         return self._usual[:, USUAL_COLUMNS.index(name)]
 
+    def matrix(self, names: Sequence[str]) -> np.ndarray:
+        """(N, F) the features ``names`` of these rows (:func:`feature_matrix`)."""
+        out = np.empty((len(self.rows), len(names)), dtype=np.float64)
+        if len(self.rows):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                for j, name in enumerate(names):
+                    out[:, j] = FEATURES[name](self)
+        return out
+
+    def offsets(self, names: Sequence[str]) -> np.ndarray:
+        """(N, F) what each feature of :meth:`matrix` was shifted by, in model units:
+        ``log1p(usual)`` for a box-relative count (:data:`VS_BOX`), 0 for the others. Added back
+        to a value and to what the model rebuilt, it turns them into the session's own counts
+        for :func:`reading`. Shares the box lookup with :meth:`matrix` (one per batch)."""
+        out = np.zeros((len(self.rows), len(names)))
+        if self.normals is not None and len(self.rows):
+            column = dict(VS_BOX.values())
+            for j, name in enumerate(names):
+                if name in column:
+                    out[:, j] = _log(self.usual(column[name]))
+        return out
+
 
 class BoxNormals:
     """What each box usually has in a session: the median of :data:`USUAL_COLUMNS` over its
@@ -373,10 +396,10 @@ class BoxNormals:
 
     @classmethod
     def fit(cls, rows: Sequence[Mapping], min_sessions: int) -> BoxNormals:
-        cols = Columns(rows)
-        x = np.stack([cols[c] for c in USUAL_COLUMNS], axis=1) if len(rows) else None  # (N, K)
-        if x is None:
+        if not len(rows):
             return cls({}, np.zeros(len(USUAL_COLUMNS)))
+        cols = Columns(rows)
+        x = np.stack([cols[c] for c in USUAL_COLUMNS], axis=1)  # (N, K)
         box = np.array([str(r.get("rxid") or "") for r in rows])
         names, at, n = np.unique(box, return_inverse=True, return_counts=True)
         order = np.argsort(at, kind="stable")
@@ -411,22 +434,6 @@ class BoxNormals:
         return cls(d["boxes"], d["fleet"])
 
 
-def offsets(
-    rows: Sequence[Mapping], names: Sequence[str], normals: BoxNormals | None
-) -> np.ndarray:
-    """(N, F) what each feature was shifted by, in model units: ``log1p(usual)`` for a
-    box-relative count (:data:`VS_BOX`), 0 for the others. Added back to a value and to what
-    the model rebuilt, it turns them into the session's own counts for :func:`reading`."""
-    out = np.zeros((len(rows), len(names)))
-    if normals is None or not len(rows):
-        return out
-    cols, column = Columns(rows, normals), dict(VS_BOX.values())
-    for j, name in enumerate(names):
-        if name in column:
-            out[:, j] = _log(cols.usual(column[name]))
-    return out
-
-
 def feature_matrix(
     rows: Sequence[Mapping],
     names: Sequence[str] = FEATURE_NAMES,
@@ -435,13 +442,7 @@ def feature_matrix(
     """(N, F) feature vectors of N ``sessions`` rows: the features ``names`` (default the
     autoencoder's, in :data:`FEATURE_NAMES` order; a checkpoint trained before a feature existed
     asks for its own list), box-relative counts read against ``normals`` (:class:`BoxNormals`)."""
-    cols = Columns(rows, normals)
-    out = np.empty((len(rows), len(names)), dtype=np.float64)
-    if len(rows):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for j, name in enumerate(names):
-                out[:, j] = FEATURES[name](cols)
-    return out
+    return Columns(rows, normals).matrix(names)
 
 
 def failed_sessions(rows: Sequence[Mapping]) -> np.ndarray:
