@@ -42,6 +42,12 @@ def query(dsn: str, q: str, params=()) -> list[tuple]:
         return conn.execute(q, params).fetchall()
 
 
+def execute(dsn: str, q: str, params=()) -> None:
+    """A statement that returns no rows, committed."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(q, params)
+
+
 # --------------------------------------------------------------------------- synthetic boxes
 
 

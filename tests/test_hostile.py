@@ -143,11 +143,15 @@ def test_loader_survives_a_killed_backend_and_reports_a_dead_server(db, pg_dsn):
     assert loader.conn.info.backend_pid != pid
     assert query(db.dsn, f"SELECT count(*) FROM {RX}") == [(200,)]
     loader.close()
-    # a server that cancels every statement: retried with backoff, then DatabaseGone
+    # a server that cancels every statement: retried with backoff, then DatabaseGone (the
+    # table held locked, so that the loader's set-up always waits past its 1 ms, however fast
+    # the machine)
     params = psycopg.conninfo.conninfo_to_dict(db.dsn)
     params["options"] = "-c statement_timeout=1 -c lock_timeout=1"
-    with pytest.raises(DatabaseGone, match="went away"):
-        LineLoader(psycopg.conninfo.make_conninfo(**params), backoff=(0.01, 0.01))
+    with psycopg.connect(db.dsn) as holder:
+        holder.execute("LOCK TABLE log_lines IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(DatabaseGone, match="went away"):
+            LineLoader(psycopg.conninfo.make_conninfo(**params), backoff=(0.01, 0.01))
 
 
 def test_partial_file_cut_short_is_finished_by_the_next_run(db, settings, ray_local, tmp_path):

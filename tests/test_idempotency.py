@@ -1,11 +1,13 @@
-"""Each distinct line once per device, without a unique index on every line (sql/0017).
+"""Each distinct line once per device, without an index on the lines to find twins by.
 
-The loader looks for a chunk's twins in the chunk's ranges of ``line_key`` (the line's own
-clock as its text writes it) under a per-device lock, and only unparsed lines keep a unique
-index. These tests load through the real loader into the real database (no Ray: the loader is
-what decides), with the cases where a time-window check could go wrong: another time zone,
-kernel lines beside logcat lines, lines without a header, repeats within a chunk, a year-less
-Feb 29, two loaders at once, and a partition made before 0017."""
+The loader looks for a chunk's twins among the digests recorded for the key ranges that meet
+the chunk's ranges of ``line_key`` (the line's own clock as its text writes it; ``line_ranges``,
+sql/0018), under a per-device lock; only unparsed lines keep a unique index. These tests load
+through the real loader into the real database (no Ray: the loader is what decides), with the
+cases where a time-window check could go wrong: another time zone, kernel lines beside logcat
+lines, lines without a header, repeats within a chunk, a year-less Feb 29, two loaders at once,
+lines deleted or a partition dropped by hand, a database upgraded from 0017, and a partition
+made before 0017."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from logalyzer.core.parser import FileParser
 from logalyzer.store.db import ensure_partition, legacy_partitions
 from logalyzer.store.lines import MAX_RANGES, LineLoader, key_ranges
 
-from .helpers import query
+from .helpers import execute, query
 
 RX = "R1234567890"
 
@@ -161,6 +163,62 @@ def test_key_ranges_split_at_gaps_and_stay_bounded():
     assert len(covered) == 100
     assert all((lo < 0) == (hi < 0) for lo, hi in ranges)  # never across the two indexes
     assert key_ranges(pa.array([-5, -1, 0, 3], pa.int64())) == [(-5, -1), (0, 3)]
+
+
+def ranges(dsn: str) -> list[tuple]:
+    return query(dsn, "SELECT key_lo, key_hi, lines, length(md5s) FROM line_ranges ORDER BY 1")
+
+
+def test_each_stored_range_records_its_digests_once(db, loader):
+    lines = [logcat(i) for i in range(600)]
+    loader.load(RX, 1, chunk(lines[:400]))
+    loader.load(RX, 1, chunk(lines[:400]))  # nothing new: nothing recorded
+    loader.load(RX, 2, chunk(lines[300:]))
+    got = ranges(db.dsn)
+    assert [(n, size) for _, _, n, size in got] == [(400, 6400), (200, 3200)]
+    assert got[0][1] < got[1][0]  # the second chunk recorded only the lines it stored
+
+
+def test_lines_deleted_by_hand_load_again_and_only_they(db, loader):
+    lines = [logcat(i) for i in range(1000)] + [f"no header {i}" for i in range(10)]
+    loader.load(RX, 1, chunk(lines))
+    execute(db.dsn, f"DELETE FROM {RX} WHERE message LIKE 'line 1__' OR message = 'no header 3'")
+    assert stored(db.dsn) == (909, 909)
+    again = loader.load(RX, 1, chunk(lines))
+    assert (again.inserted, again.duplicate) == (101, 909)
+    assert stored(db.dsn) == (1010, 1010)
+    execute(db.dsn, f"TRUNCATE {RX}")
+    assert ranges(db.dsn) == []
+    assert loader.load(RX, 1, chunk(lines)).inserted == 1010
+
+
+def test_a_partition_dropped_and_made_again_loads_everything_again(db, loader):
+    lines = [logcat(i) for i in range(500)]
+    loader.load(RX, 1, chunk(lines))
+    execute(db.dsn, f"DROP TABLE {RX}")
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        ensure_partition(conn, RX)
+    assert ranges(db.dsn) == []  # the dropped partition's digests went with it
+    assert LineLoader(db.dsn).load(RX, 1, chunk(lines)).inserted == 500
+    assert stored(db.dsn) == (500, 500)
+
+
+def test_a_database_from_0017_gets_its_digests_and_loses_its_key_indexes(db, loader):
+    lines = [logcat(i) for i in range(2000)] + [f"<6>[ {i}.000000] k: {i}" for i in range(300)]
+    loader.load(RX, 1, chunk(lines))
+    # back to 0017's shape: no digests recorded, the two BRIN indexes on line_key
+    execute(db.dsn, "DELETE FROM line_ranges")
+    execute(db.dsn, "DELETE FROM schema_migrations WHERE version >= '0018'")
+    execute(db.dsn, "CREATE INDEX log_lines_clock_brin ON log_lines USING brin (line_key)")
+    out = CliRunner().invoke(main, ["db", "migrate"], env={"LOGALYZER_DSN": db.dsn})
+    assert out.exit_code == 0, out.output
+    assert "0018_line_ranges.sql" in out.output
+    assert query(db.dsn, "SELECT to_regclass('log_lines_clock_brin')") == [(None,)]
+    assert sum(n for _, _, n, _ in ranges(db.dsn)) == 2300
+    assert {lo < 0 for lo, hi, _, _ in ranges(db.dsn)} == {True, False}
+    assert all((lo < 0) == (hi < 0) for lo, hi, _, _ in ranges(db.dsn))
+    again = LineLoader(db.dsn).load(RX, 2, chunk(lines + [logcat(5000)]))
+    assert (again.inserted, again.duplicate) == (1, 2300)
 
 
 @pytest.fixture()

@@ -208,17 +208,30 @@ def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_PARTITION, rxid))
         if not _exists(conn, name):
+            # the digests of partitions dropped since: their OIDs may be given out again
+            conn.execute(
+                "DELETE FROM line_ranges WHERE part NOT IN (SELECT inhrelid FROM pg_inherits"
+                " WHERE inhparent = 'log_lines'::regclass)"
+            )
+            table = sql.Identifier(name)
             conn.execute(
                 sql.SQL("CREATE TABLE {} PARTITION OF log_lines FOR VALUES IN ({})").format(
-                    sql.Identifier(name), sql.Literal(rxid)
+                    table, sql.Literal(rxid)
                 )
             )
             # Only lines without a key need a unique index (sql/0017); a partition made
             # before 0017 has `{name}_md5` on every line instead, and keeps it.
             conn.execute(
                 sql.SQL("CREATE UNIQUE INDEX {} ON {} (line_md5) WHERE line_key IS NULL").format(
-                    sql.Identifier(f"{name}_md5_nokey"), sql.Identifier(name)
+                    sql.Identifier(f"{name}_md5_nokey"), table
                 )
+            )
+            # keyed lines' digests follow the rows when a user deletes some (sql/0018)
+            conn.execute(
+                sql.SQL(
+                    "CREATE TRIGGER line_ranges_follow AFTER DELETE OR UPDATE OR TRUNCATE ON {}"
+                    " FOR EACH STATEMENT EXECUTE FUNCTION line_ranges_follow()"
+                ).format(table)
             )
     return name
 

@@ -4,15 +4,17 @@
 :data:`LINE_COLUMNS`) at a time. Three things can go wrong, and each costs as little as it can:
 
 - **Duplicates** (a re-read file, the overlap of rotated files, a line repeated in a file):
-  COPY cannot skip them, and a unique index on every line's random digest cost PostgreSQL
-  about half of the COPY's CPU (bench/README.md, "The row and its index"). So the loader finds
-  them first: a line's twin has the same ``line_key`` (its own clock as written, parser
-  docstring), so under a per-device advisory lock (:data:`~logalyzer.store.db.LOCK_LINES`) it
-  reads the digests stored in the chunk's key ranges (:func:`key_ranges`, through the
-  partition's BRIN index on ``line_key``), looks up its keyless (unparsed) lines in their
-  partial unique index, and COPYs only the new lines; then it summarises the BRIN ranges just
-  filled, so the next lookup skips them. A partition made before sql/0017 still has a unique
-  index on ``line_md5`` and is loaded as before (:meth:`LineLoader._insert_legacy`).
+  COPY cannot skip them, and any index on the lines to find them by cost PostgreSQL as much
+  again as the COPY itself (a unique index on every line's random digest; sql/0017's BRIN
+  indexes on ``line_key``: bench/README.md, "Digests beside the lines"). So the loader finds
+  them first and the lines carry no index for it: a line's twin has the same ``line_key`` (its
+  own clock as written, parser docstring), and ``line_ranges`` (sql/0018) holds, for each range
+  of keys stored, the digests of its lines. Under a per-device advisory lock
+  (:data:`~logalyzer.store.db.LOCK_LINES`) the loader reads the digests of the ranges that meet
+  its chunk's key ranges (:func:`key_ranges`), looks up its keyless (unparsed) lines in their
+  partial unique index, COPYs only the new lines and records their digests
+  (:func:`record_ranges`), all in one transaction. A partition made before sql/0017 still has
+  a unique index on ``line_md5`` and is loaded as before (:meth:`LineLoader._insert_legacy`).
 - **A row PostgreSQL refuses** (SQLSTATE classes 22 data exception, 23 integrity, 54 program
   limit: a value the parser's clean-up did not foresee): the chunk is split in halves until the
   rows at fault are alone; every other row is stored. A refused row is stored again degraded
@@ -119,7 +121,6 @@ class LineLoader:
     direct: bool = field(default=True, init=False)  # False after a chunk full of duplicates
     gone: bool = field(default=False, init=False)  # the last retries ran out
     _legacy_parts: dict = field(default_factory=dict, init=False, repr=False)
-    _key_indexes: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._cols = sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
@@ -232,36 +233,13 @@ class LineLoader:
             return self._insert_legacy(conn, sql.Identifier(part), table)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_LINES, rxid))
-            stored = _stored_md5s(conn, sql.Identifier(part), table)
-            if stored:
-                is_new = pc.invert(pc.is_in(table["line_md5"], pa.array(stored, pa.binary(16))))
-                table = table.filter(is_new)
+            stored = _stored_md5s(conn, part, table)
+            if len(stored):
+                table = table.filter(pc.invert(pc.is_in(table["line_md5"], stored)))
             if table.num_rows:
                 self._copy(conn, sql.Identifier(part), pgbinary.encode(table, jsonb=_JSONB))
-                self._summarize(conn, part)
+                record_ranges(conn, part, table)
         return table.num_rows
-
-    def _summarize(self, conn: psycopg.Connection, name: str) -> None:
-        """Summarise the block ranges just filled in the key indexes, so the next chunk's
-        lookup skips them. An optimisation, not a promise: if VACUUM holds the table, skip."""
-        if name not in self._key_indexes:
-            self._key_indexes[name] = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT i.indexrelid::regclass::text FROM pg_index i"
-                    " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
-                    " WHERE i.indrelid = to_regclass(%s) AND am.amname = 'brin'"
-                    " AND pg_get_indexdef(i.indexrelid) LIKE '%%(line_key)%%'",
-                    (name,),
-                )
-            ]
-        try:
-            with conn.transaction():  # a savepoint: a lock timeout undoes only this
-                conn.execute("SET LOCAL lock_timeout = '50ms'")
-                for index in self._key_indexes[name]:
-                    conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (index,))
-        except psycopg.errors.LockNotAvailable:
-            pass
 
     def _insert_legacy(self, conn: psycopg.Connection, part: sql.Identifier, table) -> int:
         """The pre-0017 partition: COPY, and on a duplicate the staging table's
@@ -292,17 +270,17 @@ class LineLoader:
             cp.write(data)
 
 
-#: A gap in a chunk's keys wider than this (an hour) starts another lookup range: a chunk that
-#: holds kernel lines (uptime keys) and logcat lines (date keys), or a clock set mid-file,
-#: asks for two narrow windows instead of one that spans everything between.
+#: A gap in a chunk's keys wider than this (an hour) starts another range: a chunk that holds
+#: kernel lines (uptime keys) and logcat lines (date keys), or a clock set mid-file, asks for
+#: (and records) two narrow windows instead of one that spans everything between.
 KEY_GAP_US = 3_600_000_000
 MAX_RANGES = 32
 
 
 def key_ranges(keys: pa.Array) -> list[tuple[int, int]]:
     """The chunk's keys (nulls ignored) as at most :data:`MAX_RANGES` closed ranges, none of
-    which holds both negative keys (kernel uptimes) and others (clocks): each side has its
-    own index (sql/0017)."""
+    which holds both negative keys (kernel uptimes) and others (clocks), which are apart
+    whatever their distance."""
     k = np.sort(pc.drop_null(keys).to_numpy())
     if len(k) == 0:
         return []
@@ -316,37 +294,54 @@ def key_ranges(keys: pa.Array) -> list[tuple[int, int]]:
     return [(int(k[a]), int(k[b])) for a, b in zip(starts, ends)]
 
 
-def _stored_md5s(conn: psycopg.Connection, part: sql.Identifier, table: pa.Table) -> list:
-    """The chunk's lines already in the partition, as 16-byte digests.
+def _stored_md5s(conn: psycopg.Connection, part: str, table: pa.Table) -> pa.Array:
+    """The digests (16 bytes) stored in partition ``part`` that may be the chunk's lines.
 
-    A line's twin has the same key (its own clock as written), so the rows stored in the
-    chunk's key ranges hold every twin of its keyed lines; lines without a key are looked up
-    by digest in the partial unique index. Read under the device's lock, so no other loader
-    adds a twin meanwhile.
+    A line's twin has the same key (its own clock as written), so the digests recorded for the
+    key ranges that meet the chunk's hold every twin of its keyed lines (sql/0018); lines
+    without a key are looked up by digest in the partial unique index. Read under the device's
+    lock, so no other loader adds a twin meanwhile.
     """
-    found: list[bytes] = []
+    blobs: list[bytes] = []
     ranges = key_ranges(table["line_key"])
     if ranges:
-        # a new partition has no statistics; LOCAL: until the chunk's transaction ends
-        conn.execute("SET LOCAL enable_seqscan = off")
-        # one query per index (sql/0017): clocks (key >= 0) and uptimes (key < 0)
-        for side, kind in ((sql.SQL("line_key >= 0"), 1), (sql.SQL("line_key < 0"), -1)):
-            mine = [(lo, hi) for lo, hi in ranges if (lo >= 0) == (kind > 0)]
-            if not mine:
-                continue
-            where = sql.SQL(" OR ").join(
-                [sql.SQL("line_key BETWEEN {} AND {}").format(lo, hi) for lo, hi in mine]
-            )
-            query = sql.SQL("SELECT line_md5 FROM {} WHERE {} AND ({})").format(part, side, where)
-            found += [u.bytes for (u,) in conn.execute(query)]
+        meets = sql.SQL(" OR ").join([sql.SQL("(key_lo <= %s AND key_hi >= %s)")] * len(ranges))
+        query = sql.SQL("SELECT md5s FROM line_ranges WHERE part = %s::regclass AND ({})")
+        params = [part, *(bound for lo, hi in ranges for bound in (hi, lo))]
+        blobs += [b for (b,) in conn.execute(query.format(meets), params, binary=True)]
     nokey = pc.is_null(table["line_key"])
     if pc.any(nokey).as_py():
         md5s = [uuid.UUID(bytes=b) for b in table["line_md5"].filter(nokey).to_pylist()]
         query = sql.SQL(
             "SELECT line_md5 FROM {} WHERE line_key IS NULL AND line_md5 = ANY(%s)"
-        ).format(part)
-        found += [u.bytes for (u,) in conn.execute(query, (md5s,))]
-    return found
+        ).format(sql.Identifier(part))
+        blobs += [u.bytes for (u,) in conn.execute(query, (md5s,))]
+    found = b"".join(blobs)
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), len(found) // 16, [None, pa.py_buffer(found)]
+    )
+
+
+def record_ranges(conn: psycopg.Connection, part: str, table: pa.Table) -> None:
+    """Record the digests of the keyed lines just stored (``table``, in key order as
+    :func:`_first_of_each` leaves it), one ``line_ranges`` row per range of their keys."""
+    keys = table["line_key"].combine_chunks()
+    keyed = len(keys) - keys.null_count  # nulls sort last
+    if not keyed:
+        return
+    k = keys.slice(0, keyed).to_numpy()
+    md5 = table["line_md5"].combine_chunks()
+    digests = memoryview(md5.buffers()[1])[md5.offset * 16 : (md5.offset + keyed) * 16]
+    rows = []
+    for lo, hi in key_ranges(keys):
+        a, b = np.searchsorted(k, lo, "left"), np.searchsorted(k, hi, "right")
+        rows.append((part, lo, hi, int(b - a), bytes(digests[a * 16 : b * 16])))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO line_ranges (part, key_lo, key_hi, lines, md5s)"
+            " VALUES (%s::regclass, %s, %s, %s, %b)",
+            rows,
+        )
 
 
 def _first_of_each(table: pa.Table) -> pa.Table:
