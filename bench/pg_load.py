@@ -60,6 +60,18 @@ _LEAN = (
     " file_id integer, line_no integer, line text NOT NULL)"
 )
 NO_TS_INDEX = frozenset({"text1", "lean_noidx"})
+#: Lines a row of the ``blocks*`` shapes: each column of the line row as an array.
+BLOCK = 1000
+_ARRAYS = (
+    "line_key bigint[], line_no bigint[], ts timestamptz[], ts_inferred boolean[],"
+    " uptime_s double precision[], pid integer[], tid integer[], uid text[], level text[],"
+    " tag text[], message text[], status text[], truncated boolean[]"
+)
+_BLOCKS = (
+    "CREATE TABLE {t} (rxid text NOT NULL, key_lo bigint, key_hi bigint, ts_lo timestamptz,"
+    f" ts_hi timestamptz, lines integer NOT NULL, file_id integer, md5s bytea, {_ARRAYS})"
+)
+_ARRAY_COLS = [c.split()[0] for c in _ARRAYS.split(",")]
 
 SHAPES = {
     "text1": ["CREATE TABLE {t} (line text)"],
@@ -93,6 +105,11 @@ SHAPES = {
         f"CREATE TABLE {{t}} (line_key bigint, {_ROW}{_VAR_COLS})",
         "CREATE UNIQUE INDEX ON {t} (line_md5) WHERE line_key IS NULL",
     ],
+    "blocks": [_BLOCKS],
+    "blocks_ext": [_BLOCKS]
+    + [f"ALTER TABLE {{t}} ALTER {c} SET STORAGE EXTERNAL" for c in _ARRAY_COLS + ["md5s"]],
+    "blocks_lz4": [_BLOCKS]
+    + [f"ALTER TABLE {{t}} ALTER {c} SET COMPRESSION lz4" for c in _ARRAY_COLS],
     "slim_keyed": [
         f"CREATE TABLE {{t}} (line_key bigint NOT NULL, {_ROW})",
         "CREATE UNIQUE INDEX ON {t} (line_key, line_md5)",
@@ -200,6 +217,31 @@ def write_files(folder: Path, tables: list[pa.Table], raws: list[pa.Array]) -> d
     }
 
 
+def block_files(dsn: str, folder: Path, window: list[list[Path]]) -> list[list[Path]]:
+    """The ``blocks`` shapes' COPY files: each chunk's rows (the ``window`` files) as rows of
+    :data:`BLOCK` lines, one array a column, written by the server itself."""
+    import psycopg
+
+    aggs = ", ".join(f"array_agg({c} ORDER BY line_key, line_md5)" for c in _ARRAY_COLS)
+    out = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TEMP TABLE src (line_key bigint, {_ROW}{_VAR_COLS})")
+        for c, paths in enumerate(window):
+            conn.execute("TRUNCATE src")
+            conn.execute(f"COPY src FROM '{paths[0]}' (FORMAT binary)")
+            path = folder / f"blocks-{c:04d}-0.bin"
+            conn.execute(
+                "COPY (SELECT rxid, min(line_key), max(line_key), min(ts), max(ts),"
+                " count(*)::integer, min(file_id),"
+                " string_agg(uuid_send(line_md5), ''::bytea ORDER BY line_key, line_md5),"
+                f" {aggs} FROM (SELECT *, (row_number() OVER (ORDER BY line_key, line_md5) - 1)"
+                f" / {BLOCK} AS b FROM src) s GROUP BY rxid, b ORDER BY b)"
+                f" TO '{path}' (FORMAT binary)"
+            )
+            out.append([path])
+    return out
+
+
 def backend_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -218,7 +260,8 @@ def load_once(
         for stmt in SHAPES[shape]:
             conn.execute(stmt.format(t=t))
         if shape not in NO_TS_INDEX:
-            conn.execute(f"CREATE INDEX ON {t} USING brin (ts) WITH (autosummarize = on)")
+            ts = "ts_lo" if shape.startswith("blocks") else "ts"  # a block's first time
+            conn.execute(f"CREATE INDEX ON {t} USING brin ({ts}) WITH (autosummarize = on)")
         conn.execute("CHECKPOINT")
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
@@ -255,7 +298,8 @@ def load_once(
                 parts["summarize"] += time.perf_counter() - a
         wall, cpu = time.perf_counter() - t0, backend_cpu_s(pid) - cpu0
         wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)).fetchone()[0]
-        got = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        count = "sum(lines)" if shape.startswith("blocks") else "count(*)"
+        got = conn.execute(f"SELECT {count} FROM {t}").fetchone()[0]
         size = conn.execute(f"SELECT pg_total_relation_size('{t}')").fetchone()[0]
         conn.execute("DELETE FROM line_ranges WHERE part = %s::regclass", (t,))
         conn.execute(f"DROP TABLE {t}")
@@ -289,6 +333,11 @@ def main(argv: list[str] | None = None) -> None:
     ):
         os.chmod(tmp, 0o755)
         prepared = write_files(Path(tmp), tables, raws)
+        if any(s.startswith("blocks") for s in shapes):
+            os.chmod(tmp, 0o777)  # the server writes them
+            blocks = block_files(db.dsn, Path(tmp), prepared["files"]["window"])
+            for s in ("blocks", "blocks_ext", "blocks_lz4"):
+                prepared["files"][s] = blocks
         n = prepared["rows"]
         took = time.perf_counter() - t0
         print(

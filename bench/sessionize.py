@@ -65,6 +65,36 @@ def core_100k() -> dict:
     }
 
 
+#: Sessions whose drill-down (`session_lines`) is timed, spread over the fleet.
+DRILLDOWN_SESSIONS = 100
+
+
+def read_side(conn) -> dict:
+    """Times of what reads the lines back: the drill-down of :data:`DRILLDOWN_SESSIONS`
+    sessions (every line of each, as the Superset chart asks), and the QoE views whole."""
+    picks = conn.execute(
+        "SELECT rxid, session_id FROM sessions ORDER BY md5(session_id::text) LIMIT %s",
+        (DRILLDOWN_SESSIONS,),
+    ).fetchall()
+    t0 = time.perf_counter()
+    lines = sum(
+        conn.execute("SELECT count(*) FROM session_lines(%s, %s)", pick).fetchone()[0]
+        for pick in picks
+    )
+    drill = time.perf_counter() - t0
+    times = {}
+    for view in ("qoe_daily", "qoe_device"):
+        t0 = time.perf_counter()
+        conn.execute(f"SELECT * FROM {view}").fetchall()
+        times[f"{view}_s"] = round(time.perf_counter() - t0, 3)
+    return {
+        "drilldown_sessions": len(picks),
+        "drilldown_lines": lines,
+        "drilldown_s": round(drill, 3),
+        **times,
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hours", type=float, default=4.0, help="hours of logs per device")
@@ -116,6 +146,7 @@ def main(argv=None) -> int:
         secs = time.perf_counter() - t0
         with db.connect() as conn:
             stored = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+            reads = read_side(conn)
         result.update(
             sessionize_s=round(secs, 2),
             sessions=summary.total("sessions"),
@@ -127,6 +158,7 @@ def main(argv=None) -> int:
             device_compute_s=round(sum(d["compute_s"] for d in summary.devices), 3),
             device_write_s=round(sum(d["write_s"] for d in summary.devices), 2),
             sessions_match_truth_count=stored == len(truth["sessions"]),
+            **reads,
         )
     result["core_100k_events"] = core_100k()
 
@@ -146,6 +178,12 @@ def main(argv=None) -> int:
         f"{result['device_compute_s']} s, write {result['device_write_s']} s"
     )
     print(f"  sessions stored = truth: {result['sessions_match_truth_count']}")
+    print(
+        f"drill-down: session_lines() of {result['drilldown_sessions']} sessions"
+        f" {result['drilldown_s']:.2f} s ({result['drilldown_lines']:,} lines);"
+        f" SELECT * FROM qoe_daily {result['qoe_daily_s']:.3f} s,"
+        f" qoe_device {result['qoe_device_s']:.3f} s"
+    )
     c = result["core_100k_events"]
     print(
         f"pure core, one device with 100k events: {c['seconds']} s "

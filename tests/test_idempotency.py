@@ -213,6 +213,7 @@ def test_a_database_from_0017_gets_its_digests_and_loses_its_key_indexes(db, loa
     out = CliRunner().invoke(main, ["db", "migrate"], env={"LOGALYZER_DSN": db.dsn})
     assert out.exit_code == 0, out.output
     assert "0018_line_ranges.sql" in out.output
+    assert "digests of the 2,300 stored lines with a clock in 2 key range(s)" in out.output
     assert query(db.dsn, "SELECT to_regclass('log_lines_clock_brin')") == [(None,)]
     assert sum(n for _, _, n, _ in ranges(db.dsn)) == 2300
     assert {lo < 0 for lo, hi, _, _ in ranges(db.dsn)} == {True, False}

@@ -27,9 +27,19 @@ def migrate() -> None:
     with database.connect() as conn:
         done = apply_migrations(conn)
         legacy = legacy_partitions(conn)
+        if "0018_line_ranges.sql" in done:
+            ranges, lines = conn.execute(
+                "SELECT count(*), coalesce(sum(lines), 0) FROM line_ranges"
+            ).fetchone()
     click.echo(
         f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ' (up to date)'}"
     )
+    if "0018_line_ranges.sql" in done:
+        click.echo(
+            f"recorded the digests of the {lines:,} stored lines with a clock in {ranges:,}"
+            " key range(s) (line_ranges), and dropped the BRIN indexes on line_key: the loader"
+            " finds duplicates from those digests now"
+        )
     if legacy:
         click.echo(
             f"{len(legacy):,} device table(s) from before 0017_line_key ({', '.join(legacy[:3])}"
