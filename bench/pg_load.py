@@ -10,7 +10,8 @@ printed as rows/s and as a ratio to the one-column reference (the raw lines as t
 
     LOGALYZER_DSN=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/pg_load.py
 
-Shapes (every one also carries the BRIN index on ``ts`` that sql/0012 adds):
+Shapes (every one but ``text1`` and ``lean_noidx`` also carries the BRIN index on ``ts`` that
+sql/0012 adds):
 
 - ``text1``: the reference, one text column holding the raw line.
 - ``today``: the 19-column ``log_lines`` row, unique btree on ``line_md5`` (a random key).
@@ -24,6 +25,17 @@ Shapes (every one also carries the BRIN index on ``ts`` that sql/0012 adds):
   Its columns ``lookup``, ``copy``, ``summarize`` split the wall time.
 - ``slim_window``, ``slim_keyed``: the same without the four VAR columns (they go to a side
   table for the few VAR lines; that table's load is timed too, in the same transaction).
+- ``ranges``: sql/0018's shape, today's: no index on keyed lines at all; before each chunk's
+  COPY the loader's own lookup of the digests recorded for the chunk's key ranges
+  (``store.lines._stored_md5s``), after it its record of the digests stored
+  (``store.lines.record_ranges``, into the real ``line_ranges``).
+- ``lean``, ``lean_noidx``, ``lean_key``: the leanest row a line could have, ``(rxid, line_key,
+  ts, file_id, line_no, raw line)``, with the BRIN on ``ts``, without it, and with a BRIN on
+  ``line_key`` too (the raw line stands in: header, tag and message joined).
+- ``blocks``, ``blocks_ext``, ``blocks_lz4``: a row per :data:`BLOCK` lines, each column of
+  the line row an array (the digests one ``bytea``), its key and time range as plain columns
+  with the BRIN on its first time; TOAST's default compression (pglz), none (``STORAGE
+  EXTERNAL``), lz4. The server writes their files from the ``window`` files.
 
 The rows: ``line_key`` is the parser's own (``logalyzer.core.parser``).
 """

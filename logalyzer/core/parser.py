@@ -29,9 +29,10 @@ Decisions the spec leaves open (also in the README):
   header ((year as written, else 0) x 13 + month) x 32 + day, then the time of day (no zone,
   no inferred year: the same text always gives the same key, whatever ``LOGALYZER_TZ`` or the
   file's anchor); for an epoch header the epoch; for a kernel line -1 - its uptime (negative:
-  kernel lines and logcat lines beside them in a file get an index of their own, sql/0017);
-  none for a line without a header. It is the ordered half of the idempotency check
-  (``store.lines``): a line's twin has the same key, so looking in the chunk's keys is enough.
+  kernel lines and logcat lines beside them in a file fall in key ranges of their own,
+  ``store.lines.key_ranges``); none for a line without a header. It is the ordered half of
+  the idempotency check (``store.lines``): a line's twin has the same key, so looking in the
+  chunk's keys is enough.
 - Markers (``--------- beginning of``, ``------ ... ------``, ``== dumpstate:``, lines of
   ``=``) are counted, not stored.
 """
