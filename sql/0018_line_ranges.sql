@@ -11,7 +11,8 @@
 -- The rows must describe the partition as it is, or a line deleted by hand would never load
 -- again: they are keyed by the partition's OID (a partition dropped and made again is a new
 -- OID, and store.db.ensure_partition clears the rows of partitions gone), and a statement
--- trigger on each partition rebuilds them from its rows after a DELETE, UPDATE or TRUNCATE.
+-- trigger on each partition (and two on log_lines itself) rebuilds them from its rows after a
+-- DELETE, UPDATE or TRUNCATE.
 --
 -- Lines without a key (no header) keep their partial unique index (sql/0017). Partitions made
 -- before 0017 keep their unique index on line_md5 and are loaded as before.
@@ -56,6 +57,29 @@ BEGIN
     PERFORM rebuild_line_ranges(TG_RELID::regclass);
     RETURN NULL;
 END $$;
+
+-- The same for a DELETE or UPDATE through the parent table (a partition's own statement
+-- triggers fire only for statements naming it): rebuild the partitions whose rows it touched.
+-- (A TRUNCATE of the parent fires each partition's own trigger.)
+CREATE OR REPLACE FUNCTION line_ranges_follow_rows() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT rxid FROM old_rows LOOP
+        PERFORM rebuild_line_ranges(lower(r.rxid)::regclass);
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS line_ranges_follow_delete ON log_lines;
+CREATE TRIGGER line_ranges_follow_delete AFTER DELETE ON log_lines
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION line_ranges_follow_rows();
+DROP TRIGGER IF EXISTS line_ranges_follow_update ON log_lines;
+CREATE TRIGGER line_ranges_follow_update AFTER UPDATE ON log_lines
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION line_ranges_follow_rows();
 
 -- Every partition there is: its trigger and its rows (the lines stored under 0017's shape,
 -- or before it). store.db.ensure_partition does the same for partitions made from now on.

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from logalyzer.cli import main
 from logalyzer.core.parser import FileParser
-from logalyzer.store.db import ensure_partition, legacy_partitions
+from logalyzer.store.db import LOCK_LINES, SQL_DIR, ensure_partition, legacy_partitions
 from logalyzer.store.lines import MAX_RANGES, LineLoader, key_ranges
 
 from .helpers import execute, query
@@ -187,9 +187,18 @@ def test_lines_deleted_by_hand_load_again_and_only_they(db, loader):
     again = loader.load(RX, 1, chunk(lines))
     assert (again.inserted, again.duplicate) == (101, 909)
     assert stored(db.dsn) == (1010, 1010)
+    execute(db.dsn, "DELETE FROM log_lines WHERE message IN ('line 7', 'line 8')")  # the parent
+    assert loader.load(RX, 1, chunk(lines)).inserted == 2
     execute(db.dsn, f"TRUNCATE {RX}")
     assert ranges(db.dsn) == []
     assert loader.load(RX, 1, chunk(lines)).inserted == 1010
+    execute(db.dsn, "TRUNCATE log_lines")
+    assert ranges(db.dsn) == []
+
+
+def test_the_digests_rebuild_takes_the_loaders_lock():
+    # sql/0018 names the lock by number: it must be the one the loaders take
+    assert f"pg_advisory_xact_lock({LOCK_LINES}," in (SQL_DIR / "0018_line_ranges.sql").read_text()
 
 
 def test_a_partition_dropped_and_made_again_loads_everything_again(db, loader):
