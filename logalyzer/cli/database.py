@@ -8,6 +8,7 @@ from logalyzer.cli.common import CONTEXT, friendly, load_settings, open_db
 from logalyzer.settings import redact_dsn
 from logalyzer.store.db import legacy_partitions
 from logalyzer.store.db import migrate as apply_migrations
+from logalyzer.store.lines import digest_totals
 from logalyzer.store.reports import database_info
 
 # --------------------------------------------------------------------------- db
@@ -28,9 +29,7 @@ def migrate() -> None:
         done = apply_migrations(conn)
         legacy = legacy_partitions(conn)
         if "0018_line_ranges.sql" in done:
-            ranges, lines = conn.execute(
-                "SELECT count(*), coalesce(sum(lines), 0) FROM line_ranges"
-            ).fetchone()
+            ranges, lines = digest_totals(conn)
     click.echo(
         f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ' (up to date)'}"
     )

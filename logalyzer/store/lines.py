@@ -344,6 +344,14 @@ def record_ranges(conn: psycopg.Connection, part: str, table: pa.Table) -> None:
         )
 
 
+def digest_totals(conn: psycopg.Connection) -> tuple[int, int]:
+    """(key ranges, lines) whose digests ``line_ranges`` holds, over every device."""
+    ranges, lines = conn.execute(
+        "SELECT count(*), coalesce(sum(lines), 0) FROM line_ranges"
+    ).fetchone()
+    return int(ranges), int(lines)
+
+
 def _first_of_each(table: pa.Table) -> pa.Table:
     """The chunk in (key, digest) order, each digest once.
 
