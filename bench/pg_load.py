@@ -28,7 +28,8 @@ sql/0012 adds):
 - ``ranges``: sql/0018's shape, today's: no index on keyed lines at all; before each chunk's
   COPY the loader's own lookup of the digests recorded for the chunk's key ranges
   (``store.lines._stored_md5s``), after it its record of the digests stored
-  (``store.lines.record_ranges``, into the real ``line_ranges``).
+  (``store.lines.record_ranges``, into the real ``line_ranges``); ``ranges_sum`` also
+  summarises the BRIN ranges on ``ts`` the chunk filled, as the loader does.
 - ``lean``, ``lean_noidx``, ``lean_key``: the leanest row a line could have, ``(rxid, line_key,
   ts, file_id, line_no, raw line)``, with the BRIN on ``ts``, without it, and with a BRIN on
   ``line_key`` too (the raw line stands in: header, tag and message joined).
@@ -117,6 +118,10 @@ SHAPES = {
         f"CREATE TABLE {{t}} (line_key bigint, {_ROW}{_VAR_COLS})",
         "CREATE UNIQUE INDEX ON {t} (line_md5) WHERE line_key IS NULL",
     ],
+    "ranges_sum": [
+        f"CREATE TABLE {{t}} (line_key bigint, {_ROW}{_VAR_COLS})",
+        "CREATE UNIQUE INDEX ON {t} (line_md5) WHERE line_key IS NULL",
+    ],
     "blocks": [_BLOCKS],
     "blocks_ext": [_BLOCKS]
     + [f"ALTER TABLE {{t}} ALTER {c} SET STORAGE EXTERNAL" for c in _ARRAY_COLS + ["md5s"]],
@@ -191,6 +196,7 @@ def write_files(folder: Path, tables: list[pa.Table], raws: list[pa.Array]) -> d
             "lean_noidx": [lean],
             "lean_key": [lean],
             "ranges": [by_key.select(["line_key", *row, *VAR])],
+            "ranges_sum": [by_key.select(["line_key", *row, *VAR])],
             "text1": [pa.table({"line": raw.slice(start, CHUNK)})],
             "today": [by_md5.select(row + list(VAR))],
             "today_noidx": [by_md5.select(row + list(VAR))],
@@ -282,7 +288,7 @@ def load_once(
         conn.execute("SET enable_seqscan = off")  # a fresh table has no statistics yet
         for paths, ranges, table in zip(chunks, bounds, tables):
             with conn.transaction():
-                if shape == "ranges":  # the loader's own lookup (sql/0018)
+                if shape.startswith("ranges"):  # the loader's own lookup (sql/0018)
                     a = time.perf_counter()
                     _stored_md5s(conn, t, table)
                     parts["lookup"] += time.perf_counter() - a
@@ -305,8 +311,10 @@ def load_once(
                 if "window" in shape:  # the next lookup must not read these pages unsummarised
                     conn.execute(f"SELECT brin_summarize_new_values('{t}_clock')")
                     conn.execute(f"SELECT brin_summarize_new_values('{t}_uptime')")
-                if shape == "ranges":  # and its record of the digests stored
+                if shape.startswith("ranges"):  # and its record of the digests stored
                     record_ranges(conn, t, table)
+                if shape == "ranges_sum":  # and the summaries of the BRIN ranges it filled
+                    conn.execute(f"SELECT brin_summarize_new_values('{t}_ts_idx')")
                 parts["summarize"] += time.perf_counter() - a
         wall, cpu = time.perf_counter() - t0, backend_cpu_s(pid) - cpu0
         wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)).fetchone()[0]
@@ -379,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     for s in shapes:
         m = med[s]
         walls = ", ".join(f"{r['wall_s']:.1f}" for r in runs[s])
-        if "window" in s or s == "ranges":
+        if "window" in s or s.startswith("ranges"):
             walls += f"; lookup {m['lookup']:.2f}, summarize {m['summarize']:.2f}"
         print(
             f"{s:<12} {n / m['wall_s']:>9,.0f} {ref['wall_s'] / m['wall_s']:>8.2f}"

@@ -235,3 +235,22 @@ def test_a_database_from_0017_gets_its_digests_and_loses_its_key_indexes(db, loa
 def cli_env_db(db, monkeypatch):
     monkeypatch.setenv("LOGALYZER_DSN", db.dsn)
     return db
+
+
+def test_a_time_window_right_after_the_load_reads_only_its_block_ranges(db, loader):
+    # the loader summarises the BRIN ranges it filled: an unsummarised range matches any window
+    lines = [logcat(i) for i in range(40_000)]  # 11 hours, a line a second
+    for start in range(0, len(lines), 10_000):
+        loader.load(RX, 1, chunk(lines[start : start + 10_000]))
+    with psycopg.connect(db.dsn) as conn:
+        pages = conn.execute(f"SELECT pg_relation_size('{RX.lower()}') / 8192").fetchone()[0]
+        conn.execute("SET enable_seqscan = off")  # a fresh table has no statistics
+        ((explain,),) = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM"
+            f" {RX} WHERE ts BETWEEN '2026-03-17 10:00:00Z' AND '2026-03-17 10:01:00Z'"
+        ).fetchall()
+    plan = explain[0]["Plan"]
+    while "Lossy Heap Blocks" not in plan:
+        (plan,) = plan["Plans"]
+    assert pages > 512
+    assert 0 < plan["Lossy Heap Blocks"] <= 256  # at most two ranges of 128 pages

@@ -121,6 +121,7 @@ class LineLoader:
     direct: bool = field(default=True, init=False)  # False after a chunk full of duplicates
     gone: bool = field(default=False, init=False)  # the last retries ran out
     _legacy_parts: dict = field(default_factory=dict, init=False, repr=False)
+    _time_indexes: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._cols = sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
@@ -239,7 +240,33 @@ class LineLoader:
             if table.num_rows:
                 self._copy(conn, sql.Identifier(part), pgbinary.encode(table, jsonb=_JSONB))
                 record_ranges(conn, part, table)
+                self._summarize(conn, part)
         return table.num_rows
+
+    def _summarize(self, conn: psycopg.Connection, part: str) -> None:
+        """Summarise the block ranges the chunk filled in the partition's BRIN index on ``ts``,
+        so that a search or a drill-down right after the ingest reads only the ranges of its
+        time window: left to autovacuum (``autosummarize``), the ranges of a fresh load stay
+        unsummarised until its next pass, and every such query reads the whole partition
+        (bench/README.md "Digests beside the lines"). An optimisation, not a promise: if
+        VACUUM holds the table, skip."""
+        if part not in self._time_indexes:
+            self._time_indexes[part] = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT i.indexrelid::regclass::text FROM pg_index i"
+                    " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+                    " WHERE i.indrelid = to_regclass(%s) AND am.amname = 'brin'",
+                    (part,),
+                )
+            ]
+        try:
+            with conn.transaction():  # a savepoint: a lock timeout undoes only this
+                conn.execute("SET LOCAL lock_timeout = '50ms'")
+                for index in self._time_indexes[part]:
+                    conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (index,))
+        except psycopg.errors.LockNotAvailable:
+            pass
 
     def _insert_legacy(self, conn: psycopg.Connection, part: sql.Identifier, table) -> int:
         """The pre-0017 partition: COPY, and on a duplicate the staging table's
