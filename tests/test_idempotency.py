@@ -7,7 +7,8 @@ through the real loader into the real database (no Ray: the loader is what decid
 cases where a time-window check could go wrong: another time zone, kernel lines beside logcat
 lines, lines without a header, repeats within a chunk, a year-less Feb 29, two loaders at once,
 lines deleted or a partition dropped by hand, a database upgraded from 0017, and a partition
-made before 0017."""
+made before 0017. And one thing the loader does for the reads: a time window right after a load
+reads only its block ranges."""
 
 from __future__ import annotations
 
@@ -231,11 +232,6 @@ def test_a_database_from_0017_gets_its_digests_and_loses_its_key_indexes(db, loa
     assert (again.inserted, again.duplicate) == (1, 2300)
 
 
-@pytest.fixture()
-def cli_env_db(db, monkeypatch):
-    monkeypatch.setenv("LOGALYZER_DSN", db.dsn)
-    return db
-
 
 def test_a_time_window_right_after_the_load_reads_only_its_block_ranges(db, loader):
     # the loader summarises the BRIN ranges it filled: an unsummarised range matches any window
@@ -254,3 +250,9 @@ def test_a_time_window_right_after_the_load_reads_only_its_block_ranges(db, load
         (plan,) = plan["Plans"]
     assert pages > 512
     assert 0 < plan["Lossy Heap Blocks"] <= 256  # at most two ranges of 128 pages
+
+
+@pytest.fixture()
+def cli_env_db(db, monkeypatch):
+    monkeypatch.setenv("LOGALYZER_DSN", db.dsn)
+    return db
