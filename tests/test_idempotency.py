@@ -232,7 +232,6 @@ def test_a_database_from_0017_gets_its_digests_and_loses_its_key_indexes(db, loa
     assert (again.inserted, again.duplicate) == (1, 2300)
 
 
-
 def test_a_time_window_right_after_the_load_reads_only_its_block_ranges(db, loader):
     # the loader summarises the BRIN ranges it filled: an unsummarised range matches any window
     lines = [logcat(i) for i in range(40_000)]  # 11 hours, a line a second
