@@ -245,11 +245,11 @@ class LineLoader:
 
     def _summarize(self, conn: psycopg.Connection, part: str) -> None:
         """Summarise the block ranges the chunk filled in the partition's BRIN index on ``ts``,
-        so that a search or a drill-down right after the ingest reads only the ranges of its
-        time window: left to autovacuum (``autosummarize``), the ranges of a fresh load stay
-        unsummarised until its next pass, and every such query reads the whole partition
-        (bench/README.md "Digests beside the lines"). An optimisation, not a promise: if
-        VACUUM holds the table, skip."""
+        so that a search or a drill-down reads only the ranges of its time window: an
+        unsummarised range matches every window, and ``autosummarize`` only queues a request
+        for autovacuum that a bulk load overflows, leaving the ranges to the table's next
+        VACUUM (bench/README.md "Digests beside the lines"). An optimisation, not a promise:
+        if VACUUM holds the table, skip."""
         if part not in self._time_indexes:
             self._time_indexes[part] = [
                 r[0]
