@@ -10,7 +10,7 @@
 --
 -- The rows must describe the partition as it is, or a line deleted by hand would never load
 -- again: they are keyed by the partition's OID (a partition dropped and made again is a new
--- OID, and store.db.ensure_partition clears the rows of partitions gone), and a statement
+-- OID; sql/0019 deletes a dropped table's rows), and a statement
 -- trigger on each partition (and two on log_lines itself) rebuilds them from its rows after a
 -- DELETE, UPDATE or TRUNCATE.
 --

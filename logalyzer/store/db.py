@@ -208,17 +208,15 @@ def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_PARTITION, rxid))
         if not _exists(conn, name):
-            # the digests of partitions dropped since: their OIDs may be given out again
-            conn.execute(
-                "DELETE FROM line_ranges WHERE part NOT IN (SELECT inhrelid FROM pg_inherits"
-                " WHERE inhparent = 'log_lines'::regclass)"
-            )
             table = sql.Identifier(name)
             conn.execute(
                 sql.SQL("CREATE TABLE {} PARTITION OF log_lines FOR VALUES IN ({})").format(
                     table, sql.Literal(rxid)
                 )
             )
+            # digests of a dropped table whose OID the new one was given: sql/0019's event
+            # trigger deletes a dropped table's digests, but only a superuser can create it
+            conn.execute("DELETE FROM line_ranges WHERE part = %s::regclass", (name,))
             # Only lines without a key need a unique index (sql/0017); a partition made
             # before 0017 has `{name}_md5` on every line instead, and keeps it.
             conn.execute(
