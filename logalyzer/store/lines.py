@@ -308,7 +308,11 @@ def key_ranges(keys: pa.Array) -> list[tuple[int, int]]:
     """The chunk's keys (nulls ignored) as at most :data:`MAX_RANGES` closed ranges, none of
     which holds both negative keys (kernel uptimes) and others (clocks), which are apart
     whatever their distance."""
-    k = np.sort(pc.drop_null(keys).to_numpy())
+    return _ranges(np.sort(pc.drop_null(keys).to_numpy()))
+
+
+def _ranges(k: np.ndarray) -> list[tuple[int, int]]:
+    """:func:`key_ranges` of keys already sorted, without nulls."""
     if len(k) == 0:
         return []
     gaps = np.diff(k).astype(float)
@@ -360,7 +364,7 @@ def record_ranges(conn: psycopg.Connection, part: str, table: pa.Table) -> None:
     md5 = table["line_md5"].combine_chunks()
     digests = memoryview(md5.buffers()[1])[md5.offset * 16 : (md5.offset + keyed) * 16]
     rows = []
-    for lo, hi in key_ranges(keys):
+    for lo, hi in _ranges(k):
         a, b = np.searchsorted(k, lo, "left"), np.searchsorted(k, hi, "right")
         rows.append((part, lo, hi, int(b - a), bytes(digests[a * 16 : b * 16])))
     with conn.cursor() as cur:
