@@ -255,3 +255,26 @@ def test_a_time_window_right_after_the_load_reads_only_its_block_ranges(db, load
 def cli_env_db(db, monkeypatch):
     monkeypatch.setenv("LOGALYZER_DSN", db.dsn)
     return db
+
+
+def brin_options(dsn: str) -> list:
+    return query(
+        dsn,
+        "SELECT c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = %s::regclass"
+        " AND am.amname = 'brin'",
+        (RX.lower(),),
+    )
+
+
+def test_device_tables_leave_summarising_to_the_loader(db, loader):
+    # sql/0020: autovacuum's request queue overflows in bulk loads and logs a line per range;
+    # the loader summarises what it fills itself (the test above)
+    assert brin_options(db.dsn) == [(["autosummarize=off"],)]
+    # a device table made before 0020 is switched by the migration
+    execute(db.dsn, f"ALTER INDEX {RX.lower()}_ts_idx SET (autosummarize = on)")
+    execute(db.dsn, "DELETE FROM schema_migrations WHERE version >= '0020'")
+    out = CliRunner().invoke(main, ["db", "migrate"], env={"LOGALYZER_DSN": db.dsn})
+    assert out.exit_code == 0, out.output
+    assert "0020_brin_autosummarize_off.sql" in out.output
+    assert brin_options(db.dsn) == [(["autosummarize=off"],)]

@@ -224,6 +224,14 @@ def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
                     sql.Identifier(f"{name}_md5_nokey"), table
                 )
             )
+            # the loader summarises the ranges it fills; autovacuum's queue would overflow
+            # (sql/0020)
+            for index in brin_indexes(conn, name):
+                conn.execute(
+                    sql.SQL("ALTER INDEX {} SET (autosummarize = off)").format(
+                        sql.Identifier(index)
+                    )
+                )
             # keyed lines' digests follow the rows when a user deletes some (sql/0018)
             conn.execute(
                 sql.SQL(
@@ -232,6 +240,19 @@ def ensure_partition(conn: psycopg.Connection, rxid: str) -> str:
                 ).format(table)
             )
     return name
+
+
+def brin_indexes(conn: psycopg.Connection, table: str) -> list[str]:
+    """The names of ``table``'s BRIN indexes (a device table has one, on ``ts``: sql/0012)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+            " WHERE i.indrelid = to_regclass(%s) AND am.amname = 'brin'",
+            (table,),
+        )
+    ]
 
 
 def legacy_partitions(conn: psycopg.Connection) -> list[str]:

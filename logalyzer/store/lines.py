@@ -42,7 +42,7 @@ from psycopg import sql
 from logalyzer.core.storable import storable
 from logalyzer.errors import DatabaseGone, DatabaseUnreachable, first_line
 from logalyzer.store import pgbinary
-from logalyzer.store.db import LOCK_LINES, connect, partition_name
+from logalyzer.store.db import LOCK_LINES, brin_indexes, connect, partition_name
 
 #: Columns of a parsed chunk in COPY order (= parser.SCHEMA), then the two the loader adds.
 LINE_COLUMNS = (
@@ -251,15 +251,7 @@ class LineLoader:
         VACUUM (bench/README.md "Digests beside the lines"). An optimisation, not a promise:
         if VACUUM holds the table, skip."""
         if part not in self._time_indexes:
-            self._time_indexes[part] = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT i.indexrelid::regclass::text FROM pg_index i"
-                    " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
-                    " WHERE i.indrelid = to_regclass(%s) AND am.amname = 'brin'",
-                    (part,),
-                )
-            ]
+            self._time_indexes[part] = brin_indexes(conn, part)
         try:
             with conn.transaction():  # a savepoint: a lock timeout undoes only this
                 conn.execute("SET LOCAL lock_timeout = '50ms'")
