@@ -15,7 +15,6 @@ import os
 import sys
 import time
 import traceback
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,14 +49,6 @@ from logalyzer.settings import Settings
 from logalyzer.store import ledger
 from logalyzer.store.db import Database, ensure_partition
 from logalyzer.store.lines import BACKOFF_S, ChunkResult, LineLoader
-
-#: Parsed chunks a loader has on their way to the database (being COPYed or queued for its
-#: writer thread) while it parses the next. Two, not one: a chunk whose parse ends while the
-#: previous COPY is still running is queued instead of waited for, so the two cores stay busy
-#: when parse and COPY take turns being the slower; the whole ingest ran about 10 % faster
-#: (bench/README.md "Where the loader's time goes"). Three was no faster. Memory: about 20 MB a
-#: chunk more per loader.
-IN_FLIGHT = 2
 
 
 @dataclass
@@ -191,13 +182,13 @@ def load_file(
 ) -> FileResult:
     """Read, parse and load one file; close its ledger row. Never raises for bad input.
 
-    With a ``writer`` thread, chunk k is encoded and COPYed while the next ones are parsed
-    (the COPY waits on PostgreSQL and the encoding runs in C, both outside the GIL); at most
-    :data:`IN_FLIGHT` chunks are on their way, so memory stays bounded. Rows PostgreSQL
-    refuses and a database that goes away are the loader's business
-    (:mod:`logalyzer.store.lines`); here they become the file's status: ``partial`` with
-    ``input_damaged`` for refused rows (a re-read cannot do better), ``failed`` and left
-    ``loading`` in the ledger when the database is gone (the next run reads the file again).
+    With a ``writer`` thread, chunk k is encoded and COPYed while chunk k+1 is parsed (the
+    COPY waits on PostgreSQL and the encoding runs in Arrow, both outside the GIL); at most
+    one chunk is in flight, so memory stays bounded. Rows PostgreSQL refuses and a database
+    that goes away are the loader's business (:mod:`logalyzer.store.lines`); here they become
+    the file's status: ``partial`` with ``input_damaged`` for refused rows (a re-read cannot do
+    better), ``failed`` and left ``loading`` in the ledger when the database is gone (the next
+    run reads the file again).
     """
     t0 = time.perf_counter()
     path, rxid, file_id = task["path"], task["rxid"], task["file_id"]
@@ -206,7 +197,7 @@ def load_file(
     parser = FileParser(rxid, tz=tz, anchor=anchor)
     reader = LineReader(path)
     refused: list[str] = []  # PostgreSQL's reasons for refused rows
-    pending: deque[Future] = deque()  # chunks on their way to the database, in order
+    pending: Future | None = None
 
     def send(table: pa.Table) -> ChunkResult:
         return loader.load(rxid, file_id, table)
@@ -224,16 +215,18 @@ def load_file(
         for chunk in reader:
             table = parser.parse(chunk.lines, chunk.truncated)
             if table.num_rows:
-                while len(pending) >= IN_FLIGHT:
-                    landed(pending.popleft().result())
+                if pending is not None:
+                    landed(pending.result())
+                    pending = None
                 if writer is None:
                     landed(send(table))
                 else:
-                    pending.append(writer.submit(send, table))
+                    pending = writer.submit(send, table)
             if on_chunk:
                 on_chunk(len(chunk.lines), reader.report.bytes_in, table.num_rows)
-        while pending:
-            landed(pending.popleft().result())
+        if pending is not None:
+            landed(pending.result())
+            pending = None
         res.error = reader.report.error
     except NotALogFile as exc:
         res.status, res.error = "failed", str(exc)
@@ -247,9 +240,9 @@ def load_file(
         res.status, res.error = _partial_or_failed(res), first_line(exc)
         traceback.print_exc(file=sys.stderr)
     finally:
-        while pending:  # the reader failed while chunks were on their way: let them land
+        if pending is not None:  # the reader failed while a chunk was on its way: let it land
             try:
-                landed(pending.popleft().result())
+                landed(pending.result())
             except Exception as exc:  # noqa: BLE001 - reported with the file
                 res.error = f"{res.error}; {first_line(exc)}" if res.error else first_line(exc)
     damaged = reader.report.damaged or bool(res.lines_degraded or res.lines_failed)
