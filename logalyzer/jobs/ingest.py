@@ -320,7 +320,9 @@ class FileLoader:
 
 def _bound_loader(dsn: str, tz: str) -> type:
     """A FileLoader subclass with its arguments built in: Ray then ships the class alone,
-    instead of keeping constructor arguments in the object store for actor restarts."""
+    instead of keeping constructor arguments in the object store for actor restarts. (Ray Data
+    still passes its own plan to each actor as an object reference, which the driver's core
+    worker warns about: README, under the configuration table.)"""
 
     class BoundFileLoader(FileLoader):
         def __init__(self) -> None:
