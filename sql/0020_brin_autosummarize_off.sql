@@ -1,7 +1,7 @@
 -- The device tables' BRIN indexes on ts stop asking autovacuum to summarise their ranges: the
 -- loader summarises the ranges each chunk filled itself, in the chunk's transaction
--- (store.lines.LineLoader._summarize, since sql/0018's loader), because `autosummarize` only
--- queues a request that a bulk load overflows. Left on, it costs an autovacuum work item per
+-- (store.lines.LineLoader._summarize), because `autosummarize` only queues a request that a
+-- bulk load overflows. Left on, it costs an autovacuum work item per
 -- filled range and, once the queue is full, a line in the server's log per range
 -- ("request for BRIN range summarization for index ... was not recorded": 35,539 of them over
 -- one day's benchmarks, bench/README.md "Digests beside the lines").

@@ -10,9 +10,9 @@
  *
  * Eight lines at a time where the CPU has AVX2 (x86-64; chosen when the module loads): MD5 is
  * a chain of dependent 32-bit steps, so one line keeps one core's ALUs a quarter busy, while
- * eight independent lines fill the eight 32-bit lanes of an AVX2 register (md5_lanes below,
- * about 3x the throughput of the scalar code on the ingest's lines, bench/README.md "Where the
- * loader's time goes"). Elsewhere (other CPUs, other architectures) the scalar code runs.
+ * eight independent lines fill the eight 32-bit lanes of an AVX2 register (md5_lanes below:
+ * 0.14 us a line against 0.59 for the scalar code on the ingest's lines, bench/README.md
+ * "Eight lines at a time"). Elsewhere (other CPUs, other architectures) the scalar code runs.
  *
  * md5_lines(prefix: bytes, offsets: buffer of int32, data: buffer, first: int, n: int,
  *           lanes: int = -1) -> bytes
@@ -116,7 +116,6 @@ static void md5_final(md5_ctx *ctx, uint8_t out[16]) {
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(ctx->h[i] >> (8 * j));
 }
-
 
 static void md5_scalar(const Py_buffer *prefix, const uint8_t *bytes, const int32_t *off,
                        Py_ssize_t n, uint8_t *out) {
